@@ -1,0 +1,7 @@
+//! Avro: schema plans ([`plan`]) and binary decoding into Arrow columns ([`decode`]).
+
+pub mod decode;
+pub mod plan;
+
+pub use decode::{Column, Reader, UNAVAILABLE};
+pub use plan::Plan;

@@ -1,0 +1,453 @@
+//! Debezium envelope → [`ChangeBatch`] for one table.
+//!
+//! Each record is read twice: a validating scan of the whole datum (op, source, where `after`
+//! starts, no trailing bytes), then a decode of only the row into Arrow columns. A record that
+//! fails either pass goes to the dead-letter table and leaves no trace in the batch.
+//!
+//! Rules (DESIGN.md, "Tables"):
+//! - `c`/`r`/`u` → upsert of `after`;
+//! - `d` → delete; only the KEY is taken (from the record key), never the `before` image,
+//!   whose non-key values are placeholders unless the source has REPLICA IDENTITY FULL;
+//! - `t` → truncate; tombstones (null value) and `m` (logical messages) only move offsets;
+//! - text/bytes equal to `__debezium_unavailable_value` are reported in `unavailable`.
+//!
+//! Records with different value schema ids land in different segments (each with its own
+//! columns); `finish` aligns segments to their union schema — newer types win, added columns are
+//! null in older rows — and concatenates them in arrival order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+
+use crate::avro::plan::Record;
+use crate::avro::{Column, Plan, Reader};
+use crate::change::{ChangeBatch, ChangeKind, Position, SourceOffset, align, meta_fields};
+use crate::error::ConnectorError;
+
+/// One record as read from the stream, independent of the Kafka client.
+#[derive(Clone, Debug)]
+pub struct RawRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// Producer/broker timestamp in ms, if any.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// The parts of a Debezium value schema the decoder needs.
+#[derive(Debug)]
+pub struct EnvelopePlan {
+    envelope: Arc<Record>,
+    row: Arc<Record>,
+    after: usize,
+    op: usize,
+    source: Option<(usize, Arc<Record>)>,
+    ts_ms: Option<usize>,
+}
+
+impl EnvelopePlan {
+    pub fn new(plan: &Plan) -> Result<Self, ConnectorError> {
+        let Plan::Record(env) = plan else {
+            return Err(ConnectorError::NotDebezium("value schema is not a record".into()));
+        };
+        let field = |name: &str| {
+            env.field_index(name)
+                .ok_or_else(|| ConnectorError::NotDebezium(format!("envelope {} has no `{name}` field", env.name)))
+        };
+        let after = field("after")?;
+        let op = field("op")?;
+        let Plan::Record(row) = env.fields[after].plan.non_null() else {
+            return Err(ConnectorError::NotDebezium("`after` is not a record".into()));
+        };
+        let source = env.field_index("source").and_then(|i| match env.fields[i].plan.non_null() {
+            Plan::Record(r) => Some((i, r.clone())),
+            _ => None,
+        });
+        Ok(Self {
+            row: row.clone(),
+            after,
+            op,
+            source,
+            ts_ms: env.field_index("ts_ms"),
+            envelope: env.clone(),
+        })
+    }
+
+    /// Arrow fields of the row's columns (all nullable: soft-deleted rows of unknown keys and
+    /// dropped columns hold nulls).
+    pub fn columns(&self) -> Result<Vec<Field>, ConnectorError> {
+        self.row
+            .fields
+            .iter()
+            .map(|f| Ok(Field::new(&f.name, f.plan.arrow_type()?, true)))
+            .collect()
+    }
+}
+
+/// What the validating scan found in one value datum.
+struct Scanned<'a> {
+    op: &'a str,
+    /// The `after` row's bytes (from its start to the end of the datum), when not null.
+    after: Option<&'a [u8]>,
+    ts_ms: Option<i64>,
+    lsn: Option<i64>,
+}
+
+fn read_long_field(plan: &Plan, r: &mut Reader<'_>) -> Result<Option<i64>, ConnectorError> {
+    match plan {
+        Plan::Long(_) | Plan::Int(_) => Ok(Some(r.long()?)),
+        Plan::Nullable { null_index, inner } if matches!(**inner, Plan::Long(_) | Plan::Int(_)) => {
+            if r.union_index(2)? as u64 == *null_index {
+                Ok(None)
+            } else {
+                Ok(Some(r.long()?))
+            }
+        }
+        other => {
+            r.skip(other)?;
+            Ok(None)
+        }
+    }
+}
+
+fn scan<'a>(env: &EnvelopePlan, bytes: &'a [u8]) -> Result<Scanned<'a>, ConnectorError> {
+    let mut r = Reader::new(bytes);
+    let mut out = Scanned {
+        op: "",
+        after: None,
+        ts_ms: None,
+        lsn: None,
+    };
+    let mut envelope_ts = None;
+    for (i, f) in env.envelope.fields.iter().enumerate() {
+        if i == env.after {
+            let start = bytes.len() - r.remaining();
+            let Plan::Nullable { null_index, inner } = &f.plan else {
+                out.after = Some(&bytes[start..]);
+                r.skip(&f.plan)?;
+                continue;
+            };
+            if r.union_index(2)? as u64 != *null_index {
+                out.after = Some(&bytes[bytes.len() - r.remaining()..]);
+                r.skip(inner)?;
+            }
+        } else if i == env.op {
+            out.op = r.str()?;
+        } else if Some(i) == env.ts_ms {
+            envelope_ts = read_long_field(&f.plan, &mut r)?;
+        } else if let Some((si, src)) = env.source.as_ref().filter(|(si, _)| *si == i) {
+            let _ = si;
+            if let Plan::Nullable { null_index, .. } = &f.plan
+                && r.union_index(2)? as u64 == *null_index
+            {
+                continue;
+            }
+            for sf in &src.fields {
+                match sf.name.as_str() {
+                    "ts_ms" => out.ts_ms = read_long_field(&sf.plan, &mut r)?,
+                    "lsn" => out.lsn = read_long_field(&sf.plan, &mut r)?,
+                    _ => r.skip(&sf.plan)?,
+                }
+            }
+        } else {
+            r.skip(&f.plan)?;
+        }
+    }
+    if r.remaining() != 0 {
+        return Err(ConnectorError::CorruptAvro(format!("{} trailing bytes after the datum", r.remaining())));
+    }
+    out.ts_ms = out.ts_ms.or(envelope_ts);
+    Ok(out)
+}
+
+/// Rows decoded with one value schema.
+struct Segment {
+    value_id: u32,
+    env: Arc<EnvelopePlan>,
+    fields: Vec<Field>,
+    columns: Vec<Column>,
+    /// key schema id → (key field index → column index) for deletes.
+    key_maps: HashMap<u32, Vec<Option<usize>>>,
+    ops: Vec<String>,
+    ts: Vec<Option<i64>>,
+    lsn: Vec<Option<i64>>,
+    kinds: Vec<ChangeKind>,
+    positions: Vec<Position>,
+    unavailable: Vec<(usize, usize)>,
+    /// `false` for rows that failed mid-decode: padded with nulls, filtered out at finish.
+    good: Vec<bool>,
+}
+
+impl Segment {
+    fn new(value_id: u32, env: Arc<EnvelopePlan>) -> Result<Self, ConnectorError> {
+        let fields = env.columns()?;
+        let columns = fields.iter().map(|f| Column::new(f.data_type())).collect::<Result<_, _>>()?;
+        Ok(Self {
+            value_id,
+            env,
+            fields,
+            columns,
+            key_maps: HashMap::new(),
+            ops: Vec::new(),
+            ts: Vec::new(),
+            lsn: Vec::new(),
+            kinds: Vec::new(),
+            positions: Vec::new(),
+            unavailable: Vec::new(),
+            good: Vec::new(),
+        })
+    }
+
+    fn rows(&self) -> usize {
+        self.good.len()
+    }
+
+    /// Brings every column to `rows + 1` entries after a partial decode.
+    fn pad(&mut self) {
+        let target = self.rows() + 1;
+        for c in &mut self.columns {
+            while c.len() < target {
+                c.append_null();
+            }
+        }
+    }
+
+    fn push_row(&mut self, bytes: &[u8]) -> Result<(), ConnectorError> {
+        let mut r = Reader::new(bytes);
+        let row = self.rows();
+        let env = self.env.clone();
+        for (i, f) in env.row.fields.iter().enumerate() {
+            if self.columns[i].append(&f.plan, &mut r)? {
+                self.unavailable.push((row, i));
+            }
+        }
+        Ok(())
+    }
+
+    fn push_key(&mut self, key_id: u32, key: &Record, bytes: &[u8]) -> Result<(), ConnectorError> {
+        let map = self
+            .key_maps
+            .entry(key_id)
+            .or_insert_with(|| {
+                key.fields
+                    .iter()
+                    .map(|kf| self.fields.iter().position(|f| f.name() == &kf.name))
+                    .collect()
+            })
+            .clone();
+        let mut r = Reader::new(bytes);
+        for (kf, col) in key.fields.iter().zip(map) {
+            match col {
+                Some(c) => {
+                    self.columns[c].append(&kf.plan, &mut r)?;
+                }
+                None => r.skip(&kf.plan)?,
+            }
+        }
+        // every non-key column gets a null (pad does exactly that)
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, ConnectorError> {
+        let mut arrays: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
+        let deleted: BooleanArray = self.kinds.iter().map(|k| Some(*k != ChangeKind::Upsert)).collect();
+        arrays.push(Arc::new(StringArray::from_iter_values(self.ops.iter())));
+        arrays.push(Arc::new(deleted));
+        arrays.push(Arc::new(
+            TimestampMicrosecondArray::from_iter(self.ts.iter().map(|t| t.and_then(|ms| ms.checked_mul(1000))))
+                .with_timezone("UTC"),
+        ));
+        arrays.push(Arc::new(Int64Array::from(self.lsn.clone())));
+        arrays.push(Arc::new(Int32Array::from_iter_values(self.positions.iter().map(|p| p.partition))));
+        arrays.push(Arc::new(Int64Array::from_iter_values(self.positions.iter().map(|p| p.offset))));
+        let mut fields = self.fields.clone();
+        fields.extend(meta_fields());
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+            .map_err(|e| ConnectorError::UnsupportedType(e.to_string()))?;
+        if self.good.iter().all(|g| *g) {
+            return Ok(batch);
+        }
+        filter_record_batch(&batch, &BooleanArray::from(self.good.clone()))
+            .map_err(|e| ConnectorError::UnsupportedType(e.to_string()))
+    }
+}
+
+/// Builds the [`ChangeBatch`] of one table from its records.
+pub struct TableDecoder {
+    stream: String,
+    key_columns: Vec<String>,
+    segments: Vec<Segment>,
+    offsets: BTreeMap<i32, i64>,
+}
+
+impl TableDecoder {
+    /// `stream` is the opaque stream id written into `txn` app ids (e.g. `<group>:<topic>`).
+    pub fn new(stream: impl Into<String>) -> Self {
+        Self {
+            stream: stream.into(),
+            key_columns: Vec::new(),
+            segments: Vec::new(),
+            offsets: BTreeMap::new(),
+        }
+    }
+
+    /// Records that the stream moved past `rec` (whatever became of it).
+    pub fn advance(&mut self, partition: i32, offset: i64) {
+        let next = self.offsets.entry(partition).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+    }
+
+    /// Decodes one record. `key` and `value` are the payload plans and bytes after the frame.
+    /// On error nothing was added (the caller dead-letters the record); the offset is always
+    /// advanced.
+    pub fn push(
+        &mut self,
+        position: Position,
+        key: Option<(u32, &Plan, &[u8])>,
+        value: Option<(u32, Arc<EnvelopePlan>, &[u8])>,
+    ) -> Result<(), ConnectorError> {
+        self.advance(position.partition, position.offset);
+        let Some((value_id, env, value_bytes)) = value else {
+            return Ok(()); // tombstone: the delete before it did the work
+        };
+        let scanned = scan(&env, value_bytes)?;
+        let kind = match scanned.op {
+            "c" | "r" | "u" => ChangeKind::Upsert,
+            "d" => ChangeKind::Delete,
+            "t" => ChangeKind::Truncate,
+            "m" => return Ok(()),
+            other => return Err(ConnectorError::NotDebezium(format!("unknown op {other:?}"))),
+        };
+        let key_record = match key {
+            Some((id, Plan::Record(rec), bytes)) => {
+                Reader::new(bytes).skip(&Plan::Record(rec.clone()))?;
+                Some((id, rec.clone(), bytes))
+            }
+            Some(_) => return Err(ConnectorError::MissingKey("record key is not an Avro record".into())),
+            None if kind == ChangeKind::Truncate => None,
+            None => return Err(ConnectorError::MissingKey("record has a null key".into())),
+        };
+        if let Some((_, rec, _)) = &key_record {
+            let names: Vec<String> = rec.fields.iter().map(|f| f.name.clone()).collect();
+            if self.key_columns.is_empty() {
+                self.key_columns = names;
+            } else if self.key_columns != names {
+                return Err(ConnectorError::IncompatibleSchema(format!(
+                    "key fields changed from {:?} to {names:?}",
+                    self.key_columns
+                )));
+            }
+        }
+        if self.segments.last().is_none_or(|s| s.value_id != value_id) {
+            self.segments.push(Segment::new(value_id, env.clone())?);
+        }
+        let Some(seg) = self.segments.last_mut() else {
+            return Err(ConnectorError::NotDebezium("no segment".into()));
+        };
+        let unavailable_before = seg.unavailable.len();
+        let result = match (kind, scanned.after, &key_record) {
+            (ChangeKind::Upsert, Some(after), _) => seg.push_row(after),
+            (ChangeKind::Upsert, None, _) => Err(ConnectorError::NotDebezium(format!(
+                "op {:?} without an `after` row",
+                scanned.op
+            ))),
+            (ChangeKind::Delete, _, Some((id, rec, bytes))) => seg.push_key(*id, rec, bytes),
+            _ => Ok(()),
+        };
+        seg.pad();
+        seg.ops.push(scanned.op.to_string());
+        seg.ts.push(scanned.ts_ms);
+        seg.lsn.push(scanned.lsn);
+        seg.kinds.push(kind);
+        seg.positions.push(position);
+        seg.good.push(result.is_ok());
+        if result.is_err() {
+            seg.unavailable.truncate(unavailable_before);
+        }
+        result
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Aligns the segments to one schema and returns the batch (None when no record arrived).
+    pub fn finish(self) -> Result<Option<ChangeBatch>, ConnectorError> {
+        if self.offsets.is_empty() {
+            return Ok(None);
+        }
+        let offsets: Vec<SourceOffset> = self
+            .offsets
+            .iter()
+            .map(|(p, o)| SourceOffset {
+                stream: self.stream.clone(),
+                partition: *p,
+                next_offset: *o,
+            })
+            .collect();
+        // Union of columns: first appearance fixes the position, the newest type wins.
+        let mut columns: Vec<Field> = Vec::new();
+        for seg in &self.segments {
+            for f in &seg.fields {
+                match columns.iter_mut().find(|c| c.name() == f.name()) {
+                    Some(c) => *c = f.clone(),
+                    None => columns.push(f.clone()),
+                }
+            }
+        }
+        let columns: SchemaRef = Arc::new(Schema::new(columns));
+        let mut full: Vec<Field> = columns.fields().iter().map(|f| f.as_ref().clone()).collect();
+        full.extend(meta_fields());
+        let full = Arc::new(Schema::new(full));
+        let mut kinds = Vec::new();
+        let mut positions = Vec::new();
+        let mut unavailable = Vec::new();
+        let mut batches = Vec::new();
+        for seg in self.segments {
+            let base = kinds.len();
+            let col_map: Vec<usize> = seg
+                .fields
+                .iter()
+                .map(|f| columns.index_of(f.name()).unwrap_or(usize::MAX))
+                .collect();
+            // renumber rows past the filtered-out ones
+            let mut new_index = Vec::with_capacity(seg.good.len());
+            let mut n = 0;
+            for g in &seg.good {
+                new_index.push(n);
+                if *g {
+                    n += 1;
+                }
+            }
+            for (i, g) in seg.good.iter().enumerate() {
+                if *g {
+                    kinds.push(seg.kinds[i]);
+                    positions.push(seg.positions[i]);
+                }
+            }
+            for (row, col) in &seg.unavailable {
+                if seg.good[*row] {
+                    unavailable.push((base + new_index[*row], col_map[*col]));
+                }
+            }
+            let batch = seg.finish()?;
+            batches.push(align(&batch, &full).map_err(|e| ConnectorError::IncompatibleSchema(e.to_string()))?);
+        }
+        let data = concat_batches(&full, &batches).map_err(|e| ConnectorError::UnsupportedType(e.to_string()))?;
+        Ok(Some(ChangeBatch {
+            columns,
+            key_columns: self.key_columns,
+            data,
+            kinds,
+            positions,
+            unavailable,
+            offsets,
+        }))
+    }
+}
+

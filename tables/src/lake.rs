@@ -1,0 +1,110 @@
+//! The lake: a root URI (local path, `file://`, `s3://bucket/prefix`) holding one Delta table
+//! per directory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Once};
+
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, ObjectStore};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use url::Url;
+
+use crate::error::{Result, TableError};
+
+static HANDLERS: Once = Once::new();
+
+/// Where the tables live and how to reach them.
+#[derive(Clone, Debug)]
+pub struct Lake {
+    root: Url,
+    storage_options: HashMap<String, String>,
+}
+
+impl Lake {
+    /// `uri` is a path (relative to the working directory), `file://…` or `s3://bucket/prefix`.
+    pub fn new(uri: &str, storage_options: HashMap<String, String>) -> Result<Self> {
+        HANDLERS.call_once(|| deltalake::aws::register_handlers(None));
+        let mut root = match Url::parse(uri) {
+            Ok(u) if u.scheme().len() > 1 => u,
+            _ => {
+                let path = std::path::absolute(uri).map_err(|_| TableError::BadUri(uri.to_string()))?;
+                std::fs::create_dir_all(&path).map_err(|e| TableError::BadUri(format!("{uri}: {e}")))?;
+                Url::from_directory_path(&path).map_err(|_| TableError::BadUri(uri.to_string()))?
+            }
+        };
+        if !root.path().ends_with('/') {
+            root.set_path(&format!("{}/", root.path()));
+        }
+        Ok(Self { root, storage_options })
+    }
+
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.storage_options
+    }
+
+    /// The URL of table `name`.
+    pub fn table_url(&self, name: &str) -> Result<Url> {
+        self.root
+            .join(&format!("{name}/"))
+            .map_err(|_| TableError::BadUri(format!("{}{name}", self.root)))
+    }
+
+    /// A handle on table `name`, loaded when it exists (`state` is `None` when it does not).
+    pub async fn table(&self, name: &str) -> Result<DeltaTable> {
+        let mut table = DeltaTableBuilder::from_url(self.table_url(name)?)?
+            .with_storage_options(self.storage_options.clone())
+            .build()?;
+        match table.load().await {
+            Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(table),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Table `name` at `version` (latest when `None`); `NotFound` when it does not exist.
+    pub async fn open(&self, name: &str, version: Option<u64>) -> Result<DeltaTable> {
+        let mut table = DeltaTableBuilder::from_url(self.table_url(name)?)?
+            .with_storage_options(self.storage_options.clone())
+            .build()?;
+        let loaded = match version {
+            Some(v) => table.load_version(v).await,
+            None => table.load().await,
+        };
+        match loaded {
+            Ok(()) => Ok(table),
+            Err(DeltaTableError::NotATable(_)) => Err(TableError::NotFound(name.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn store(&self) -> Result<Arc<dyn ObjectStore>> {
+        let t = DeltaTableBuilder::from_url(self.root.clone())?
+            .with_storage_options(self.storage_options.clone())
+            .build()?;
+        Ok(t.log_store().object_store(None))
+    }
+
+    /// Names of the Delta tables under the root, sorted.
+    pub async fn list_tables(&self) -> Result<Vec<String>> {
+        let store = self.store()?;
+        let listing = match store.list_with_delimiter(None).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut names = Vec::new();
+        for dir in listing.common_prefixes {
+            let Some(name) = dir.filename().map(str::to_string) else { continue };
+            let log = Path::from(format!("{dir}/_delta_log"));
+            let mut entries = store.list(Some(&log));
+            if entries.try_next().await?.is_some() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}

@@ -1,0 +1,14 @@
+//! `tables`: everything about the lake, and nothing about Kafka.
+//!
+//! [`ChangeBatch`](connectors::ChangeBatch)es arrive with opaque stream offsets; the
+//! [`writer`] applies each in one Delta commit using the primary-key [`index`]; [`lake`]
+//! locates tables under the lake URI.
+
+pub mod error;
+pub mod index;
+pub mod lake;
+pub mod writer;
+
+pub use error::{Result, TableError};
+pub use lake::Lake;
+pub use writer::{Applied, DeleteMode, TableWriter, WriteMode, WriterOptions};

@@ -1,0 +1,595 @@
+//! Applying a [`ChangeBatch`] to a Delta table: one commit per batch.
+//!
+//! A commit holds the new data file(s), `remove`s of the files it rewrote, an optional
+//! `metaData` for added columns, and one `txn` per stream partition whose version is the next
+//! offset to read. Rows below a partition's `txn` version were applied before and are skipped,
+//! so re-applying any batch is a no-op (exactly-once with the source's at-least-once).
+//!
+//! Row rules (DESIGN.md): last change per key wins in stream order; a soft delete keeps the
+//! key's last known values with `__op = 'd'`, `__deleted = true`; a hard delete removes the row;
+//! a truncate deletes every row present at that point; cells the source marked unavailable keep
+//! the previous value.
+//!
+//! Copy-on-write: the files holding superseded rows are rewritten without them in the same
+//! commit. Only files that hold batch keys are touched (found through the primary-key index).
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, new_null_array};
+use arrow::compute::interleave;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use connectors::change::{ChangeBatch, ChangeKind, SourceOffset, align, is_meta_column, meta_fields};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitBuilder;
+use deltalake::kernel::{Action, LogicalFileView, MetadataExt, StructType, Transaction};
+use deltalake::operations::write::WriterStatsConfig;
+use deltalake::operations::write::writer::{DeltaWriter, WriterConfig};
+use deltalake::protocol::{DeltaOperation, OutputMode};
+use deltalake::DeltaTable;
+use futures::TryStreamExt;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+#[allow(deprecated)] // the replacement (`SpawnedReader`) is not in parquet 59.3's object_store path yet
+use parquet::arrow::async_reader::ParquetObjectReader;
+
+use crate::error::{Result, TableError};
+use crate::index::{KeyEncoder, PkIndex, RowLoc};
+use crate::lake::Lake;
+
+/// Table property holding the primary-key columns, comma separated.
+pub const PRIMARY_KEY_PROPERTY: &str = "cormorant.primaryKey";
+
+/// What a delete does to its row.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    /// Keep the row, marked `__deleted = true` with its last known values.
+    #[default]
+    Soft,
+    /// Remove the row.
+    Hard,
+}
+
+/// How superseded rows leave the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    /// Rewrite touched files at once.
+    Cow,
+    /// Mark superseded rows in deletion vectors.
+    #[default]
+    Mor,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriterOptions {
+    pub deletes: DeleteMode,
+    pub mode: WriteMode,
+}
+
+/// What one `apply` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The committed version, `None` when there was nothing new to commit.
+    pub version: Option<u64>,
+    pub rows_in: usize,
+    pub rows_written: usize,
+    pub rows_skipped: usize,
+    pub files_added: usize,
+    pub files_removed: usize,
+}
+
+/// The index and schema as of one table version.
+struct Loaded {
+    version: u64,
+    schema: SchemaRef,
+    encoder: KeyEncoder,
+    index: PkIndex,
+}
+
+/// Writes change batches into one table. One writer per table per process.
+pub struct TableWriter {
+    name: String,
+    lake: Lake,
+    table: DeltaTable,
+    opts: WriterOptions,
+    loaded: Option<Loaded>,
+}
+
+/// A row of the output: for each column, which source array and row it comes from.
+type Src = (usize, usize);
+
+impl TableWriter {
+    pub async fn open(lake: &Lake, name: &str, opts: WriterOptions) -> Result<Self> {
+        Ok(Self {
+            name: name.to_string(),
+            lake: lake.clone(),
+            table: lake.table(name).await?,
+            opts,
+            loaded: None,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn table(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// The next offset to read for a stream partition, as recorded in the table.
+    pub async fn next_offset(&self, app_id: &str) -> Result<Option<i64>> {
+        let Ok(snapshot) = self.table.snapshot() else { return Ok(None) };
+        Ok(snapshot.transaction_version(self.table.log_store().as_ref(), app_id).await?)
+    }
+
+    /// Number of indexed keys (live rows, soft-deleted included), if the index is loaded.
+    pub fn indexed_keys(&self) -> Option<usize> {
+        self.loaded.as_ref().map(|l| l.index.len())
+    }
+
+    async fn refresh(&mut self) -> Result<()> {
+        match self.table.update_state().await {
+            Ok(()) | Err(deltalake::DeltaTableError::NotATable(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates the table for `batch`'s columns.
+    async fn create(&mut self, columns: &SchemaRef, key_columns: &[String]) -> Result<()> {
+        let mut fields: Vec<Field> = columns.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.extend(meta_fields());
+        let kernel: StructType = (&Schema::new(fields)).try_into_kernel()?;
+        let mut create = self
+            .table
+            .create()
+            .with_table_name(&self.name)
+            .with_columns(kernel.fields().cloned())
+            .with_raise_if_key_not_exists(false);
+        if !key_columns.is_empty() {
+            create = create.with_configuration([(PRIMARY_KEY_PROPERTY, Some(key_columns.join(",")))]);
+        }
+        match create.await {
+            Ok(t) => self.table = t,
+            // a concurrent creator won: use its table
+            Err(e) => {
+                tracing::debug!(table = %self.name, error = %e, "create raced, reloading");
+                self.table = self.lake.table(&self.name).await?;
+                if self.table.version().is_none() {
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn key_columns(&self) -> Vec<String> {
+        self.table
+            .snapshot()
+            .ok()
+            .and_then(|s| s.metadata().configuration().get(PRIMARY_KEY_PROPERTY).cloned())
+            .map(|s| s.split(',').map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// Builds the index from the current snapshot when it is missing or stale.
+    async fn ensure_loaded(&mut self) -> Result<()> {
+        let version = self.table.version();
+        if self.loaded.as_ref().is_some_and(|l| Some(l.version) == version) {
+            return Ok(());
+        }
+        let snapshot = self.table.snapshot()?;
+        let schema = snapshot.snapshot().arrow_schema();
+        let encoder = KeyEncoder::new(&schema, &self.key_columns(), &self.name)?;
+        let mut index = PkIndex::default();
+        let key_cols: Vec<String> = encoder.columns().to_vec();
+        let files: Vec<LogicalFileView> = snapshot.log_data().iter().collect();
+        for f in &files {
+            let batch = self.read_file(f, &schema, Some(&key_cols)).await?;
+            index.add_file(&f.path(), encoder.encode(&batch)?)?;
+        }
+        tracing::info!(table = %self.name, version, keys = index.len(), files = files.len(), "primary-key index built");
+        self.loaded = Some(Loaded {
+            version: version.unwrap_or_default(),
+            schema,
+            encoder,
+            index,
+        });
+        Ok(())
+    }
+
+    /// Reads one data file, aligned to `schema` (projected to `only` when given).
+    async fn read_file(&self, f: &LogicalFileView, schema: &SchemaRef, only: Option<&[String]>) -> Result<RecordBatch> {
+        let store = self.table.log_store().object_store(None);
+        #[allow(deprecated)]
+        let reader = ParquetObjectReader::new(store, f.object_store_path()).with_file_size(f.size() as u64);
+        let mut builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let target: SchemaRef = match only {
+            Some(cols) => Arc::new(Schema::new(
+                cols.iter()
+                    .filter_map(|c| schema.field_with_name(c).ok().cloned())
+                    .collect::<Vec<_>>(),
+            )),
+            None => schema.clone(),
+        };
+        if let Some(cols) = only {
+            let file_schema = builder.schema().clone();
+            let roots: Vec<usize> = cols.iter().filter_map(|c| file_schema.index_of(c).ok()).collect();
+            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
+            builder = builder.with_projection(mask);
+        }
+        let batches: Vec<RecordBatch> = builder.build()?.try_collect().await?;
+        let aligned = batches.iter().map(|b| align(b, &target)).collect::<Result<Vec<_>, _>>()?;
+        Ok(arrow::compute::concat_batches(&target, &aligned)?)
+    }
+
+    /// Applies `batch` in one commit (retrying on commit conflicts).
+    pub async fn apply(&mut self, batch: &ChangeBatch) -> Result<Applied> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_apply(batch).await {
+                Err(e) if e.is_retryable() && attempt < 5 => {
+                    tracing::warn!(table = %self.name, error = %e, attempt, "commit failed, reloading and retrying");
+                    self.loaded = None;
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_apply(&mut self, batch: &ChangeBatch) -> Result<Applied> {
+        self.refresh().await?;
+        if self.table.version().is_none() {
+            if batch.columns.fields().is_empty() {
+                return Ok(Applied::default()); // nothing to create a table from yet
+            }
+            self.create(&batch.columns, &batch.key_columns).await?;
+        }
+        // Offsets already recorded: skip what was applied before.
+        let mut applied_to: HashMap<i32, i64> = HashMap::new();
+        let mut txns = Vec::new();
+        for o in &batch.offsets {
+            let current = self.next_offset(&o.app_id()).await?.unwrap_or(-1);
+            applied_to.insert(o.partition, current);
+            if o.next_offset > current {
+                txns.push(o.clone());
+            }
+        }
+        let keep: Vec<usize> = (0..batch.len())
+            .filter(|i| {
+                let p = batch.positions[*i];
+                p.offset >= applied_to.get(&p.partition).copied().unwrap_or(-1)
+            })
+            .collect();
+        let mut applied = Applied {
+            rows_in: batch.len(),
+            rows_skipped: batch.len() - keep.len(),
+            ..Applied::default()
+        };
+        if txns.is_empty() && keep.is_empty() {
+            return Ok(applied);
+        }
+        let new_columns = self.evolve_schema(&batch.columns)?;
+        self.ensure_loaded().await?;
+        let metadata = match &new_columns {
+            Some(schema) => {
+                let kernel: StructType = schema.as_ref().try_into_kernel()?;
+                let md = self.table.snapshot()?.metadata().clone().with_schema(&kernel)?;
+                if let Some(l) = self.loaded.as_mut() {
+                    l.schema = schema.clone();
+                }
+                Some(Action::Metadata(md))
+            }
+            None => None,
+        };
+        let plan = self.plan(batch, &keep).await?;
+        let mut actions: Vec<Action> = Vec::new();
+        actions.extend(metadata);
+        let (adds, written_keys) = self.write(&plan.output).await?;
+        applied.rows_written = plan.output.num_rows();
+        applied.files_added = adds.len();
+        applied.files_removed = plan.removed.len();
+        actions.extend(plan.removed.iter().map(|f| Action::Remove(f.remove_action(true))));
+        actions.extend(adds.iter().cloned().map(Action::Add));
+        let now = chrono::Utc::now().timestamp_millis();
+        actions.extend(txns.iter().map(|o| Action::Txn(txn(o, now))));
+        let version = self.commit(actions).await?;
+        applied.version = Some(version);
+        // The index follows the commit.
+        let loaded = self.loaded.as_mut().ok_or_else(|| TableError::NotFound(self.name.clone()))?;
+        let removed_ids: Vec<u32> = plan.removed_ids.clone();
+        loaded.index.forget_files(&removed_ids);
+        for key in &plan.hard_deleted {
+            loaded.index.remove(key);
+        }
+        let mut start = 0;
+        for add in &adds {
+            let n = add_rows(add).unwrap_or(written_keys.len() - start);
+            let keys = written_keys[start..start + n].to_vec();
+            loaded.index.add_file(&add.path, keys)?;
+            start += n;
+        }
+        loaded.version = version;
+        Ok(applied)
+    }
+
+    /// The new table schema when `columns` adds source columns, else `None`.
+    fn evolve_schema(&self, columns: &SchemaRef) -> Result<Option<SchemaRef>> {
+        let current = self.table.snapshot()?.snapshot().arrow_schema();
+        let added: Vec<Field> = columns
+            .fields()
+            .iter()
+            .filter(|f| current.field_with_name(f.name()).is_err())
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if added.is_empty() {
+            return Ok(None);
+        }
+        let mut fields: Vec<Field> = current
+            .fields()
+            .iter()
+            .filter(|f| !is_meta_column(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect();
+        tracing::info!(table = %self.name, added = ?added.iter().map(|f| f.name()).collect::<Vec<_>>(), "adding columns");
+        fields.extend(added);
+        fields.extend(meta_fields());
+        Ok(Some(Arc::new(Schema::new(fields))))
+    }
+
+    async fn commit(&mut self, actions: Vec<Action>) -> Result<u64> {
+        let snapshot = self.table.snapshot()?.clone();
+        let op = DeltaOperation::StreamingUpdate {
+            output_mode: OutputMode::Append,
+            query_id: format!("cormorant:{}", self.name),
+            epoch_id: snapshot.version() as i64 + 1,
+        };
+        let done = CommitBuilder::default()
+            .with_actions(actions)
+            .build(Some(&snapshot), self.table.log_store(), op)
+            .await?;
+        let version = done.version();
+        self.table.state = Some(done.snapshot());
+        Ok(version)
+    }
+
+    /// Writes `output` as one data file; returns its `add`s and the key of every written row.
+    async fn write(&self, output: &RecordBatch) -> Result<(Vec<deltalake::kernel::Add>, Vec<Box<[u8]>>)> {
+        if output.num_rows() == 0 {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let loaded = self.loaded.as_ref().ok_or_else(|| TableError::NotFound(self.name.clone()))?;
+        let keys = loaded.encoder.encode(output)?;
+        let snapshot = self.table.snapshot()?;
+        let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
+        let config = WriterConfig::new(
+            output.schema(),
+            Vec::new(),
+            None,
+            NonZeroU64::new(u64::MAX),
+            None,
+            stats.num_indexed_cols,
+            stats.stats_columns,
+        );
+        let mut writer = DeltaWriter::new(self.table.log_store().object_store(None), config);
+        writer.write(output).await?;
+        Ok((writer.close().await?, keys))
+    }
+
+    /// Resolves the batch against the index into the rows to write and the files to drop.
+    async fn plan(&self, batch: &ChangeBatch, keep: &[usize]) -> Result<Plan> {
+        let loaded = self.loaded.as_ref().ok_or_else(|| TableError::NotFound(self.name.clone()))?;
+        let schema = loaded.schema.clone();
+        let data = align(&batch.data, &schema)?;
+        let ncols = schema.fields().len();
+        let source_cols: Vec<usize> = (0..ncols).filter(|c| !is_meta_column(schema.field(*c).name())).collect();
+        let key_col_idx: HashSet<usize> = loaded
+            .encoder
+            .columns()
+            .iter()
+            .filter_map(|c| schema.index_of(c).ok())
+            .collect();
+        let keys = loaded.encoder.encode(&data)?;
+        let unavailable: HashMap<usize, Vec<usize>> = batch.unavailable.iter().fold(HashMap::new(), |mut m, (r, c)| {
+            if let Some(name) = batch.columns.fields().get(*c).map(|f| f.name())
+                && let Ok(ci) = schema.index_of(name)
+            {
+                m.entry(*r).or_insert_with(Vec::new).push(ci);
+            }
+            m
+        });
+
+        // Files the batch touches: where its keys live (all files on truncate).
+        let truncates = keep.iter().any(|i| batch.kinds[*i] == ChangeKind::Truncate);
+        let mut touched: Vec<u32> = if truncates {
+            loaded.index.iter().map(|(_, l)| l.file).collect()
+        } else {
+            keep.iter().filter_map(|i| loaded.index.get(&keys[*i])).map(|l| l.file).collect()
+        };
+        touched.sort_unstable();
+        touched.dedup();
+        let files: HashMap<String, LogicalFileView> = self
+            .table
+            .snapshot()?
+            .log_data()
+            .iter()
+            .map(|f| (f.path().to_string(), f))
+            .collect();
+        // sources: 0 = batch, 1.. = touched files, last = one null row
+        let mut sources: Vec<RecordBatch> = vec![data];
+        let mut slot_of: HashMap<u32, usize> = HashMap::new();
+        let mut removed = Vec::new();
+        for fid in &touched {
+            let path = loaded.index.path(*fid).unwrap_or_default();
+            let view = files.get(path).ok_or_else(|| TableError::Schema {
+                table: self.name.clone(),
+                reason: format!("indexed file {path} is not in the snapshot"),
+            })?;
+            slot_of.insert(*fid, sources.len());
+            sources.push(self.read_file(view, &schema, None).await?);
+            removed.push(view.clone());
+        }
+        let null_slot = sources.len();
+        let nulls: Vec<ArrayRef> = schema.fields().iter().map(|f| new_null_array(f.data_type(), 1)).collect();
+        sources.push(RecordBatch::try_new(schema.clone(), nulls)?);
+
+        let table_src = |loc: RowLoc| -> Src { (slot_of.get(&loc.file).copied().unwrap_or(null_slot), loc.row as usize) };
+        // Resolved state per touched key, in first-touch order.
+        let mut order: Vec<Box<[u8]>> = Vec::new();
+        let mut state: HashMap<Box<[u8]>, Option<Vec<Src>>> = HashMap::new();
+        let hard = self.opts.deletes == DeleteMode::Hard;
+        for &i in keep {
+            let kind = batch.kinds[i];
+            let targets: Vec<Box<[u8]>> = if kind == ChangeKind::Truncate {
+                let mut all: Vec<Box<[u8]>> = loaded.index.iter().map(|(k, _)| Box::<[u8]>::from(k)).collect();
+                all.extend(order.iter().cloned());
+                all.sort();
+                all.dedup();
+                all
+            } else {
+                vec![keys[i].clone()]
+            };
+            for key in targets {
+                let prev: Option<Vec<Src>> = match state.get(&key) {
+                    Some(s) => s.clone(),
+                    None => loaded.index.get(&key).map(|l| vec![table_src(l); ncols]),
+                };
+                if !state.contains_key(&key) {
+                    order.push(key.clone());
+                }
+                let row = match kind {
+                    ChangeKind::Upsert => {
+                        let mut row = vec![(0, i); ncols];
+                        for c in unavailable.get(&i).into_iter().flatten() {
+                            row[*c] = prev.as_ref().map_or((null_slot, 0), |p| p[*c]);
+                        }
+                        Some(row)
+                    }
+                    _ if hard => None,
+                    ChangeKind::Delete | ChangeKind::Truncate => {
+                        // last known values; metadata from the delete
+                        let mut row = match prev {
+                            Some(p) => p,
+                            None if kind == ChangeKind::Delete => (0..ncols)
+                                .map(|c| if key_col_idx.contains(&c) { (0, i) } else { (null_slot, 0) })
+                                .collect(),
+                            None => continue, // truncate of a key already gone
+                        };
+                        for c in 0..ncols {
+                            if !source_cols.contains(&c) {
+                                row[c] = (0, i);
+                            }
+                        }
+                        Some(row)
+                    }
+                };
+                state.insert(key, row);
+            }
+        }
+        // Kept rows of touched files: every row whose key the batch did not touch.
+        let mut rows: Vec<Vec<Src>> = Vec::new();
+        let superseded: HashSet<RowLoc> = order.iter().filter_map(|k| loaded.index.get(k)).collect();
+        for fid in &touched {
+            let slot = slot_of[fid];
+            for r in 0..sources[slot].num_rows() {
+                if !superseded.contains(&RowLoc { file: *fid, row: r as u32 }) {
+                    rows.push(vec![(slot, r); ncols]);
+                }
+            }
+        }
+        let mut hard_deleted = Vec::new();
+        for key in order {
+            match state.remove(&key) {
+                Some(Some(row)) => rows.push(row),
+                _ => hard_deleted.push(key),
+            }
+        }
+        let mut columns = Vec::with_capacity(ncols);
+        for c in 0..ncols {
+            let arrays: Vec<&dyn Array> = sources.iter().map(|s| s.column(c).as_ref()).collect();
+            let idx: Vec<(usize, usize)> = rows.iter().map(|r| r[c]).collect();
+            columns.push(interleave(&arrays, &idx)?);
+        }
+        let output = RecordBatch::try_new(schema.clone(), columns)?;
+        Ok(Plan {
+            output,
+            removed,
+            removed_ids: touched,
+            hard_deleted,
+        })
+    }
+
+    /// Appends rows as they are (dead letters), skipping positions below the recorded offsets.
+    pub async fn append(&mut self, data: &RecordBatch, positions: &[connectors::Position], offsets: &[SourceOffset]) -> Result<Applied> {
+        self.refresh().await?;
+        if self.table.version().is_none() {
+            let schema = data.schema();
+            let kernel: StructType = schema.as_ref().try_into_kernel()?;
+            self.table = self
+                .table
+                .create()
+                .with_table_name(&self.name)
+                .with_columns(kernel.fields().cloned())
+                .await?;
+        }
+        let mut applied_to = HashMap::new();
+        let mut txns = Vec::new();
+        for o in offsets {
+            let current = self.next_offset(&o.app_id()).await?.unwrap_or(-1);
+            applied_to.insert((o.stream.clone(), o.partition), current);
+            if o.next_offset > current {
+                txns.push(o.clone());
+            }
+        }
+        let keep: Vec<bool> = positions
+            .iter()
+            .zip(offsets.iter().cycle())
+            .map(|(p, _)| {
+                offsets
+                    .iter()
+                    .filter(|o| o.partition == p.partition)
+                    .all(|o| p.offset >= applied_to.get(&(o.stream.clone(), o.partition)).copied().unwrap_or(-1))
+            })
+            .collect();
+        let data = arrow::compute::filter_record_batch(data, &arrow::array::BooleanArray::from(keep))?;
+        if txns.is_empty() && data.num_rows() == 0 {
+            return Ok(Applied::default());
+        }
+        let snapshot = self.table.snapshot()?;
+        let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
+        let config = WriterConfig::new(data.schema(), Vec::new(), None, None, None, stats.num_indexed_cols, stats.stats_columns);
+        let mut writer = DeltaWriter::new(self.table.log_store().object_store(None), config);
+        writer.write(&data).await?;
+        let adds = writer.close().await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        actions.extend(txns.iter().map(|o| Action::Txn(txn(o, now))));
+        let version = self.commit(actions).await?;
+        Ok(Applied {
+            version: Some(version),
+            rows_in: data.num_rows(),
+            rows_written: data.num_rows(),
+            ..Applied::default()
+        })
+    }
+}
+
+struct Plan {
+    output: RecordBatch,
+    removed: Vec<LogicalFileView>,
+    removed_ids: Vec<u32>,
+    hard_deleted: Vec<Box<[u8]>>,
+}
+
+fn txn(o: &SourceOffset, now: i64) -> Transaction {
+    Transaction::new_with_last_update(o.app_id(), o.next_offset, Some(now))
+}
+
+fn add_rows(add: &deltalake::kernel::Add) -> Option<usize> {
+    let stats: serde_json::Value = serde_json::from_str(add.stats.as_deref()?).ok()?;
+    stats.get("numRecords")?.as_u64().map(|n| n as usize)
+}
