@@ -1,1 +1,174 @@
-fn main(){}
+//! The `cormorant` command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cormorant::config::Config;
+use cormorant::query::{self, Format};
+
+#[derive(Parser)]
+#[command(name = "cormorant", version, about = "Debezium change streams from Kafka into Delta Lake tables, queried with SQL")]
+struct Cli {
+    /// Config file (default: ./cormorant.toml if present)
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the streaming worker.
+    ///
+    /// Example: cormorant run --config cormorant.toml --until-caught-up
+    Run {
+        /// Stop (exit 0) once everything that was in the topics at start is committed
+        #[arg(long)]
+        until_caught_up: bool,
+    },
+    /// Run SQL over the lake's tables.
+    ///
+    /// Example: cormorant sql -c "SELECT * FROM customers WHERE NOT __deleted ORDER BY id" --format csv
+    Sql {
+        /// Statement(s) to run; may be repeated
+        #[arg(short = 'c', long = "command")]
+        commands: Vec<String>,
+        /// File of statements to run
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Load a captured Debezium stream (events.jsonl + schemas.json) into the broker and registry.
+    ///
+    /// Example: cormorant load-fixture --dir tests/fixtures/debezium --brokers 127.0.0.1:9092 --registry http://127.0.0.1:8081
+    #[command(hide = true)]
+    LoadFixture {
+        #[arg(long, default_value = "tests/fixtures/debezium")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        registry: String,
+        /// Prefix for topic and subject names
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Load only the first N events
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Serve a Confluent-compatible schema registry (for tests and the quickstart).
+    ///
+    /// Example: cormorant registry --port 8081 --data registry.json
+    Registry {
+        #[arg(long, default_value_t = 8081)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// JSON file to persist subjects and schemas in
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CORMORANT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,deltalake=warn,datafusion=warn,buoyant_kernel=off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    init_logs();
+    match real_main().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { until_caught_up } => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("signal received: finishing the current batch");
+                flag.store(true, Ordering::Relaxed);
+            });
+            let stats = cormorant::worker::run(&cfg, until_caught_up, stop).await?;
+            tracing::info!(?stats, "worker stopped");
+        }
+        Command::Sql { commands, file, format } => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            let mut statements = commands;
+            if let Some(f) = file {
+                statements.push(std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?);
+            }
+            anyhow::ensure!(
+                !statements.is_empty(),
+                "the interactive shell is not built yet: pass statements with -c SQL or -f FILE"
+            );
+            let ctx = query::session(&cfg).await?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            for sql in statements {
+                for batches in query::run_sql(&ctx, &sql).await? {
+                    query::print(&batches, format, &mut out)?;
+                }
+            }
+            out.flush()?;
+        }
+        Command::LoadFixture {
+            dir,
+            brokers,
+            registry,
+            prefix,
+            limit,
+        } => {
+            let fx = cormorant::fixture::Fixture::load(&dir)?;
+            let ids = fx.register(&registry, &prefix).await?;
+            fx.create_topics(&brokers, &prefix, 1).await?;
+            let n = limit.unwrap_or(fx.events.len()).min(fx.events.len());
+            fx.produce(&brokers, &prefix, &ids, 0..n).await?;
+            eprintln!("loaded {n} events into {} topics at {brokers}", fx.topics().len());
+        }
+        Command::Registry { port, host, data } => {
+            let addr = format!("{host}:{port}").parse().with_context(|| format!("bad address {host}:{port}"))?;
+            cormorant::registry::serve(addr, data).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -55,6 +55,13 @@ impl Lake {
 
     /// A handle on table `name`, loaded when it exists (`state` is `None` when it does not).
     pub async fn table(&self, name: &str) -> Result<DeltaTable> {
+        let url = self.table_url(name)?;
+        if url.scheme() == "file"
+            && let Ok(path) = url.to_file_path()
+        {
+            // the kernel refuses a missing local directory instead of reporting "not a table"
+            std::fs::create_dir_all(&path).map_err(|e| TableError::BadUri(format!("{url}: {e}")))?;
+        }
         let mut table = DeltaTableBuilder::from_url(self.table_url(name)?)?
             .with_storage_options(self.storage_options.clone())
             .build()?;

@@ -14,7 +14,6 @@
 //! commit. Only files that hold batch keys are touched (found through the primary-key index).
 
 use std::collections::{HashMap, HashSet};
-use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, new_null_array};
@@ -370,7 +369,7 @@ impl TableWriter {
             output.schema(),
             Vec::new(),
             None,
-            NonZeroU64::new(u64::MAX),
+            None,
             None,
             stats.num_indexed_cols,
             stats.stats_columns,

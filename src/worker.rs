@@ -1,0 +1,227 @@
+//! The streaming worker (`cormorant run`): poll → decode → one commit per table per batch.
+//!
+//! Invariants:
+//! - a table's offsets live in its own `txn` actions; on every assignment the consumer is
+//!   positioned from them (never from Kafka's committed offsets);
+//! - dead letters are committed to `_dlq` (with their own `txn` offsets, so re-reading a
+//!   batch does not duplicate them) BEFORE the tables move past those records — a crash in
+//!   between re-reads the batch, it never loses a record;
+//! - a batch that cannot be applied stops the worker with an error; nothing is skipped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use connectors::kafka::{KafkaSettings, KafkaSource, OffsetLookup};
+use connectors::registry::{RegistrySettings, SchemaCache};
+use connectors::{BatchDecoder, Position, RawRecord, SourceOffset, dlq};
+use tables::{Lake, TableWriter, WriterOptions};
+
+use crate::config::{Config, TableConfig};
+
+/// Name of the dead-letter table.
+pub const DLQ_TABLE: &str = "_dlq";
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunStats {
+    pub batches: u64,
+    pub records: u64,
+    pub dead_letters: u64,
+    pub commits: u64,
+}
+
+type Offsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
+
+/// Runs the worker until `stop` is set (or, with `until_caught_up`, until everything that was
+/// in the topics at start is committed).
+pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> anyhow::Result<RunStats> {
+    anyhow::ensure!(
+        !cfg.tables.is_empty(),
+        "no tables configured: add a [[tables]] entry (name, topic) to the config file"
+    );
+    let lake = Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
+    let group = cfg.kafka.group_id.clone();
+    let mut writers: HashMap<String, TableWriter> = HashMap::new();
+    for t in &cfg.tables {
+        let w = TableWriter::open(&lake, &t.name, options(t)).await?;
+        writers.insert(t.name.clone(), w);
+    }
+    let mut dlq_writer = TableWriter::open(&lake, DLQ_TABLE, WriterOptions::default()).await?;
+
+    let offsets: Offsets = Arc::new(Mutex::new(HashMap::new()));
+    let lookup_map = offsets.clone();
+    let lookup: OffsetLookup = Arc::new(move |topic: &str, p: i32| lookup_map.lock().ok()?.get(&(topic.to_string(), p)).copied());
+    let source = KafkaSource::new(
+        &KafkaSettings {
+            brokers: cfg.kafka.brokers.clone(),
+            group_id: group.clone(),
+            properties: cfg.kafka.properties.clone(),
+        },
+        lookup,
+    )?;
+    // Where each partition stands, from the tables; and what "caught up" means.
+    let mut targets: HashMap<(String, i32), i64> = HashMap::new();
+    for t in &cfg.tables {
+        let parts = source
+            .partitions(&t.topic, Duration::from_secs(10))
+            .with_context(|| format!("table {}: reading topic {}", t.name, t.topic))?;
+        for p in parts {
+            let app = connectors::change::app_id(&format!("{group}:{}", t.topic), p);
+            if let Some(next) = writers[&t.name].next_offset(&app).await? {
+                lock(&offsets).insert((t.topic.clone(), p), next);
+            }
+            if until_caught_up {
+                let (_, high) = source.watermarks(&t.topic, p, Duration::from_secs(10))?;
+                targets.insert((t.topic.clone(), p), high);
+            }
+        }
+    }
+    let topics: Vec<String> = cfg.tables.iter().map(|t| t.topic.clone()).collect();
+    source.subscribe(&topics)?;
+    tracing::info!(?topics, group, lake = %lake.root(), "worker started");
+
+    let cache = Arc::new(SchemaCache::new(&RegistrySettings {
+        url: cfg.registry.url.clone(),
+        username: cfg.registry.username.clone(),
+        password: cfg.registry.password.clone(),
+        bearer_token: cfg.registry.bearer_token.clone(),
+    })?);
+    let mut stats = RunStats::default();
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            tracing::info!("stop requested; last batch committed, exiting");
+            break;
+        }
+        if until_caught_up && caught_up(&targets, &offsets) {
+            tracing::info!("caught up with the topics' end offsets at start, exiting");
+            break;
+        }
+        let records = match source
+            .poll_batch(
+                cfg.kafka.batch_max_records,
+                Duration::from_secs(1),
+                Duration::from_millis(cfg.kafka.batch_linger_ms),
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "poll failed, retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if records.is_empty() {
+            continue;
+        }
+        let n = records.len();
+        let letters = apply_records(cfg, &cache, &mut writers, &mut dlq_writer, records, &offsets, &mut stats).await?;
+        stats.batches += 1;
+        stats.records += n as u64;
+        stats.dead_letters += letters as u64;
+        let done: Vec<(String, i32, i64)> = lock(&offsets).iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+        source.commit(&done);
+    }
+    Ok(stats)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn options(t: &TableConfig) -> WriterOptions {
+    WriterOptions {
+        deletes: t.deletes,
+        mode: t.mode,
+    }
+}
+
+fn caught_up(targets: &HashMap<(String, i32), i64>, offsets: &Offsets) -> bool {
+    let done = lock(offsets);
+    targets.iter().all(|(k, high)| done.get(k).copied().unwrap_or(0) >= *high)
+}
+
+/// Decodes and applies one poll's records. Returns the number of dead letters.
+async fn apply_records(
+    cfg: &Config,
+    cache: &Arc<SchemaCache>,
+    writers: &mut HashMap<String, TableWriter>,
+    dlq_writer: &mut TableWriter,
+    records: Vec<RawRecord>,
+    offsets: &Offsets,
+    stats: &mut RunStats,
+) -> anyhow::Result<usize> {
+    let mut decoder = BatchDecoder::new(cache.clone(), cfg.kafka.group_id.clone());
+    for rec in records {
+        let Some(table) = cfg.table_for_topic(&rec.topic).map(|t| t.name.clone()) else {
+            continue;
+        };
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match decoder.push(&table, rec.clone()).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "transient failure while decoding, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+    let decoded = decoder.finish()?;
+    let letters = decoded.dead_letters.len();
+    if !decoded.dead_letters.is_empty() {
+        let batch = dlq::to_batch(&decoded.dead_letters)?;
+        let positions: Vec<Position> = decoded
+            .dead_letters
+            .iter()
+            .map(|d| Position {
+                partition: d.record.partition,
+                offset: d.record.offset,
+            })
+            .collect();
+        let mut next: HashMap<(String, i32), i64> = HashMap::new();
+        for d in &decoded.dead_letters {
+            let e = next.entry((d.record.topic.clone(), d.record.partition)).or_insert(0);
+            *e = (*e).max(d.record.offset + 1);
+        }
+        // one append per topic: app ids are per topic-partition
+        for topic in next.keys().map(|(t, _)| t.clone()).collect::<std::collections::BTreeSet<_>>() {
+            let rows: Vec<bool> = decoded.dead_letters.iter().map(|d| d.record.topic == topic).collect();
+            let part = arrow::compute::filter_record_batch(&batch, &arrow::array::BooleanArray::from(rows.clone()))?;
+            let pos: Vec<Position> = positions.iter().zip(&rows).filter(|(_, k)| **k).map(|(p, _)| *p).collect();
+            let offs: Vec<SourceOffset> = next
+                .iter()
+                .filter(|((t, _), _)| *t == topic)
+                .map(|((t, p), o)| SourceOffset {
+                    stream: format!("{}:{t}", cfg.kafka.group_id),
+                    partition: *p,
+                    next_offset: *o,
+                })
+                .collect();
+            dlq_writer.append(&part, &pos, &offs).await.context("writing the dead-letter table")?;
+            stats.commits += 1;
+        }
+    }
+    for (table, batch) in decoded.tables {
+        let Some(writer) = writers.get_mut(&table) else { continue };
+        let applied = writer
+            .apply(&batch)
+            .await
+            .with_context(|| format!("applying a batch to table {table}; the worker stops so that nothing is skipped — fix the cause and restart, it resumes from the table's offsets"))?;
+        if applied.version.is_some() {
+            stats.commits += 1;
+        }
+        tracing::info!(table, version = ?applied.version, rows = applied.rows_in, skipped = applied.rows_skipped, written = applied.rows_written, "batch applied");
+        let topic = cfg.tables.iter().find(|t| t.name == table).map(|t| t.topic.clone()).unwrap_or_default();
+        let mut m = lock(offsets);
+        for o in &batch.offsets {
+            let e = m.entry((topic.clone(), o.partition)).or_insert(o.next_offset);
+            *e = (*e).max(o.next_offset);
+        }
+    }
+    Ok(letters)
+}
