@@ -1,1 +1,7 @@
+//! End-to-end tests against real services (Tansu broker, moto S3, the project's registry),
+//! started by `scripts/services up`. One test binary, so the crate graph links once.
 
+mod bad_input;
+mod fixture_replay;
+mod restart;
+mod support;

@@ -1,0 +1,309 @@
+//! Shared pieces of the end-to-end tests: service addresses, unique names, the fixture
+//! loaded once per test binary, running the worker, and comparing tables with PostgreSQL's
+//! CSV dumps cell by cell.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, TimeUnit};
+use cormorant::config::{Config, TableConfig};
+use cormorant::fixture::Fixture;
+use tables::{DeleteMode, WriteMode};
+use tokio::sync::OnceCell;
+
+pub fn brokers() -> String {
+    std::env::var("CORMORANT_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn registry() -> String {
+    std::env::var("CORMORANT_TEST_REGISTRY").unwrap_or_else(|_| "http://127.0.0.1:8081".into())
+}
+
+pub fn s3_endpoint() -> String {
+    std::env::var("CORMORANT_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:9000".into())
+}
+
+pub fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debezium")
+}
+
+/// A name no other test (or earlier run against the same broker) uses: Tansu cannot delete
+/// topics safely, so every test writes to topics of its own.
+pub fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{tag}-{}-{nanos}", std::process::id())
+}
+
+pub fn fixture() -> &'static Fixture {
+    static FX: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+    FX.get_or_init(|| Fixture::load(&fixture_dir()).expect("fixture loads"))
+}
+
+/// Topic prefix and registry ids of a fixture loaded into the broker.
+#[derive(Clone)]
+pub struct Loaded {
+    pub prefix: String,
+    pub ids: HashMap<u32, u32>,
+}
+
+/// The whole fixture, loaded once and shared by the tests that only read it.
+pub async fn full_fixture() -> &'static Loaded {
+    static FULL: OnceCell<Loaded> = OnceCell::const_new();
+    FULL.get_or_init(|| async {
+        let loaded = load_prefix(&unique("full")).await;
+        let fx = fixture();
+        fx.produce(&brokers(), &loaded.prefix, &loaded.ids, 0..fx.events.len())
+            .await
+            .expect("produce fixture");
+        loaded
+    })
+    .await
+}
+
+/// Registers the schemas and creates the topics under a fresh prefix (no events yet).
+pub async fn load_prefix(tag: &str) -> Loaded {
+    let prefix = format!("{tag}.");
+    let fx = fixture();
+    let ids = fx
+        .register(&registry(), &prefix)
+        .await
+        .expect("schema registry reachable (scripts/services up)");
+    fx.create_topics(&brokers(), &prefix, 1)
+        .await
+        .expect("broker reachable (scripts/services up)");
+    Loaded { prefix, ids }
+}
+
+pub const TABLES: [(&str, &str); 3] = [("customers", "id"), ("orders", "order_id, line_no"), ("products", "id")];
+
+/// Where a test's lake lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    Local,
+    S3,
+}
+
+/// A worker config over the fixture's three tables.
+pub fn config(prefix: &str, storage: Storage, deletes: DeleteMode, mode: WriteMode, lake_tag: &str) -> Config {
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = brokers();
+    cfg.kafka.group_id = unique(&format!("g-{lake_tag}"));
+    cfg.registry.url = registry();
+    match storage {
+        Storage::Local => {
+            let dir = std::env::temp_dir().join("cormorant-tests").join(unique(lake_tag));
+            cfg.lake.uri = dir.to_string_lossy().into_owned();
+        }
+        Storage::S3 => {
+            cfg.lake.uri = format!("s3://lake/{}", unique(lake_tag));
+            cfg.lake.storage_options = s3_options();
+        }
+    }
+    cfg.tables = TABLES
+        .iter()
+        .map(|(name, _)| TableConfig {
+            name: name.to_string(),
+            topic: format!("{prefix}dbz.public.{name}"),
+            mode,
+            deletes,
+        })
+        .collect();
+    cfg
+}
+
+pub fn s3_options() -> HashMap<String, String> {
+    [
+        ("AWS_ENDPOINT_URL", s3_endpoint()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Runs the worker in-process until it has caught up.
+pub async fn run_until_caught_up(cfg: &Config) -> cormorant::worker::RunStats {
+    cormorant::worker::run(cfg, true, Arc::new(AtomicBool::new(false)))
+        .await
+        .expect("worker run")
+}
+
+/// Parses PostgreSQL's CSV (NULL = empty unquoted field, "" = empty string).
+pub fn parse_pg_csv(text: &str) -> Vec<Vec<Option<String>>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut in_quotes = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_quotes {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                '"' => in_quotes = false,
+                _ => field.push(c),
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_quotes = true;
+                quoted = true;
+            }
+            ',' => {
+                row.push(if field.is_empty() && !quoted { None } else { Some(std::mem::take(&mut field)) });
+                quoted = false;
+            }
+            '\n' => {
+                row.push(if field.is_empty() && !quoted { None } else { Some(std::mem::take(&mut field)) });
+                quoted = false;
+                rows.push(std::mem::take(&mut row));
+            }
+            '\r' => {}
+            _ => field.push(c),
+        }
+    }
+    if !row.is_empty() || !field.is_empty() {
+        row.push(if field.is_empty() && !quoted { None } else { Some(field) });
+        rows.push(row);
+    }
+    rows
+}
+
+fn trim_fraction(s: String) -> String {
+    match s.split_once('.') {
+        Some((whole, frac)) => {
+            let frac = frac.trim_end_matches('0');
+            if frac.is_empty() { whole.to_string() } else { format!("{whole}.{frac}") }
+        }
+        None => s,
+    }
+}
+
+/// One Arrow cell in PostgreSQL's CSV text form (session TimeZone=UTC, DateStyle=ISO).
+pub fn pg_text(col: &dyn Array, row: usize) -> Option<String> {
+    if col.is_null(row) {
+        return None;
+    }
+    Some(match col.data_type() {
+        DataType::Boolean => if col.as_boolean().value(row) { "t" } else { "f" }.to_string(),
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+            let v = col.as_primitive::<arrow::datatypes::TimestampMicrosecondType>().value(row);
+            let t = chrono::DateTime::from_timestamp_micros(v).expect("timestamp in range");
+            let s = trim_fraction(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string());
+            if tz.is_some() { format!("{s}+00") } else { s }
+        }
+        // shortest text that reads back to the same value, like PostgreSQL (extra_float_digits=1)
+        DataType::Float64 => format!("{}", col.as_primitive::<arrow::datatypes::Float64Type>().value(row)),
+        DataType::Float32 => format!("{}", col.as_primitive::<arrow::datatypes::Float32Type>().value(row)),
+        _ => arrow::util::display::array_value_to_string(col, row).expect("displayable"),
+    })
+}
+
+/// Live rows of `table` (soft-deleted excluded) ordered by its key, as PG text, with a header.
+pub async fn table_as_pg(cfg: &Config, table: &str, key: &str, version: Option<u64>) -> Vec<Vec<Option<String>>> {
+    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let t = lake.open(table, version).await.expect("table opens");
+    let ctx = datafusion::prelude::SessionContext::new();
+    t.update_datafusion_session(&ctx.state()).expect("session");
+    ctx.register_table("t", t.table_provider().await.expect("provider")).expect("register");
+    let batches = cormorant::query::run_sql(&ctx, &format!("SELECT * FROM t WHERE NOT __deleted ORDER BY {key}"))
+        .await
+        .expect("query")
+        .remove(0);
+    batches_as_pg(&batches)
+}
+
+/// Source columns only (metadata columns dropped), header first.
+pub fn batches_as_pg(batches: &[RecordBatch]) -> Vec<Vec<Option<String>>> {
+    let mut out = Vec::new();
+    let Some(first) = batches.first() else { return out };
+    let cols: Vec<usize> = (0..first.num_columns())
+        .filter(|i| !first.schema().field(*i).name().starts_with("__"))
+        .collect();
+    out.push(cols.iter().map(|i| Some(first.schema().field(*i).name().clone())).collect());
+    for b in batches {
+        for r in 0..b.num_rows() {
+            out.push(cols.iter().map(|c| pg_text(b.column(*c).as_ref(), r)).collect());
+        }
+    }
+    out
+}
+
+/// Asserts that `table` equals the expected CSV cell by cell (columns matched by name, so a
+/// column the table has and the dump lacks — `loyalty_tier` before point3 — must be all null).
+pub async fn assert_table_matches(cfg: &Config, table: &str, key: &str, expected_csv: &Path, version: Option<u64>) {
+    let expected = parse_pg_csv(&std::fs::read_to_string(expected_csv).expect("expected csv"));
+    let actual = table_as_pg(cfg, table, key, version).await;
+    let exp_header: Vec<String> = expected[0].iter().map(|h| h.clone().unwrap_or_default()).collect();
+    let act_header: Vec<String> = actual.first().map(|h| h.iter().map(|x| x.clone().unwrap_or_default()).collect()).unwrap_or_default();
+    for extra in act_header.iter().filter(|h| !exp_header.contains(h)) {
+        let i = act_header.iter().position(|h| h == extra).unwrap_or(0);
+        assert!(
+            actual.iter().skip(1).all(|r| r[i].is_none()),
+            "{table}: column {extra} is not in {} yet holds values",
+            expected_csv.display()
+        );
+    }
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "{table} at {}: {} rows, expected {}",
+        expected_csv.display(),
+        actual.len().saturating_sub(1),
+        expected.len() - 1
+    );
+    let mut mismatches = Vec::new();
+    for (ri, (erow, arow)) in expected.iter().zip(&actual).enumerate().skip(1) {
+        for (ci, name) in exp_header.iter().enumerate() {
+            let ai = act_header.iter().position(|h| h == name).unwrap_or_else(|| panic!("{table}: column {name} missing"));
+            if erow[ci] != arow[ai] {
+                mismatches.push(format!("row {ri} ({:?}) column {name}: expected {:?}, got {:?}", erow[0], erow[ci], arow[ai]));
+            }
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{table} differs from {} in {} cells, e.g.:\n{}",
+        expected_csv.display(),
+        mismatches.len(),
+        mismatches.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// The fixture's marked points: (name, events before the marker).
+pub fn markers() -> Vec<(String, usize)> {
+    let text = std::fs::read_to_string(fixture_dir().join("expected/markers.json")).expect("markers.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("markers json");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().expect("name").to_string(),
+                m["events_in_stream_before_marker"].as_u64().expect("count") as usize,
+            )
+        })
+        .collect()
+}
+
+/// Asserts all three tables equal the dump of `point`.
+pub async fn assert_point(cfg: &Config, point: &str, versions: Option<&HashMap<String, u64>>) {
+    for (table, key) in TABLES {
+        let csv = fixture_dir().join(format!("expected/{point}/{table}.csv"));
+        let version = versions.and_then(|v| v.get(table).copied());
+        assert_table_matches(cfg, table, key, &csv, version).await;
+    }
+}
