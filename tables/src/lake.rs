@@ -62,9 +62,14 @@ impl Lake {
             // the kernel refuses a missing local directory instead of reporting "not a table"
             std::fs::create_dir_all(&path).map_err(|e| TableError::BadUri(format!("{url}: {e}")))?;
         }
-        let mut table = DeltaTableBuilder::from_url(self.table_url(name)?)?
+        let mut table = DeltaTableBuilder::from_url(url)?
             .with_storage_options(self.storage_options.clone())
             .build()?;
+        // Loading a missing table makes the kernel log an ERROR; look for a log first.
+        let store = table.log_store().object_store(None);
+        if store.list(Some(&Path::from("_delta_log"))).try_next().await?.is_none() {
+            return Ok(table);
+        }
         match table.load().await {
             Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(table),
             Err(e) => Err(e.into()),
