@@ -16,6 +16,8 @@ pub enum TableError {
     Store(#[from] object_store::Error),
     #[error("schema change cannot be applied to table {table}: {reason}")]
     Schema { table: String, reason: String },
+    #[error("deletion vector error: {0}")]
+    DeletionVector(String),
     #[error("invalid lake location {0:?}: use a path, file://…, or s3://bucket/prefix")]
     BadUri(String),
     #[error("table {0} does not exist in the lake; run `cormorant run` to create it, or check the name with `\\dt`")]

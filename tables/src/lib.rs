@@ -4,6 +4,7 @@
 //! [`writer`] applies each in one Delta commit using the primary-key [`index`]; [`lake`]
 //! locates tables under the lake URI.
 
+pub mod dv;
 pub mod error;
 pub mod index;
 pub mod lake;

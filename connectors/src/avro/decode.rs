@@ -242,6 +242,9 @@ pub fn decimal_text(b: &[u8], scale: i32) -> String {
     }
     if digits.is_empty() {
         digits.push(b'0');
+    } else if scale < 0 {
+        // value = unscaled × 10^-scale (digits are least significant first here)
+        digits.splice(0..0, std::iter::repeat_n(b'0', scale.unsigned_abs() as usize));
     }
     let scale = scale.max(0) as usize;
     while digits.len() <= scale {
@@ -331,6 +334,9 @@ impl Column {
         })
     }
 
+    /// Appends a null. After a failed [`Column::append`] this also closes the entry the failure
+    /// left half-built (values already in some struct fields or list items): they end up under
+    /// this null, and the column is consistent again.
     pub fn append_null(&mut self) {
         match self {
             Column::Null(n) => *n += 1,
@@ -346,14 +352,49 @@ impl Column {
             Column::Dec(b) => b.append_null(),
             Column::Utf8(b) => b.append_null(),
             Column::Bin(b) => b.append_null(),
-            Column::List { offsets, valid, .. } => {
-                offsets.push(offsets.last().copied().unwrap_or(0));
+            Column::List { offsets, valid, child, .. } => {
+                child.settle();
+                // items a failed append left in the child fall inside this null entry
+                offsets.push(i32::try_from(child.len()).unwrap_or(i32::MAX));
                 valid.push(false);
             }
             Column::Struct { valid, children, .. } => {
                 valid.push(false);
-                children.iter_mut().for_each(Column::append_null);
+                let n = valid.len();
+                for c in children.iter_mut() {
+                    c.settle();
+                    while c.len() < n {
+                        c.append_null();
+                    }
+                }
             }
+        }
+    }
+
+    /// Closes an entry a failed append left half-built as a null; no-op on a consistent column.
+    fn settle(&mut self) {
+        match self {
+            Column::List { offsets, valid, child, .. } => {
+                child.settle();
+                let end = i32::try_from(child.len()).unwrap_or(i32::MAX);
+                if offsets.last().is_some_and(|last| *last < end) {
+                    offsets.push(end);
+                    valid.push(false);
+                }
+            }
+            Column::Struct { valid, children, .. } => {
+                children.iter_mut().for_each(Column::settle);
+                if children.iter().any(|c| c.len() > valid.len()) {
+                    valid.push(false);
+                    let n = valid.len();
+                    for c in children.iter_mut() {
+                        while c.len() < n {
+                            c.append_null();
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -373,7 +414,10 @@ impl Column {
                 col.append_null();
                 Ok(false)
             }
-            (Plan::Boolean, Column::Bool(b)) => ok(b.append_value(r.boolean()?)),
+            (Plan::Boolean, Column::Bool(b)) => {
+                b.append_value(r.boolean()?);
+                Ok(false)
+            }
             (Plan::Int(k), col) => {
                 let v = r.int()?;
                 match (k, col) {
@@ -405,8 +449,14 @@ impl Column {
                 }
                 Ok(false)
             }
-            (Plan::Float, Column::F32(b)) => ok(b.append_value(r.float()?)),
-            (Plan::Double, Column::F64(b)) => ok(b.append_value(r.double()?)),
+            (Plan::Float, Column::F32(b)) => {
+                b.append_value(r.float()?);
+                Ok(false)
+            }
+            (Plan::Double, Column::F64(b)) => {
+                b.append_value(r.double()?);
+                Ok(false)
+            }
             (Plan::Bytes(k), col) => {
                 let bytes = r.bytes()?;
                 append_bytes(*k, bytes, col, plan)
@@ -434,12 +484,14 @@ impl Column {
                     .ok()
                     .and_then(|i| symbols.get(i))
                     .ok_or_else(|| corrupt(format!("enum index {i} out of range")))?;
-                ok(b.append_value(s))
+                b.append_value(s);
+                Ok(false)
             }
             (Plan::VariableScaleDecimal, Column::Utf8(b)) => {
                 let scale = r.int()?;
                 let bytes = r.bytes()?;
-                ok(b.append_value(decimal_text(bytes, scale)))
+                b.append_value(decimal_text(bytes, scale));
+                Ok(false)
             }
             (Plan::Record(rec), Column::Struct { valid, children, .. }) => {
                 if rec.fields.len() != children.len() {
@@ -522,10 +574,6 @@ impl Column {
             }
         }
     }
-}
-
-fn ok(_: ()) -> Result<bool, ConnectorError> {
-    Ok(false)
 }
 
 fn mismatch(plan: &Plan) -> ConnectorError {

@@ -1,0 +1,136 @@
+//! Delta deletion vectors: reading and writing the RoaringBitmapArray format.
+//!
+//! On-disk layout (Delta PROTOCOL.md, "Deletion Vector Format"): a version byte `1`, then per
+//! vector a big-endian `size` (= 4 + data length), the little-endian magic `1681511377`, the
+//! portable 64-bit roaring serialization, and a big-endian CRC-32 of magic + data. The framing
+//! is written by the kernel's `StreamingDeletionVectorWriter`; descriptors use storage type
+//! `u` (a Z85-encoded UUID relative to the table root) with `offset` pointing at `size`.
+//!
+//! Invariant: a descriptor's `cardinality` is the bitmap's exact cardinality and
+//! `size_in_bytes` the framed size, as other readers check both.
+
+use buoyant_kernel::actions::deletion_vector_writer::{KernelDeletionVector, StreamingDeletionVectorWriter};
+use deltalake::kernel::{DeletionVectorDescriptor, StorageType};
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::path::Path;
+use roaring::RoaringTreemap;
+
+use crate::error::{Result, TableError};
+
+const MAGIC: u32 = 1681511377;
+
+fn dv_error(msg: impl Into<String>) -> TableError {
+    TableError::DeletionVector(msg.into())
+}
+
+/// The table-relative file holding a `u` descriptor's vector.
+pub fn relative_path(d: &DeletionVectorDescriptor) -> Result<String> {
+    let encoded = &d.path_or_inline_dv;
+    if encoded.len() < 20 {
+        return Err(dv_error(format!("descriptor path {encoded:?} is shorter than a Z85 UUID")));
+    }
+    let (prefix, z) = encoded.split_at(encoded.len() - 20);
+    let bytes = z85::decode(z).map_err(|e| dv_error(format!("bad Z85 UUID {z:?}: {e}")))?;
+    let uuid = uuid::Uuid::from_slice(&bytes).map_err(|e| dv_error(format!("bad UUID: {e}")))?;
+    Ok(if prefix.is_empty() {
+        format!("deletion_vector_{uuid}.bin")
+    } else {
+        format!("{prefix}/deletion_vector_{uuid}.bin")
+    })
+}
+
+fn decode_bitmap(framed: &[u8]) -> Result<RoaringTreemap> {
+    if framed.len() < 4 {
+        return Err(dv_error("deletion vector shorter than its magic number"));
+    }
+    let magic = u32::from_le_bytes([framed[0], framed[1], framed[2], framed[3]]);
+    if magic != MAGIC {
+        return Err(dv_error(format!("unknown deletion vector magic {magic}")));
+    }
+    RoaringTreemap::deserialize_from(&framed[4..]).map_err(|e| dv_error(format!("corrupt deletion vector: {e}")))
+}
+
+/// Reads the vector a descriptor points at (`u` and `i` storage).
+pub async fn read(store: &dyn ObjectStore, d: &DeletionVectorDescriptor) -> Result<RoaringTreemap> {
+    let bitmap = match d.storage_type {
+        StorageType::Inline => {
+            let bytes = z85::decode(&d.path_or_inline_dv).map_err(|e| dv_error(format!("bad inline vector: {e}")))?;
+            decode_bitmap(&bytes)?
+        }
+        StorageType::UuidRelativePath | StorageType::AbsolutePath => {
+            let path = match d.storage_type {
+                StorageType::UuidRelativePath => Path::from(relative_path(d)?),
+                _ => Path::parse(&d.path_or_inline_dv).map_err(|e| dv_error(e.to_string()))?,
+            };
+            let offset = d.offset.unwrap_or(1).max(0) as u64;
+            let size = u64::try_from(d.size_in_bytes).map_err(|_| dv_error("negative deletion vector size"))?;
+            // skip the 4-byte size prefix; read magic + data
+            let bytes = store.get_ranges(&path, &[offset + 4..offset + 4 + size]).await?.concat();
+            decode_bitmap(&bytes)?
+        }
+    };
+    if bitmap.len() != d.cardinality as u64 {
+        return Err(dv_error(format!(
+            "deletion vector holds {} rows but its descriptor says {}",
+            bitmap.len(),
+            d.cardinality
+        )));
+    }
+    Ok(bitmap)
+}
+
+/// Writes `bitmap` to a new file under the table root and returns its descriptor.
+pub async fn write(store: &dyn ObjectStore, bitmap: &RoaringTreemap) -> Result<DeletionVectorDescriptor> {
+    let mut dv = KernelDeletionVector::new();
+    dv.add_deleted_row_indexes(bitmap.iter());
+    let mut buf: Vec<u8> = Vec::new();
+    let mut writer = StreamingDeletionVectorWriter::new(&mut buf);
+    let written = writer
+        .write_deletion_vector(dv)
+        .map_err(|e| dv_error(format!("serializing deletion vector: {e}")))?;
+    writer.finalize().map_err(|e| dv_error(e.to_string()))?;
+    let uuid = uuid::Uuid::new_v4();
+    let descriptor = DeletionVectorDescriptor {
+        storage_type: StorageType::UuidRelativePath,
+        path_or_inline_dv: z85::encode(uuid.as_bytes()),
+        offset: Some(written.offset),
+        size_in_bytes: written.size_in_bytes,
+        cardinality: written.cardinality,
+    };
+    store
+        .put(&Path::from(relative_path(&descriptor)?), bytes::Bytes::from(buf).into())
+        .await?;
+    Ok(descriptor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trip_through_a_store() {
+        let store = object_store::memory::InMemory::new();
+        let bitmap: RoaringTreemap = [0u64, 3, 7, 1 << 33].into_iter().collect();
+        let d = write(&store, &bitmap).await.expect("write");
+        assert_eq!(d.cardinality, 4);
+        assert_eq!(d.offset, Some(1));
+        assert_eq!(d.path_or_inline_dv.len(), 20);
+        let back = read(&store, &d).await.expect("read");
+        assert_eq!(back, bitmap);
+        let file = store.get(&Path::from(relative_path(&d).expect("path"))).await.expect("get");
+        let bytes = file.bytes().await.expect("bytes");
+        assert_eq!(bytes[0], 1, "version byte");
+        let size = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        assert_eq!(size, d.size_in_bytes as usize);
+        assert_eq!(bytes.len(), 1 + 4 + size + 4, "version + size + (magic+data) + crc");
+    }
+
+    #[tokio::test]
+    async fn wrong_cardinality_is_an_error() {
+        let store = object_store::memory::InMemory::new();
+        let bitmap: RoaringTreemap = [1u64, 2].into_iter().collect();
+        let mut d = write(&store, &bitmap).await.expect("write");
+        d.cardinality = 3;
+        assert!(read(&store, &d).await.is_err());
+    }
+}
