@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use arrow::array::{RecordBatch, new_null_array};
 use arrow::compute::cast;
-use arrow::error::ArrowError;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
 
 /// Debezium operation code of the change (`c`, `r`, `u`, `d`, `t`).
 pub const OP: &str = "__op";
@@ -149,8 +149,14 @@ pub fn align(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Arr
         .iter()
         .map(|f| match batch.column_by_name(f.name()) {
             Some(a) if a.data_type() == f.data_type() => Ok(a.clone()),
-            Some(a) => cast(a, f.data_type())
-                .map_err(|e| ArrowError::CastError(format!("column {} {} -> {}: {e}", f.name(), a.data_type(), f.data_type()))),
+            Some(a) => cast(a, f.data_type()).map_err(|e| {
+                ArrowError::CastError(format!(
+                    "column {} {} -> {}: {e}",
+                    f.name(),
+                    a.data_type(),
+                    f.data_type()
+                ))
+            }),
             None => Ok(new_null_array(f.data_type(), batch.num_rows())),
         })
         .collect::<Result<Vec<_>, _>>()?;

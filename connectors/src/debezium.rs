@@ -18,7 +18,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::array::{
+    ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
@@ -64,10 +66,12 @@ impl EnvelopePlan {
         let Plan::Record(row) = env.fields[after].plan.non_null() else {
             return Err(ConnectorError::NotDebezium("`after` is not a record".into()));
         };
-        let source = env.field_index("source").and_then(|i| match env.fields[i].plan.non_null() {
-            Plan::Record(r) => Some((i, r.clone())),
-            _ => None,
-        });
+        let source = env
+            .field_index("source")
+            .and_then(|i| match env.fields[i].plan.non_null() {
+                Plan::Record(r) => Some((i, r.clone())),
+                _ => None,
+            });
         Ok(Self {
             row: row.clone(),
             after,
@@ -159,7 +163,10 @@ fn scan<'a>(env: &EnvelopePlan, bytes: &'a [u8]) -> Result<Scanned<'a>, Connecto
         }
     }
     if r.remaining() != 0 {
-        return Err(ConnectorError::CorruptAvro(format!("{} trailing bytes after the datum", r.remaining())));
+        return Err(ConnectorError::CorruptAvro(format!(
+            "{} trailing bytes after the datum",
+            r.remaining()
+        )));
     }
     out.ts_ms = out.ts_ms.or(envelope_ts);
     Ok(out)
@@ -186,7 +193,10 @@ struct Segment {
 impl Segment {
     fn new(value_id: u32, env: Arc<EnvelopePlan>) -> Result<Self, ConnectorError> {
         let fields = env.columns()?;
-        let columns = fields.iter().map(|f| Column::new(f.data_type())).collect::<Result<_, _>>()?;
+        let columns = fields
+            .iter()
+            .map(|f| Column::new(f.data_type()))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             value_id,
             env,
@@ -263,8 +273,12 @@ impl Segment {
                 .with_timezone("UTC"),
         ));
         arrays.push(Arc::new(Int64Array::from(self.lsn.clone())));
-        arrays.push(Arc::new(Int32Array::from_iter_values(self.positions.iter().map(|p| p.partition))));
-        arrays.push(Arc::new(Int64Array::from_iter_values(self.positions.iter().map(|p| p.offset))));
+        arrays.push(Arc::new(Int32Array::from_iter_values(
+            self.positions.iter().map(|p| p.partition),
+        )));
+        arrays.push(Arc::new(Int64Array::from_iter_values(
+            self.positions.iter().map(|p| p.offset),
+        )));
         let mut fields = self.fields.clone();
         fields.extend(meta_fields());
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
@@ -451,3 +465,6 @@ impl TableDecoder {
     }
 }
 
+#[cfg(test)]
+#[path = "debezium_tests.rs"]
+mod tests;

@@ -54,12 +54,16 @@ pub fn to_batch(letters: &[DeadLetter]) -> Result<RecordBatch, ConnectorError> {
         Arc::new(Int32Array::from_iter_values(letters.iter().map(|d| d.record.partition))),
         Arc::new(Int64Array::from_iter_values(letters.iter().map(|d| d.record.offset))),
         Arc::new(BinaryArray::from_iter(letters.iter().map(|d| d.record.key.as_deref()))),
-        Arc::new(BinaryArray::from_iter(letters.iter().map(|d| d.record.value.as_deref()))),
+        Arc::new(BinaryArray::from_iter(
+            letters.iter().map(|d| d.record.value.as_deref()),
+        )),
         Arc::new(r(|d| Some(d.error_kind))),
         Arc::new(r(|d| Some(d.error.as_str()))),
         Arc::new(
             TimestampMicrosecondArray::from_iter(
-                letters.iter().map(|d| d.record.timestamp_ms.and_then(|t| t.checked_mul(1000))),
+                letters
+                    .iter()
+                    .map(|d| d.record.timestamp_ms.and_then(|t| t.checked_mul(1000))),
             )
             .with_timezone("UTC"),
         ),

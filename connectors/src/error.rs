@@ -20,7 +20,9 @@ pub enum ConnectorError {
     InvalidSchema(String),
     #[error("unsupported column type: {0}; open an issue with the source column's type")]
     UnsupportedType(String),
-    #[error("Avro data does not match its schema: {0}; the producer wrote bytes that are not valid for the registered schema")]
+    #[error(
+        "Avro data does not match its schema: {0}; the producer wrote bytes that are not valid for the registered schema"
+    )]
     CorruptAvro(String),
     #[error("not a Debezium change event: {0}; point this table at a Debezium topic")]
     NotDebezium(String),

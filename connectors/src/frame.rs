@@ -6,7 +6,9 @@ use crate::error::ConnectorError;
 pub fn split(bytes: &[u8]) -> Result<(u32, &[u8]), ConnectorError> {
     match bytes {
         [] => Err(ConnectorError::BadFrame("empty record".into())),
-        [m, ..] if *m != 0 => Err(ConnectorError::BadFrame(format!("magic byte is {m:#04x}, expected 0x00"))),
+        [m, ..] if *m != 0 => Err(ConnectorError::BadFrame(format!(
+            "magic byte is {m:#04x}, expected 0x00"
+        ))),
         [_, a, b, c, d, rest @ ..] => Ok((u32::from_be_bytes([*a, *b, *c, *d]), rest)),
         short => Err(ConnectorError::BadFrame(format!(
             "record of {} bytes is shorter than the 5-byte header",

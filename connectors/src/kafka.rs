@@ -71,7 +71,12 @@ impl ConsumerContext for TableOffsetsContext {
                         Some(o) => Offset::Offset(o),
                         None => Offset::Beginning,
                     };
-                    tracing::info!(topic = e.topic(), partition = e.partition(), ?offset, "partition assigned");
+                    tracing::info!(
+                        topic = e.topic(),
+                        partition = e.partition(),
+                        ?offset,
+                        "partition assigned"
+                    );
                     if let Err(err) = positioned.add_partition_offset(e.topic(), e.partition(), offset) {
                         tracing::error!(%err, "cannot position partition");
                     }
@@ -111,7 +116,12 @@ impl KafkaSource {
     }
 
     /// Up to `max` records; waits at most `wait` for the first and `linger` after it.
-    pub async fn poll_batch(&self, max: usize, wait: Duration, linger: Duration) -> Result<Vec<RawRecord>, ConnectorError> {
+    pub async fn poll_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+        linger: Duration,
+    ) -> Result<Vec<RawRecord>, ConnectorError> {
         let mut out = Vec::new();
         let start = Instant::now();
         let mut deadline = start + wait;
@@ -154,7 +164,9 @@ impl KafkaSource {
 
     /// `(low, high)` watermarks of one partition.
     pub fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), ConnectorError> {
-        self.consumer.fetch_watermarks(topic, partition, timeout).map_err(kafka_err)
+        self.consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .map_err(kafka_err)
     }
 
     /// Records the applied positions in the group (for lag tooling only).
@@ -169,13 +181,16 @@ impl KafkaSource {
     }
 }
 
-fn partitions<C: ClientContext>(client: &rdkafka::client::Client<C>, topic: &str, timeout: Duration) -> Result<Vec<i32>, ConnectorError> {
+fn partitions<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, ConnectorError> {
     let md = client.fetch_metadata(Some(topic), timeout).map_err(kafka_err)?;
-    let t = md
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic)
-        .ok_or_else(|| ConnectorError::Kafka(format!("topic {topic} not found; create it or fix the table's topic")))?;
+    let t =
+        md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| {
+            ConnectorError::Kafka(format!("topic {topic} not found; create it or fix the table's topic"))
+        })?;
     if let Some(e) = t.error() {
         return Err(ConnectorError::Kafka(format!(
             "topic {topic}: {:?}; create it or fix the table's topic",

@@ -58,7 +58,8 @@ impl BatchDecoder {
             Err(e) if e.is_retryable() => Err(e),
             Err(e) => {
                 tracing::warn!(table, topic = %rec.topic, partition = rec.partition, offset = rec.offset, error = %e, "record sent to the dead-letter table");
-                self.decoder(table, &stream).advance(position.partition, position.offset);
+                self.decoder(table, &stream)
+                    .advance(position.partition, position.offset);
                 self.dead.push(DeadLetter::new(rec, &e));
                 Ok(())
             }
@@ -81,7 +82,13 @@ impl BatchDecoder {
         Ok(env)
     }
 
-    async fn decode(&mut self, table: &str, stream: &str, position: Position, rec: &RawRecord) -> Result<(), ConnectorError> {
+    async fn decode(
+        &mut self,
+        table: &str,
+        stream: &str,
+        position: Position,
+        rec: &RawRecord,
+    ) -> Result<(), ConnectorError> {
         let key = match rec.key.as_deref() {
             Some(k) => {
                 let (id, payload) = frame::split(k)?;

@@ -10,10 +10,9 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder,
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
-    Int8Builder, Int16Builder, Int32Builder, Int64Builder, ListArray, NullArray, StringBuilder, StructArray,
-    TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, ListArray, NullArray, StringBuilder,
+    StructArray, TimestampMicrosecondBuilder,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Fields};
@@ -78,7 +77,10 @@ impl<'a> Reader<'a> {
         let n = self.long()?;
         let n = usize::try_from(n).map_err(|_| corrupt(format!("negative length {n}")))?;
         if n > self.remaining() {
-            return Err(corrupt(format!("length {n} exceeds the {} bytes left", self.remaining())));
+            return Err(corrupt(format!(
+                "length {n} exceeds the {} bytes left",
+                self.remaining()
+            )));
         }
         Ok(n)
     }
@@ -212,6 +214,18 @@ fn decimal_i128(b: &[u8]) -> Result<i128, ConnectorError> {
     Ok(i128::from_be_bytes(a))
 }
 
+/// Largest |scale| a decimal may carry (PostgreSQL `numeric` has at most 16383 fraction digits
+/// and 131072 integer digits); a bigger scale is corrupt and would make the text absurdly long.
+const MAX_DECIMAL_SCALE: u32 = 1 << 20;
+
+/// [`decimal_text`] with the scale checked first.
+fn exact_decimal(b: &[u8], scale: i32) -> Result<String, ConnectorError> {
+    if scale.unsigned_abs() > MAX_DECIMAL_SCALE {
+        return Err(corrupt(format!("decimal scale {scale} out of range")));
+    }
+    Ok(decimal_text(b, scale))
+}
+
 /// Exact text of an unscaled two's-complement big-endian integer with `scale`.
 pub fn decimal_text(b: &[u8], scale: i32) -> String {
     // Arbitrary width: long division of the magnitude by 10, so 70-digit numerics stay exact.
@@ -265,7 +279,15 @@ pub fn decimal_text(b: &[u8], scale: i32) -> String {
 }
 
 /// Parses Debezium's ZonedTimestamp text (RFC 3339) into µs since the epoch, UTC.
+///
+/// PostgreSQL's `infinity` / `-infinity` arrive as those words; they become i64::MAX / i64::MIN
+/// µs, the values Debezium itself sends for infinite `timestamp` (MicroTimestamp) columns.
 pub fn zoned_micros(s: &str) -> Result<i64, ConnectorError> {
+    match s {
+        "infinity" => return Ok(i64::MAX),
+        "-infinity" => return Ok(i64::MIN),
+        _ => {}
+    }
     let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| corrupt(format!("bad ZonedTimestamp {s:?}: {e}")))?;
     Ok(t.timestamp_micros())
 }
@@ -328,7 +350,10 @@ impl Column {
             DataType::Struct(fields) => Column::Struct {
                 fields: fields.clone(),
                 valid: Vec::new(),
-                children: fields.iter().map(|f| Column::new(f.data_type())).collect::<Result<_, _>>()?,
+                children: fields
+                    .iter()
+                    .map(|f| Column::new(f.data_type()))
+                    .collect::<Result<_, _>>()?,
             },
             other => return Err(ConnectorError::UnsupportedType(other.to_string())),
         })
@@ -352,7 +377,9 @@ impl Column {
             Column::Dec(b) => b.append_null(),
             Column::Utf8(b) => b.append_null(),
             Column::Bin(b) => b.append_null(),
-            Column::List { offsets, valid, child, .. } => {
+            Column::List {
+                offsets, valid, child, ..
+            } => {
                 child.settle();
                 // items a failed append left in the child fall inside this null entry
                 offsets.push(i32::try_from(child.len()).unwrap_or(i32::MAX));
@@ -374,7 +401,9 @@ impl Column {
     /// Closes an entry a failed append left half-built as a null; no-op on a consistent column.
     fn settle(&mut self) {
         match self {
-            Column::List { offsets, valid, child, .. } => {
+            Column::List {
+                offsets, valid, child, ..
+            } => {
                 child.settle();
                 let end = i32::try_from(child.len()).unwrap_or(i32::MAX);
                 if offsets.last().is_some_and(|last| *last < end) {
@@ -439,7 +468,9 @@ impl Column {
                 let overflow = || corrupt(format!("time value {v} out of range"));
                 let micros = match k {
                     LongKind::Int64 | LongKind::Micros | LongKind::TimestampMicros => v,
-                    LongKind::TimestampMillis | LongKind::ConnectTimestampMillis => v.checked_mul(1000).ok_or_else(overflow)?,
+                    LongKind::TimestampMillis | LongKind::ConnectTimestampMillis => {
+                        v.checked_mul(1000).ok_or_else(overflow)?
+                    }
                     LongKind::TimestampNanos | LongKind::NanosToMicros => v.div_euclid(1000),
                 };
                 match col {
@@ -490,7 +521,7 @@ impl Column {
             (Plan::VariableScaleDecimal, Column::Utf8(b)) => {
                 let scale = r.int()?;
                 let bytes = r.bytes()?;
-                b.append_value(decimal_text(bytes, scale));
+                b.append_value(exact_decimal(bytes, scale)?);
                 Ok(false)
             }
             (Plan::Record(rec), Column::Struct { valid, children, .. }) => {
@@ -503,7 +534,12 @@ impl Column {
                 valid.push(true);
                 Ok(false)
             }
-            (Plan::Array(item_plan), Column::List { offsets, valid, child, .. }) => {
+            (
+                Plan::Array(item_plan),
+                Column::List {
+                    offsets, valid, child, ..
+                },
+            ) => {
                 let mut len = offsets.last().copied().unwrap_or(0);
                 let mut unavailable = false;
                 while let Some(n) = r.block()? {
@@ -562,12 +598,26 @@ impl Column {
             Column::Dec(b) => Arc::new(b.finish()),
             Column::Utf8(b) => Arc::new(b.finish()),
             Column::Bin(b) => Arc::new(b.finish()),
-            Column::List { item, offsets, valid, child } => {
+            Column::List {
+                item,
+                offsets,
+                valid,
+                child,
+            } => {
                 let offsets = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
                 let nulls = NullBuffer::from(std::mem::take(valid));
-                Arc::new(ListArray::new(Arc::new(item.clone()), offsets, child.finish(), Some(nulls)))
+                Arc::new(ListArray::new(
+                    Arc::new(item.clone()),
+                    offsets,
+                    child.finish(),
+                    Some(nulls),
+                ))
             }
-            Column::Struct { fields, valid, children } => {
+            Column::Struct {
+                fields,
+                valid,
+                children,
+            } => {
                 let arrays: Vec<ArrayRef> = children.iter_mut().map(Column::finish).collect();
                 let nulls = NullBuffer::from(std::mem::take(valid));
                 Arc::new(StructArray::new(fields.clone(), arrays, Some(nulls)))
@@ -588,7 +638,7 @@ fn append_bytes(kind: BytesKind, bytes: &[u8], col: &mut Column, plan: &Plan) ->
     match (kind, col) {
         (BytesKind::Binary, Column::Bin(b)) => b.append_value(bytes),
         (BytesKind::Decimal { .. }, Column::Dec(b)) => b.append_value(decimal_i128(bytes)?),
-        (BytesKind::DecimalText { scale }, Column::Utf8(b)) => b.append_value(decimal_text(bytes, scale)),
+        (BytesKind::DecimalText { scale }, Column::Utf8(b)) => b.append_value(exact_decimal(bytes, scale)?),
         _ => return Err(mismatch(plan)),
     }
     Ok(false)

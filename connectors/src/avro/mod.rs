@@ -5,3 +5,6 @@ pub mod plan;
 
 pub use decode::{Column, Reader, UNAVAILABLE};
 pub use plan::Plan;
+
+#[cfg(test)]
+mod tests;

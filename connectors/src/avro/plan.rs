@@ -59,9 +59,14 @@ pub enum StrKind {
 pub enum BytesKind {
     Binary,
     /// Two's-complement big-endian unscaled value, precision ≤ 38.
-    Decimal { precision: u8, scale: i8 },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     /// A decimal too wide for Decimal128: kept exact as text.
-    DecimalText { scale: i32 },
+    DecimalText {
+        scale: i32,
+    },
 }
 
 /// A node of the decoding plan.
@@ -83,7 +88,10 @@ pub enum Plan {
     Array(Box<Plan>),
     Map(Box<Plan>),
     /// A union of `null` and one other branch: the common optional field.
-    Nullable { null_index: u64, inner: Box<Plan> },
+    Nullable {
+        null_index: u64,
+        inner: Box<Plan>,
+    },
     /// Any other union (decoded, but not representable as a column).
     Union(Vec<Plan>),
 }
@@ -254,8 +262,14 @@ impl Builder {
         Ok(Plan::Union(plans))
     }
 
-    fn complex(&mut self, obj: &serde_json::Map<String, Json>, namespace: Option<&str>) -> Result<Plan, ConnectorError> {
-        let ty = obj.get("type").ok_or_else(|| ConnectorError::InvalidSchema("schema object without type".into()))?;
+    fn complex(
+        &mut self,
+        obj: &serde_json::Map<String, Json>,
+        namespace: Option<&str>,
+    ) -> Result<Plan, ConnectorError> {
+        let ty = obj
+            .get("type")
+            .ok_or_else(|| ConnectorError::InvalidSchema("schema object without type".into()))?;
         let logical = obj.get("logicalType").and_then(Json::as_str);
         let connect = connect_name(obj);
         let ty = match ty {
@@ -263,27 +277,27 @@ impl Builder {
             nested => return self.build(nested, namespace),
         };
         Ok(match ty {
-            "int" => Plan::Int(match (connect, logical, obj.get("connect.type").and_then(Json::as_str)) {
-                (Some("io.debezium.time.Date" | "org.apache.kafka.connect.data.Date"), _, _) | (_, Some("date"), _) => IntKind::Date,
-                (Some("io.debezium.time.Time" | "org.apache.kafka.connect.data.Time"), _, _) | (_, Some("time-millis"), _) => {
-                    IntKind::TimeMillis
-                }
-                (_, _, Some("int16")) => IntKind::Int16,
-                (_, _, Some("int8")) => IntKind::Int8,
-                _ => IntKind::Int32,
-            }),
+            "int" => Plan::Int(
+                match (connect, logical, obj.get("connect.type").and_then(Json::as_str)) {
+                    (Some("io.debezium.time.Date" | "org.apache.kafka.connect.data.Date"), _, _)
+                    | (_, Some("date"), _) => IntKind::Date,
+                    (Some("io.debezium.time.Time" | "org.apache.kafka.connect.data.Time"), _, _)
+                    | (_, Some("time-millis"), _) => IntKind::TimeMillis,
+                    (_, _, Some("int16")) => IntKind::Int16,
+                    (_, _, Some("int8")) => IntKind::Int8,
+                    _ => IntKind::Int32,
+                },
+            ),
             "long" => Plan::Long(match (connect, logical) {
                 (Some("io.debezium.time.Timestamp"), _) | (_, Some("timestamp-millis" | "local-timestamp-millis")) => {
                     LongKind::TimestampMillis
                 }
                 (Some("org.apache.kafka.connect.data.Timestamp"), _) => LongKind::ConnectTimestampMillis,
-                (Some("io.debezium.time.MicroTimestamp"), _) | (_, Some("timestamp-micros" | "local-timestamp-micros")) => {
-                    LongKind::TimestampMicros
-                }
+                (Some("io.debezium.time.MicroTimestamp"), _)
+                | (_, Some("timestamp-micros" | "local-timestamp-micros")) => LongKind::TimestampMicros,
                 (Some("io.debezium.time.NanoTimestamp"), _) => LongKind::TimestampNanos,
-                (Some("io.debezium.time.MicroTime" | "io.debezium.time.MicroDuration"), _) | (_, Some("time-micros")) => {
-                    LongKind::Micros
-                }
+                (Some("io.debezium.time.MicroTime" | "io.debezium.time.MicroDuration"), _)
+                | (_, Some("time-micros")) => LongKind::Micros,
                 (Some("io.debezium.time.NanoTime" | "io.debezium.time.NanoDuration"), _) => LongKind::NanosToMicros,
                 _ => LongKind::Int64,
             }),
@@ -299,10 +313,16 @@ impl Builder {
                 _ => StrKind::Utf8,
             }),
             "fixed" => {
-                let size = obj.get("size").and_then(Json::as_u64).ok_or_else(|| {
-                    ConnectorError::InvalidSchema("fixed without size".into())
-                })? as usize;
-                let kind = if logical == Some("decimal") { decimal_kind(obj) } else { BytesKind::Binary };
+                let size = obj
+                    .get("size")
+                    .and_then(Json::as_u64)
+                    .ok_or_else(|| ConnectorError::InvalidSchema("fixed without size".into()))?
+                    as usize;
+                let kind = if logical == Some("decimal") {
+                    decimal_kind(obj)
+                } else {
+                    BytesKind::Binary
+                };
                 let plan = Plan::Fixed(size, kind);
                 self.register(obj, namespace, plan.clone());
                 plan
@@ -317,14 +337,20 @@ impl Builder {
                 self.register(obj, namespace, plan.clone());
                 plan
             }
-            "array" => Plan::Array(Box::new(self.build(
-                obj.get("items").ok_or_else(|| ConnectorError::InvalidSchema("array without items".into()))?,
-                namespace,
-            )?)),
-            "map" => Plan::Map(Box::new(self.build(
-                obj.get("values").ok_or_else(|| ConnectorError::InvalidSchema("map without values".into()))?,
-                namespace,
-            )?)),
+            "array" => Plan::Array(Box::new(
+                self.build(
+                    obj.get("items")
+                        .ok_or_else(|| ConnectorError::InvalidSchema("array without items".into()))?,
+                    namespace,
+                )?,
+            )),
+            "map" => Plan::Map(Box::new(
+                self.build(
+                    obj.get("values")
+                        .ok_or_else(|| ConnectorError::InvalidSchema("map without values".into()))?,
+                    namespace,
+                )?,
+            )),
             "record" | "error" => self.record(obj, namespace)?,
             other => self.primitive_or_named(other, namespace)?,
         })
