@@ -130,10 +130,13 @@ impl TableWriter {
     }
 
     async fn refresh(&mut self) -> Result<()> {
-        match self.table.update_state().await {
-            Ok(()) | Err(deltalake::DeltaTableError::NotATable(_)) => Ok(()),
-            Err(e) => Err(e.into()),
+        if self.table.version().is_none() {
+            // not created yet (maybe by another worker since): look without loading a missing log
+            self.table = self.lake.table(&self.name).await?;
+            return Ok(());
         }
+        self.table.update_state().await?;
+        Ok(())
     }
 
     /// Creates the table for `batch`'s columns.
@@ -592,3 +595,7 @@ fn add_rows(add: &deltalake::kernel::Add) -> Option<usize> {
     let stats: serde_json::Value = serde_json::from_str(add.stats.as_deref()?).ok()?;
     stats.get("numRecords")?.as_u64().map(|n| n as usize)
 }
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;

@@ -1,0 +1,776 @@
+//! Unit tests of [`TableWriter::apply`] (copy-on-write), for both delete modes.
+//!
+//! Each scenario is an `async fn(DeleteMode)` run once per mode by `both_modes!`. Batches are
+//! built directly with Arrow; the table is read back through deltalake's DataFusion provider,
+//! the way any Delta reader sees it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use connectors::change::{ChangeBatch, ChangeKind, Position, SourceOffset, app_id, meta_fields};
+use deltalake::datafusion::prelude::SessionContext;
+
+use super::{Applied, DeleteMode, TableWriter, WriteMode, WriterOptions};
+use crate::Lake;
+
+const STREAM: &str = "grp:orders";
+const TABLE: &str = "orders";
+/// What Debezium sends for an unchanged TOASTed value; the writer must never store it.
+const UNAVAILABLE: &str = "__debezium_unavailable_value";
+/// Column index of `name` among the source columns.
+const NAME_COL: usize = 1;
+
+// ---------------------------------------------------------------------------------------------
+// Building batches
+// ---------------------------------------------------------------------------------------------
+
+/// One change. `ts` (source column and `__source_ts`) is `offset * 1000` µs so that every
+/// change's values are recognisable in the output.
+#[derive(Clone, Debug)]
+struct Change {
+    kind: ChangeKind,
+    partition: i32,
+    offset: i64,
+    id: Option<i32>,
+    name: Option<&'static str>,
+    /// `amount` in cents (Decimal128(10, 2)).
+    cents: Option<i128>,
+    note: Option<&'static str>,
+}
+
+impl Change {
+    fn ts(&self) -> Option<i64> {
+        (self.kind == ChangeKind::Upsert).then_some(self.offset * 1000)
+    }
+    fn op(&self) -> &'static str {
+        match self.kind {
+            ChangeKind::Upsert => "u",
+            ChangeKind::Delete => "d",
+            ChangeKind::Truncate => "t",
+        }
+    }
+    /// On stream partition `p` instead of 0.
+    fn p(mut self, p: i32) -> Self {
+        self.partition = p;
+        self
+    }
+    fn note(mut self, note: &'static str) -> Self {
+        self.note = Some(note);
+        self
+    }
+}
+
+fn up(offset: i64, id: i32, name: &'static str, cents: i128) -> Change {
+    Change {
+        kind: ChangeKind::Upsert,
+        partition: 0,
+        offset,
+        id: Some(id),
+        name: Some(name),
+        cents: Some(cents),
+        note: None,
+    }
+}
+
+/// A delete as the decoder produces it: only the key is meaningful.
+fn del(offset: i64, id: i32) -> Change {
+    Change {
+        kind: ChangeKind::Delete,
+        id: Some(id),
+        name: None,
+        cents: None,
+        ..up(offset, 0, "", 0)
+    }
+}
+
+/// A truncate as the decoder produces it: no key at all.
+fn trunc(offset: i64) -> Change {
+    Change {
+        kind: ChangeKind::Truncate,
+        id: None,
+        ..del(offset, 0)
+    }
+}
+
+fn columns(with_note: bool) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("id", DataType::Int32, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("amount", DataType::Decimal128(10, 2), true),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+    ];
+    if with_note {
+        fields.push(Field::new("note", DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// A batch of `changes`; offsets move each partition past its last change.
+fn batch(changes: &[Change]) -> ChangeBatch {
+    make_batch(changes, false, Vec::new())
+}
+
+fn make_batch(changes: &[Change], with_note: bool, unavailable: Vec<(usize, usize)>) -> ChangeBatch {
+    let columns = columns(with_note);
+    let ts = |v: Vec<Option<i64>>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) as ArrayRef;
+    let mut arrays: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from(changes.iter().map(|c| c.id).collect::<Vec<_>>())),
+        Arc::new(StringArray::from(changes.iter().map(|c| c.name).collect::<Vec<_>>())),
+        Arc::new(
+            Decimal128Array::from(changes.iter().map(|c| c.cents).collect::<Vec<_>>())
+                .with_precision_and_scale(10, 2)
+                .expect("decimal(10,2)"),
+        ),
+        ts(changes.iter().map(Change::ts).collect()),
+    ];
+    if with_note {
+        arrays.push(Arc::new(StringArray::from(
+            changes.iter().map(|c| c.note).collect::<Vec<_>>(),
+        )));
+    }
+    arrays.push(Arc::new(StringArray::from_iter_values(changes.iter().map(Change::op))));
+    arrays.push(Arc::new(BooleanArray::from(
+        changes.iter().map(|c| c.kind != ChangeKind::Upsert).collect::<Vec<_>>(),
+    )));
+    arrays.push(ts(changes.iter().map(|c| Some(c.offset * 1000)).collect()));
+    arrays.push(Arc::new(Int64Array::from(vec![None::<i64>; changes.len()])));
+    arrays.push(Arc::new(Int32Array::from_iter_values(
+        changes.iter().map(|c| c.partition),
+    )));
+    arrays.push(Arc::new(Int64Array::from_iter_values(changes.iter().map(|c| c.offset))));
+    let mut fields: Vec<Field> = columns.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(meta_fields());
+    let data = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("valid batch");
+    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+    for c in changes {
+        let n = next.entry(c.partition).or_insert(0);
+        *n = (*n).max(c.offset + 1);
+    }
+    ChangeBatch {
+        columns,
+        key_columns: vec!["id".into()],
+        data,
+        kinds: changes.iter().map(|c| c.kind).collect(),
+        positions: changes
+            .iter()
+            .map(|c| Position {
+                partition: c.partition,
+                offset: c.offset,
+            })
+            .collect(),
+        unavailable,
+        offsets: next
+            .into_iter()
+            .map(|(partition, next_offset)| SourceOffset {
+                stream: STREAM.into(),
+                partition,
+                next_offset,
+            })
+            .collect(),
+    }
+}
+
+/// `batch` with the `name` of the given batch rows marked unavailable (TOASTed, unchanged); the
+/// rows carry Debezium's placeholder there, which must never reach the table.
+fn toast_batch(changes: &[Change], unavailable_name_rows: &[usize]) -> ChangeBatch {
+    let mut changes = changes.to_vec();
+    for r in unavailable_name_rows {
+        changes[*r].name = Some(UNAVAILABLE);
+    }
+    make_batch(
+        &changes,
+        false,
+        unavailable_name_rows.iter().map(|r| (*r, NAME_COL)).collect(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lake, writer and reading back
+// ---------------------------------------------------------------------------------------------
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    lake: Lake,
+    deletes: DeleteMode,
+}
+
+impl Fixture {
+    fn new(deletes: DeleteMode) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let lake = Lake::new(dir.path().to_str().expect("utf-8 temp path"), HashMap::new()).expect("lake");
+        Self { dir, lake, deletes }
+    }
+
+    /// A new writer (a fresh process, as far as the table is concerned).
+    async fn writer(&self) -> TableWriter {
+        let opts = WriterOptions {
+            deletes: self.deletes,
+            mode: WriteMode::Cow,
+        };
+        TableWriter::open(&self.lake, TABLE, opts).await.expect("writer opens")
+    }
+
+    /// Rows of `sql` over the table registered as `t`, each rendered `a|b|c` (`null` for nulls,
+    /// timestamps as µs since the epoch).
+    async fn query(&self, sql: &str) -> Vec<String> {
+        let table = self.lake.open(TABLE, None).await.expect("table opens");
+        let ctx = SessionContext::new();
+        table.update_datafusion_session(&ctx.state()).expect("session");
+        ctx.register_table("t", table.table_provider().await.expect("provider"))
+            .expect("register");
+        let batches = ctx.sql(sql).await.expect("plan").collect().await.expect("query");
+        render(&batches)
+    }
+
+    /// Every row of the table, ordered by key, with the source and the interesting meta columns.
+    async fn rows(&self) -> Vec<String> {
+        self.query("SELECT id, name, amount, ts, __op, __deleted, __kafka_offset FROM t ORDER BY id")
+            .await
+    }
+
+    /// The `add` and `remove` actions of commit `version`, as (adds, removes) paths.
+    fn log_actions(&self, version: u64) -> (Vec<String>, Vec<String>) {
+        let path = self
+            .dir
+            .path()
+            .join(TABLE)
+            .join("_delta_log")
+            .join(format!("{version:020}.json"));
+        let text = std::fs::read_to_string(&path).expect("commit file");
+        let (mut adds, mut removes) = (Vec::new(), Vec::new());
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let action: serde_json::Value = serde_json::from_str(line).expect("json action");
+            if let Some(p) = action.pointer("/add/path").and_then(|p| p.as_str()) {
+                adds.push(p.to_string());
+            }
+            if let Some(p) = action.pointer("/remove/path").and_then(|p| p.as_str()) {
+                removes.push(p.to_string());
+            }
+        }
+        (adds, removes)
+    }
+}
+
+fn render(batches: &[RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|col| {
+                    if col.is_null(r) {
+                        "null".to_string()
+                    } else if let DataType::Timestamp(TimeUnit::Microsecond, _) = col.data_type() {
+                        col.as_primitive::<TimestampMicrosecondType>().value(r).to_string()
+                    } else {
+                        arrow::util::display::array_value_to_string(col, r).expect("displayable")
+                    }
+                })
+                .collect();
+            out.push(cells.join("|"));
+        }
+    }
+    out
+}
+
+async fn apply(w: &mut TableWriter, b: &ChangeBatch) -> Applied {
+    w.apply(b).await.expect("batch applies")
+}
+
+/// Expected rows: the live ones always, the soft-deleted ones only in soft mode.
+fn expect(deletes: DeleteMode, rows: &[(&str, bool)]) -> Vec<String> {
+    rows.iter()
+        .filter(|(_, deleted)| !deleted || deletes == DeleteMode::Soft)
+        .map(|(r, _)| r.to_string())
+        .collect()
+}
+
+const LIVE: bool = false;
+const GONE: bool = true;
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------------
+
+/// Inserts then updates across batches; several changes to one key in one batch: last wins.
+async fn upserts_latest_wins(deletes: DeleteMode) {
+    let fx = Fixture::new(deletes);
+    let mut w = fx.writer().await;
+    let a = apply(&mut w, &batch(&[up(0, 1, "a", 1000), up(1, 2, "b", 2000)])).await;
+    assert_eq!(a.version, Some(1), "version 0 is the table's creation");
+    assert_eq!((a.rows_in, a.rows_skipped), (2, 0));
+    assert_eq!(fx.rows().await, ["1|a|10.00|0|u|false|0", "2|b|20.00|1000|u|false|1"]);
+
+    let b = batch(&[
+        up(2, 1, "a2", 1100),
+        up(3, 3, "c", 3000),
+        up(4, 3, "c2", 3100),
+        up(5, 1, "a3", 1200),
+        up(6, 3, "c3", 3200),
+    ]);
+    assert_eq!(apply(&mut w, &b).await.version, Some(2));
+    assert_eq!(
+        fx.rows().await,
+        [
+            "1|a3|12.00|5000|u|false|5",
+            "2|b|20.00|1000|u|false|1",
+            "3|c3|32.00|6000|u|false|6",
+        ]
+    );
+    assert_eq!(fx.query("SELECT COUNT(*), COUNT(DISTINCT id) FROM t").await, ["3|3"]);
+    assert_eq!(w.indexed_keys(), Some(3));
+}
+
+/// Deletes of keys from an earlier batch, from the same batch and never seen; re-inserts.
+async fn deletes(deletes: DeleteMode) {
+    let fx = Fixture::new(deletes);
+    let mut w = fx.writer().await;
+    apply(
+        &mut w,
+        &batch(&[up(0, 1, "a", 1000), up(1, 2, "b", 2000), up(2, 3, "c", 3000)]),
+    )
+    .await;
+
+    let b = batch(&[
+        del(3, 1),            // known from the table
+        up(4, 2, "b2", 2100), // updated, then deleted in the same batch
+        del(5, 2),            //
+        del(6, 9),            // never seen
+        up(7, 4, "d", 4000),  // new
+        up(8, 5, "e", 5000),  // inserted and deleted in the same batch
+        del(9, 5),            //
+    ]);
+    let a = apply(&mut w, &b).await;
+    assert_eq!(a.version, Some(2));
+    assert_eq!(
+        fx.rows().await,
+        expect(
+            deletes,
+            &[
+                // last known values, metadata of the delete
+                ("1|a|10.00|0|d|true|3", GONE),
+                ("2|b2|21.00|4000|d|true|5", GONE),
+                ("3|c|30.00|2000|u|false|2", LIVE),
+                ("4|d|40.00|7000|u|false|7", LIVE),
+                ("5|e|50.00|8000|d|true|9", GONE),
+                // nothing known but the key
+                ("9|null|null|null|d|true|6", GONE),
+            ]
+        )
+    );
+    // soft-deleted rows are current rows and stay indexed; hard-deleted ones do not
+    let keys = if deletes == DeleteMode::Soft { 6 } else { 2 };
+    assert_eq!(w.indexed_keys(), Some(keys));
+
+    // re-insert after delete (in a later batch, and delete + insert inside one batch)
+    let b = batch(&[
+        up(10, 1, "a2", 1100),
+        up(11, 9, "z", 9000),
+        del(12, 3),
+        up(13, 3, "c2", 3100),
+        del(14, 4),
+    ]);
+    apply(&mut w, &b).await;
+    assert_eq!(
+        fx.rows().await,
+        expect(
+            deletes,
+            &[
+                ("1|a2|11.00|10000|u|false|10", LIVE),
+                ("2|b2|21.00|4000|d|true|5", GONE),
+                ("3|c2|31.00|13000|u|false|13", LIVE),
+                ("4|d|40.00|7000|d|true|14", GONE),
+                ("5|e|50.00|8000|d|true|9", GONE),
+                ("9|z|90.00|11000|u|false|11", LIVE),
+            ]
+        )
+    );
+    assert_eq!(fx.query("SELECT COUNT(*) - COUNT(DISTINCT id) FROM t").await, ["0"]);
+}
+
+/// An unavailable (TOASTed) cell keeps the previous value: from the table, from the same batch,
+/// and null when the key has no previous row.
+async fn toast_keeps_previous_value(deletes: DeleteMode) {
+    let fx = Fixture::new(deletes);
+    let mut w = fx.writer().await;
+    apply(&mut w, &batch(&[up(0, 1, "long1", 1000), up(1, 2, "long2", 2000)])).await;
+
+    let changes = [
+        up(2, 1, "-", 1100), // name unavailable: previous from the table
+        up(3, 1, "-", 1200), // again: previous is the row above, itself from the table
+        up(4, 2, "x2", 2100),
+        up(5, 2, "-", 2200), // previous from the same batch
+        up(6, 3, "-", 3000), // no previous row: null
+    ];
+    apply(&mut w, &toast_batch(&changes, &[0, 1, 3, 4])).await;
+    assert_eq!(
+        fx.rows().await,
+        [
+            "1|long1|12.00|3000|u|false|3",
+            "2|x2|22.00|5000|u|false|5",
+            "3|null|30.00|6000|u|false|6",
+        ]
+    );
+
+    // soft: a deleted row's last known values are what a later TOASTed update keeps;
+    // hard: the row is gone, so there is nothing to keep
+    let changes = [del(7, 1), up(8, 1, "-", 1300)];
+    apply(&mut w, &toast_batch(&changes, &[1])).await;
+    let name = if deletes == DeleteMode::Soft { "long1" } else { "null" };
+    assert_eq!(
+        fx.query("SELECT id, name, amount, __deleted FROM t WHERE id = 1").await,
+        [format!("1|{name}|13.00|false")]
+    );
+    assert_eq!(
+        fx.query(&format!("SELECT COUNT(*) FROM t WHERE name = '{UNAVAILABLE}'"))
+            .await,
+        ["0"]
+    );
+}
+
+/// A truncate deletes every row present at that point; rows after it in the batch survive.
+async fn truncate(deletes: DeleteMode) {
+    let fx = Fixture::new(deletes);
+    let mut w = fx.writer().await;
+    apply(
+        &mut w,
+        &batch(&[up(0, 1, "a", 1000), up(1, 2, "b", 2000), up(2, 3, "c", 3000)]),
+    )
+    .await;
+    apply(&mut w, &batch(&[up(3, 6, "f", 6000)])).await; // a second file
+
+    let b = batch(&[
+        up(4, 2, "b2", 2100), // updated in the batch before the truncate
+        up(5, 4, "d", 4000),  // new in the batch before the truncate
+        trunc(6),
+        up(7, 5, "e", 5000),  // new after the truncate
+        up(8, 3, "c2", 3100), // back after the truncate
+    ]);
+    let a = apply(&mut w, &b).await;
+    assert_eq!(a.files_removed, 2, "a truncate rewrites (or drops) every file");
+    assert_eq!(
+        fx.rows().await,
+        expect(
+            deletes,
+            &[
+                ("1|a|10.00|0|t|true|6", GONE),
+                ("2|b2|21.00|4000|t|true|6", GONE),
+                ("3|c2|31.00|8000|u|false|8", LIVE),
+                ("4|d|40.00|5000|t|true|6", GONE),
+                ("5|e|50.00|7000|u|false|7", LIVE),
+                ("6|f|60.00|3000|t|true|6", GONE),
+            ]
+        )
+    );
+
+    // a truncate alone, then an insert in a later batch
+    apply(&mut w, &batch(&[trunc(9)])).await;
+    apply(&mut w, &batch(&[up(10, 7, "g", 7000)])).await;
+    let live = fx.query("SELECT id FROM t WHERE NOT __deleted ORDER BY id").await;
+    assert_eq!(live, ["7"]);
+    let all = fx.query("SELECT COUNT(*), COUNT(DISTINCT id) FROM t").await;
+    assert_eq!(all, [if deletes == DeleteMode::Soft { "7|7" } else { "1|1" }]);
+}
+
+/// Re-applied batches commit nothing; a partly applied batch applies only its new rows; the
+/// recorded offsets are the batches' next offsets, per partition.
+async fn idempotent_replays(deletes: DeleteMode) {
+    let fx = Fixture::new(deletes);
+    let mut w = fx.writer().await;
+    let (p0, p1) = (app_id(STREAM, 0), app_id(STREAM, 1));
+    let first = batch(&[
+        up(0, 1, "a", 1000),
+        up(0, 3, "c", 3000).p(1),
+        up(1, 2, "b", 2000),
+        up(1, 4, "d", 4000).p(1),
+    ]);
+    assert_eq!(apply(&mut w, &first).await.version, Some(1));
+    assert_eq!(
+        (w.next_offset(&p0).await.unwrap(), w.next_offset(&p1).await.unwrap()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(w.next_offset(&app_id(STREAM, 7)).await.unwrap(), None);
+    let before = fx.rows().await;
+
+    let again = apply(&mut w, &first).await;
+    assert_eq!(again.version, None);
+    assert_eq!((again.rows_in, again.rows_skipped, again.files_added), (4, 4, 0));
+    assert_eq!(w.table().version(), Some(1));
+    assert_eq!(fx.rows().await, before);
+
+    // rows at offsets 1 (p0) and 1 (p1) were applied before: their stale values must not win
+    let partly = batch(&[
+        up(1, 2, "STALE", 9900),
+        up(2, 5, "e", 5000),
+        up(1, 4, "STALE", 9900).p(1),
+        up(2, 3, "c2", 3100).p(1),
+        del(3, 1),
+    ]);
+    let a = apply(&mut w, &partly).await;
+    assert_eq!(a.version, Some(2));
+    assert_eq!((a.rows_in, a.rows_skipped), (5, 2));
+    assert_eq!(
+        fx.rows().await,
+        expect(
+            deletes,
+            &[
+                ("1|a|10.00|0|d|true|3", GONE),
+                ("2|b|20.00|1000|u|false|1", LIVE),
+                ("3|c2|31.00|2000|u|false|2", LIVE),
+                ("4|d|40.00|1000|u|false|1", LIVE),
+                ("5|e|50.00|2000|u|false|2", LIVE),
+            ]
+        )
+    );
+    assert_eq!(
+        (w.next_offset(&p0).await.unwrap(), w.next_offset(&p1).await.unwrap()),
+        (Some(4), Some(3))
+    );
+    assert_eq!(apply(&mut w, &partly).await.version, None);
+
+    // offsets move without rows (tombstones, dead letters): one commit, no data files
+    let moved = ChangeBatch::offsets_only(
+        columns(false),
+        vec!["id".into()],
+        vec![SourceOffset {
+            stream: STREAM.into(),
+            partition: 0,
+            next_offset: 10,
+        }],
+    );
+    let a = apply(&mut w, &moved).await;
+    assert_eq!((a.version, a.files_added, a.files_removed), (Some(3), 0, 0));
+    assert_eq!(w.next_offset(&p0).await.unwrap(), Some(10));
+    assert_eq!(apply(&mut w, &moved).await.version, None);
+    // a row below the moved offset is already applied
+    let a = apply(&mut w, &batch(&[up(9, 6, "f", 6000)])).await;
+    assert_eq!((a.version, a.rows_skipped), (None, 1));
+    assert_eq!(fx.query("SELECT COUNT(*) FROM t WHERE id = 6").await, ["0"]);
+}
+
+/// A batch that adds a column: rows written before read null for it, whether their file was
+/// rewritten by the batch or not; a later batch without the column leaves it null.
+async fn schema_evolution(deletes: DeleteMode) {
+    let fx = Fixture::new(deletes);
+    let mut w = fx.writer().await;
+    apply(&mut w, &batch(&[up(0, 1, "a", 1000), up(1, 5, "e", 5000)])).await;
+    apply(&mut w, &batch(&[up(2, 2, "b", 2000)])).await;
+
+    let b = make_batch(
+        &[up(3, 1, "a2", 1100).note("m"), up(4, 3, "c", 3000).note("n")],
+        true,
+        Vec::new(),
+    );
+    let a = apply(&mut w, &b).await;
+    assert_eq!(a.files_removed, 1, "only the file of key 1 is rewritten");
+    let (_, removed) = fx.log_actions(3);
+    let (first_file, _) = fx.log_actions(1);
+    assert_eq!(removed, first_file);
+
+    let names: Vec<String> = w
+        .table()
+        .snapshot()
+        .expect("snapshot")
+        .snapshot()
+        .arrow_schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names[..6],
+        ["id", "name", "amount", "ts", "note", "__op"],
+        "new column before the meta columns"
+    );
+
+    let sql = "SELECT id, name, note, __deleted FROM t ORDER BY id";
+    assert_eq!(
+        fx.query(sql).await,
+        ["1|a2|m|false", "2|b|null|false", "3|c|n|false", "5|e|null|false"]
+    );
+
+    // an older producer without the column: the column stays, null from then on
+    apply(&mut w, &batch(&[up(5, 3, "c2", 3100), del(6, 1)])).await;
+    assert_eq!(
+        fx.query(sql).await,
+        expect(
+            deletes,
+            &[
+                ("1|a2|m|true", GONE), // soft delete keeps the last known note too
+                ("2|b|null|false", LIVE),
+                ("3|c2|null|false", LIVE),
+                ("5|e|null|false", LIVE),
+            ]
+        )
+    );
+}
+
+/// Only the files holding batch keys are rewritten; the others stay in the table untouched.
+async fn untouched_files_stay(deletes: DeleteMode) {
+    let fx = Fixture::new(deletes);
+    let mut w = fx.writer().await;
+    apply(&mut w, &batch(&[up(0, 1, "a", 1000), up(1, 2, "b", 2000)])).await; // v1: file A
+    apply(&mut w, &batch(&[up(2, 3, "c", 3000), up(3, 4, "d", 4000)])).await; // v2: file B
+    let (file_a, _) = fx.log_actions(1);
+    let (file_b, _) = fx.log_actions(2);
+    assert_eq!((file_a.len(), file_b.len()), (1, 1));
+
+    let a = apply(&mut w, &batch(&[up(4, 3, "c2", 3100)])).await; // v3
+    assert_eq!((a.version, a.files_added, a.files_removed), (Some(3), 1, 1));
+    let (added, removed) = fx.log_actions(3);
+    assert_eq!(removed, file_b, "only B holds key 3");
+    assert_eq!(added.len(), 1);
+
+    // a delete of a key never seen touches no file
+    let a = apply(&mut w, &batch(&[del(5, 9)])).await; // v4
+    assert_eq!(a.files_removed, 0);
+    let (added, removed) = fx.log_actions(4);
+    let expected_adds = if deletes == DeleteMode::Soft { 1 } else { 0 };
+    assert_eq!((added.len(), removed.len()), (expected_adds, 0));
+
+    // deleting key 1 rewrites A only (hard: A is rewritten with key 2 alone)
+    let a = apply(&mut w, &batch(&[del(6, 1)])).await; // v5
+    assert_eq!((a.files_added, a.files_removed), (1, 1));
+    assert_eq!(fx.log_actions(5).1, file_a);
+    // deleting the last key of a file drops the file (hard) or rewrites it (soft)
+    let a = apply(&mut w, &batch(&[del(7, 2)])).await; // v6
+    let expected_adds = if deletes == DeleteMode::Soft { 1 } else { 0 };
+    assert_eq!((a.files_added, a.files_removed), (expected_adds, 1));
+
+    let files = w.table().snapshot().expect("snapshot").log_data().num_files();
+    let expected_files = if deletes == DeleteMode::Soft { 3 } else { 1 };
+    assert_eq!(files, expected_files);
+    assert_eq!(
+        fx.rows().await,
+        expect(
+            deletes,
+            &[
+                ("1|a|10.00|0|d|true|6", GONE),
+                ("2|b|20.00|1000|d|true|7", GONE),
+                ("3|c2|31.00|4000|u|false|4", LIVE),
+                ("4|d|40.00|3000|u|false|3", LIVE),
+                ("9|null|null|null|d|true|5", GONE),
+            ]
+        )
+    );
+}
+
+/// A fresh writer on an existing table rebuilds the index from the files and goes on: no
+/// duplicate keys, replays still skipped, soft-deleted keys still found.
+async fn restart_rebuilds_index(deletes: DeleteMode) {
+    let fx = Fixture::new(deletes);
+    let first = batch(&[up(0, 1, "a", 1000), up(1, 2, "b", 2000), up(2, 3, "c", 3000)]);
+    let second = batch(&[up(3, 2, "b2", 2100), del(4, 3)]);
+    {
+        let mut w = fx.writer().await;
+        apply(&mut w, &first).await;
+        apply(&mut w, &second).await;
+    }
+
+    let mut w = fx.writer().await;
+    assert_eq!(w.indexed_keys(), None, "the index is built lazily");
+    assert_eq!(w.next_offset(&app_id(STREAM, 0)).await.unwrap(), Some(5));
+    assert_eq!(
+        apply(&mut w, &second).await.version,
+        None,
+        "a replay after restart is skipped"
+    );
+
+    let third = batch(&[
+        up(5, 1, "a2", 1100),
+        up(6, 3, "c2", 3100),
+        up(7, 4, "d", 4000),
+        up(8, 2, "b3", 2200),
+    ]);
+    let a = apply(&mut w, &third).await;
+    assert_eq!(a.version, Some(3));
+    assert_eq!(w.indexed_keys(), Some(4));
+    assert_eq!(
+        fx.rows().await,
+        [
+            "1|a2|11.00|5000|u|false|5",
+            "2|b3|22.00|8000|u|false|8",
+            "3|c2|31.00|6000|u|false|6",
+            "4|d|40.00|7000|u|false|7",
+        ]
+    );
+
+    // and once more, from yet another writer, with a delete of a key written after the restart
+    let mut w = fx.writer().await;
+    apply(&mut w, &batch(&[del(9, 4), up(10, 1, "a3", 1200)])).await;
+    assert_eq!(w.indexed_keys(), Some(if deletes == DeleteMode::Soft { 4 } else { 3 }));
+    assert_eq!(fx.query("SELECT COUNT(*) - COUNT(DISTINCT id) FROM t").await, ["0"]);
+    assert_eq!(
+        fx.query("SELECT id, name FROM t WHERE NOT __deleted ORDER BY id").await,
+        ["1|a3", "2|b3", "3|c2"]
+    );
+}
+
+/// Another writer's commit (another worker, `cormorant compact`) rewrote files this writer has
+/// indexed: the index is rebuilt before the next batch, and nothing is lost or duplicated.
+async fn other_writer_commits(deletes: DeleteMode) {
+    let fx = Fixture::new(deletes);
+    let mut a = fx.writer().await;
+    let mut b = fx.writer().await;
+    apply(&mut a, &batch(&[up(0, 1, "a", 1000), up(0, 3, "c", 3000).p(1)])).await;
+    // b takes over partition 1 and rewrites the one file, which a has indexed
+    let done = apply(&mut b, &batch(&[up(1, 3, "c2", 3100).p(1), up(2, 4, "d", 4000).p(1)])).await;
+    assert_eq!((done.version, done.files_removed), (Some(2), 1));
+    let done = apply(&mut a, &batch(&[up(1, 1, "a2", 1100), del(2, 3)])).await;
+    assert_eq!(done.version, Some(3));
+    assert_eq!(
+        fx.rows().await,
+        expect(
+            deletes,
+            &[
+                ("1|a2|11.00|1000|u|false|1", LIVE),
+                ("3|c2|31.00|1000|d|true|2", GONE),
+                ("4|d|40.00|2000|u|false|2", LIVE),
+            ]
+        )
+    );
+    assert_eq!(
+        a.next_offset(&app_id(STREAM, 1)).await.unwrap(),
+        Some(3),
+        "b's offsets are seen"
+    );
+}
+
+macro_rules! both_modes {
+    ($($scenario:ident),* $(,)?) => {
+        mod soft {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(super::DeleteMode::Soft).await;
+            })*
+        }
+        mod hard {
+            $(#[tokio::test]
+            async fn $scenario() {
+                super::$scenario(super::DeleteMode::Hard).await;
+            })*
+        }
+    };
+}
+
+both_modes!(
+    upserts_latest_wins,
+    deletes,
+    toast_keeps_previous_value,
+    truncate,
+    idempotent_replays,
+    schema_evolution,
+    untouched_files_stay,
+    restart_rebuilds_index,
+    other_writer_commits,
+);
