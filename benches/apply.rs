@@ -31,7 +31,10 @@ async fn run() -> anyhow::Result<()> {
     for (id, _, schema) in &fx.schemas {
         cache.insert(*id, schema)?;
     }
-    let batch_size: usize = std::env::var("BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let batch_size: usize = std::env::var("BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let lake_dir = std::env::temp_dir().join(format!("cormorant-bench-{}", std::process::id()));
     let lake = Lake::new(&lake_dir.to_string_lossy(), HashMap::new())?;
     let mut writers = HashMap::new();

@@ -113,7 +113,10 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}; see the README's config section"))?;
         for t in &cfg.tables {
             if t.name.starts_with('_') {
-                anyhow::bail!("table name {:?} is reserved (names starting with '_' are Cormorant's own)", t.name);
+                anyhow::bail!(
+                    "table name {:?} is reserved (names starting with '_' are Cormorant's own)",
+                    t.name
+                );
             }
         }
         Ok(cfg)

@@ -73,7 +73,8 @@ fn b64(s: &Option<String>) -> anyhow::Result<Option<Vec<u8>>> {
 
 impl Fixture {
     pub fn load(dir: &Path) -> anyhow::Result<Fixture> {
-        let events_text = std::fs::read_to_string(dir.join("events.jsonl")).with_context(|| format!("reading {}/events.jsonl", dir.display()))?;
+        let events_text = std::fs::read_to_string(dir.join("events.jsonl"))
+            .with_context(|| format!("reading {}/events.jsonl", dir.display()))?;
         let mut events = Vec::new();
         for line in events_text.lines().filter(|l| !l.trim().is_empty()) {
             let r: RawEvent = serde_json::from_str(line)?;
@@ -123,7 +124,9 @@ impl Fixture {
             let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.clone());
             let got = post_schema(&settings, format!("{prefix}{subject}"), supplied)
                 .await
-                .with_context(|| format!("registering {subject} at {registry_url}; is the registry running (scripts/services up)?"))?;
+                .with_context(|| {
+                    format!("registering {subject} at {registry_url}; is the registry running (scripts/services up)?")
+                })?;
             ids.insert(*id, got.id);
         }
         Ok(ids)
@@ -131,12 +134,23 @@ impl Fixture {
 
     /// Creates the (prefixed) topics with `partitions` partitions; existing ones are kept.
     pub async fn create_topics(&self, brokers: &str, prefix: &str, partitions: i32) -> anyhow::Result<()> {
-        create_topics(brokers, &self.topics().iter().map(|t| format!("{prefix}{t}")).collect::<Vec<_>>(), partitions).await
+        create_topics(
+            brokers,
+            &self.topics().iter().map(|t| format!("{prefix}{t}")).collect::<Vec<_>>(),
+            partitions,
+        )
+        .await
     }
 
     /// Produces events `range` (indexes into `events`) to the prefixed topics, re-framed with
     /// the registry's ids, and waits until all are acknowledged.
-    pub async fn produce(&self, brokers: &str, prefix: &str, ids: &HashMap<u32, u32>, range: std::ops::Range<usize>) -> anyhow::Result<()> {
+    pub async fn produce(
+        &self,
+        brokers: &str,
+        prefix: &str,
+        ids: &HashMap<u32, u32>,
+        range: std::ops::Range<usize>,
+    ) -> anyhow::Result<()> {
         let producer = producer(brokers)?;
         let reframe = |b: &Option<Vec<u8>>| -> Option<Vec<u8>> {
             b.as_ref().map(|v| match connectors::frame::split(v) {
@@ -154,7 +168,8 @@ impl Fixture {
             for (k, v) in &e.headers {
                 headers = headers.insert(Header { key: k, value: Some(v) });
             }
-            let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(&topic).partition(e.partition).headers(headers);
+            let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> =
+                FutureRecord::to(&topic).partition(e.partition).headers(headers);
             if let Some(k) = &key {
                 rec = rec.key(k);
             }
@@ -213,7 +228,10 @@ pub async fn create_topics(brokers: &str, topics: &[String], partitions: i32) ->
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
     let results = admin
-        .create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
         .await
         .with_context(|| format!("creating topics at {brokers}; is the broker running (scripts/services up)?"))?;
     for r in results {

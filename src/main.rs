@@ -11,7 +11,11 @@ use cormorant::config::Config;
 use cormorant::query::{self, Format};
 
 #[derive(Parser)]
-#[command(name = "cormorant", version, about = "Debezium change streams from Kafka into Delta Lake tables, queried with SQL")]
+#[command(
+    name = "cormorant",
+    version,
+    about = "Debezium change streams from Kafka into Delta Lake tables, queried with SQL"
+)]
 struct Cli {
     /// Config file (default: ./cormorant.toml if present)
     #[arg(long, global = true)]
@@ -76,8 +80,9 @@ enum Command {
 }
 
 fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CORMORANT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,deltalake=warn,datafusion=warn,buoyant_kernel=off"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CORMORANT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,deltalake=warn,datafusion=warn,buoyant_kernel=off")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -146,7 +151,9 @@ async fn real_main() -> anyhow::Result<()> {
             eprintln!("loaded {n} events into {} topics at {brokers}", fx.topics().len());
         }
         Command::Registry { port, host, data } => {
-            let addr = format!("{host}:{port}").parse().with_context(|| format!("bad address {host}:{port}"))?;
+            let addr = format!("{host}:{port}")
+                .parse()
+                .with_context(|| format!("bad address {host}:{port}"))?;
             cormorant::registry::serve(addr, data).await?;
         }
     }

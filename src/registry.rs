@@ -88,14 +88,10 @@ impl Level {
 /// Checks `new` against one existing schema in the direction(s) `level` demands.
 fn compatible(level: Level, new: &Schema, old: &Schema) -> Result<(), String> {
     if level.backward() {
-        reads(old, new).map_err(|e| {
-            format!("the new schema cannot read data written with an existing one: {e}")
-        })?;
+        reads(old, new).map_err(|e| format!("the new schema cannot read data written with an existing one: {e}"))?;
     }
     if level.forward() {
-        reads(new, old).map_err(|e| {
-            format!("an existing schema cannot read data written with the new one: {e}")
-        })?;
+        reads(new, old).map_err(|e| format!("an existing schema cannot read data written with the new one: {e}"))?;
     }
     Ok(())
 }
@@ -107,11 +103,7 @@ fn reads(writer: &Schema, reader: &Schema) -> Result<(), String> {
         // resolved; Confluent (Avro's Java checker) rejects those, so we do too.
         Ok(Compatibility::Partial) => Err("only some written values can be read".into()),
         // apache-avro's messages embed multi-line Debug dumps of schemas.
-        Err(e) => Err(e
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")),
+        Err(e) => Err(e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")),
     }
 }
 
@@ -153,15 +145,10 @@ fn null_schema() -> Schema {
 
 impl Entry {
     fn parse(schema: String) -> Result<Self, ApiError> {
-        let invalid =
-            |e: &dyn std::fmt::Display| ApiError::invalid_schema(format!("Invalid schema: {e}"));
+        let invalid = |e: &dyn std::fmt::Display| ApiError::invalid_schema(format!("Invalid schema: {e}"));
         let parsed = Schema::parse_str(&schema).map_err(|e| invalid(&e))?;
         let key = serde_json::to_string(&parsed).map_err(|e| invalid(&e))?;
-        Ok(Self {
-            schema,
-            key,
-            parsed,
-        })
+        Ok(Self { schema, key, parsed })
     }
 }
 
@@ -265,14 +252,11 @@ impl RegistryState {
         let mut store = Store::default();
         if let Some(path) = &data {
             if path.exists() {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("reading registry data {}", path.display()))?;
-                store = Store::load(&bytes)
-                    .with_context(|| format!("loading registry data {}", path.display()))?;
+                let bytes = std::fs::read(path).with_context(|| format!("reading registry data {}", path.display()))?;
+                store = Store::load(&bytes).with_context(|| format!("loading registry data {}", path.display()))?;
             } else if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 // Fail at startup rather than on the first registration.
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
             }
         }
         Ok(Self {
@@ -281,9 +265,7 @@ impl RegistryState {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, ApiError> {
-        self.inner
-            .lock()
-            .map_err(|_| ApiError::internal("state lock poisoned"))
+        self.inner.lock().map_err(|_| ApiError::internal("state lock poisoned"))
     }
 
     fn read<T>(&self, f: impl FnOnce(&Store) -> Result<T, ApiError>) -> Result<T, ApiError> {
@@ -293,10 +275,7 @@ impl RegistryState {
     /// Runs `f` on a copy; if it reports a change, persists the copy and then publishes it.
     /// The file is written under the lock so writes cannot land out of order; it is small
     /// and this registry is not meant for high write rates.
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&mut Store) -> Result<(T, bool), ApiError>,
-    ) -> Result<T, ApiError> {
+    fn write<T>(&self, f: impl FnOnce(&mut Store) -> Result<(T, bool), ApiError>) -> Result<T, ApiError> {
         let mut inner = self.lock()?;
         let mut next = inner.store.clone();
         let (out, changed) = f(&mut next)?;
@@ -361,8 +340,7 @@ fn ok(body: Value) -> ApiResult {
 /// `application/vnd.schemaregistry.v1+json`, which axum's `Json` rejects, and `curl -d`
 /// sends a form content type.
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, 400, format!("Bad request: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, 400, format!("Bad request: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -422,20 +400,11 @@ pub fn router(state: RegistryState) -> Router {
         .route("/schemas/ids/{id}/versions", get(schema_versions))
         .route("/subjects", get(list_subjects))
         .route("/subjects/{subject}", post(lookup).delete(delete_subject))
-        .route(
-            "/subjects/{subject}/versions",
-            get(list_versions).post(register),
-        )
+        .route("/subjects/{subject}/versions", get(list_versions).post(register))
         .route("/subjects/{subject}/versions/{version}", get(get_version))
         .route("/config", get(get_global_config).put(put_global_config))
-        .route(
-            "/config/{subject}",
-            get(get_subject_config).put(put_subject_config),
-        )
-        .route(
-            "/compatibility/subjects/{subject}/versions/{version}",
-            post(check),
-        )
+        .route("/config/{subject}", get(get_subject_config).put(put_subject_config))
+        .route("/compatibility/subjects/{subject}/versions/{version}", post(check))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, 404, "HTTP 404 Not Found".into()) })
         .with_state(state)
 }
@@ -462,10 +431,7 @@ async fn schema_versions(State(st): St, Path(id): Path<String>) -> ApiResult {
 
 async fn list_subjects(State(st): St) -> ApiResult {
     st.read(|store| {
-        let live = store
-            .subjects
-            .iter()
-            .filter(|(_, s)| !s.versions.is_empty());
+        let live = store.subjects.iter().filter(|(_, s)| !s.versions.is_empty());
         ok(json!(live.map(|(name, _)| name).collect::<Vec<_>>()))
     })
 }
@@ -536,11 +502,7 @@ async fn lookup(State(st): St, Path(subject): Path<String>, body: Bytes) -> ApiR
 
 async fn delete_subject(State(st): St, Path(subject): Path<String>) -> ApiResult {
     let deleted = st.write(|store| {
-        let deleted: Vec<u32> = store
-            .versions(&subject)?
-            .iter()
-            .map(|v| v.version)
-            .collect();
+        let deleted: Vec<u32> = store.versions(&subject)?.iter().map(|v| v.version).collect();
         if let Some(state) = store.subjects.get_mut(&subject) {
             state.versions.clear();
         }
@@ -574,9 +536,7 @@ async fn get_subject_config(
             Some(level) => level,
             None if default_to_global => store.compatibility,
             None => {
-                let msg = format!(
-                    "Subject '{subject}' does not have subject-level compatibility configured"
-                );
+                let msg = format!("Subject '{subject}' does not have subject-level compatibility configured");
                 return Err(ApiError(StatusCode::NOT_FOUND, 40408, msg));
             }
         };
@@ -595,11 +555,7 @@ async fn put_subject_config(State(st): St, Path(subject): Path<String>, body: By
     level_reply(level)
 }
 
-async fn check(
-    State(st): St,
-    Path((subject, version)): Path<(String, String)>,
-    body: Bytes,
-) -> ApiResult {
+async fn check(State(st): St, Path((subject, version)): Path<(String, String)>, body: Bytes) -> ApiResult {
     let entry = parse_body::<SchemaRequest>(&body)?.into_entry()?;
     st.read(|store| {
         let v = store.find_version(&subject, &version)?;
@@ -629,9 +585,7 @@ pub async fn serve(addr: SocketAddr, data: Option<PathBuf>) -> anyhow::Result<()
 }
 
 /// Starts the registry on an ephemeral 127.0.0.1 port, for tests.
-pub async fn spawn(
-    data: Option<PathBuf>,
-) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub async fn spawn(data: Option<PathBuf>) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let state = RegistryState::new(data)?;
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;

@@ -53,7 +53,8 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
 
     let offsets: Offsets = Arc::new(Mutex::new(HashMap::new()));
     let lookup_map = offsets.clone();
-    let lookup: OffsetLookup = Arc::new(move |topic: &str, p: i32| lookup_map.lock().ok()?.get(&(topic.to_string(), p)).copied());
+    let lookup: OffsetLookup =
+        Arc::new(move |topic: &str, p: i32| lookup_map.lock().ok()?.get(&(topic.to_string(), p)).copied());
     let source = KafkaSource::new(
         &KafkaSettings {
             brokers: cfg.kafka.brokers.clone(),
@@ -118,7 +119,16 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
             continue;
         }
         let n = records.len();
-        let letters = apply_records(cfg, &cache, &mut writers, &mut dlq_writer, records, &offsets, &mut stats).await?;
+        let letters = apply_records(
+            cfg,
+            &cache,
+            &mut writers,
+            &mut dlq_writer,
+            records,
+            &offsets,
+            &mut stats,
+        )
+        .await?;
         stats.batches += 1;
         stats.records += n as u64;
         stats.dead_letters += letters as u64;
@@ -141,7 +151,9 @@ fn options(t: &TableConfig) -> WriterOptions {
 
 fn caught_up(targets: &HashMap<(String, i32), i64>, offsets: &Offsets) -> bool {
     let done = lock(offsets);
-    targets.iter().all(|(k, high)| done.get(k).copied().unwrap_or(0) >= *high)
+    targets
+        .iter()
+        .all(|(k, high)| done.get(k).copied().unwrap_or(0) >= *high)
 }
 
 /// Decodes and applies one poll's records. Returns the number of dead letters.
@@ -189,10 +201,19 @@ async fn apply_records(
             *e = (*e).max(d.record.offset + 1);
         }
         // one append per topic: app ids are per topic-partition
-        for topic in next.keys().map(|(t, _)| t.clone()).collect::<std::collections::BTreeSet<_>>() {
+        for topic in next
+            .keys()
+            .map(|(t, _)| t.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
             let rows: Vec<bool> = decoded.dead_letters.iter().map(|d| d.record.topic == topic).collect();
             let part = arrow::compute::filter_record_batch(&batch, &arrow::array::BooleanArray::from(rows.clone()))?;
-            let pos: Vec<Position> = positions.iter().zip(&rows).filter(|(_, k)| **k).map(|(p, _)| *p).collect();
+            let pos: Vec<Position> = positions
+                .iter()
+                .zip(&rows)
+                .filter(|(_, k)| **k)
+                .map(|(p, _)| *p)
+                .collect();
             let offs: Vec<SourceOffset> = next
                 .iter()
                 .filter(|((t, _), _)| *t == topic)
@@ -202,12 +223,17 @@ async fn apply_records(
                     next_offset: *o,
                 })
                 .collect();
-            dlq_writer.append(&part, &pos, &offs).await.context("writing the dead-letter table")?;
+            dlq_writer
+                .append(&part, &pos, &offs)
+                .await
+                .context("writing the dead-letter table")?;
             stats.commits += 1;
         }
     }
     for (table, batch) in decoded.tables {
-        let Some(writer) = writers.get_mut(&table) else { continue };
+        let Some(writer) = writers.get_mut(&table) else {
+            continue;
+        };
         let applied = writer
             .apply(&batch)
             .await
@@ -216,7 +242,12 @@ async fn apply_records(
             stats.commits += 1;
         }
         tracing::info!(table, version = ?applied.version, rows = applied.rows_in, skipped = applied.rows_skipped, written = applied.rows_written, "batch applied");
-        let topic = cfg.tables.iter().find(|t| t.name == table).map(|t| t.topic.clone()).unwrap_or_default();
+        let topic = cfg
+            .tables
+            .iter()
+            .find(|t| t.name == table)
+            .map(|t| t.topic.clone())
+            .unwrap_or_default();
         let mut m = lock(offsets);
         for o in &batch.offsets {
             let e = m.entry((topic.clone(), o.partition)).or_insert(o.next_offset);

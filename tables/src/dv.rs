@@ -11,8 +11,8 @@
 
 use buoyant_kernel::actions::deletion_vector_writer::{KernelDeletionVector, StreamingDeletionVectorWriter};
 use deltalake::kernel::{DeletionVectorDescriptor, StorageType};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use roaring::RoaringTreemap;
 
 use crate::error::{Result, TableError};
@@ -27,7 +27,9 @@ fn dv_error(msg: impl Into<String>) -> TableError {
 pub fn relative_path(d: &DeletionVectorDescriptor) -> Result<String> {
     let encoded = &d.path_or_inline_dv;
     if encoded.len() < 20 {
-        return Err(dv_error(format!("descriptor path {encoded:?} is shorter than a Z85 UUID")));
+        return Err(dv_error(format!(
+            "descriptor path {encoded:?} is shorter than a Z85 UUID"
+        )));
     }
     let (prefix, z) = encoded.split_at(encoded.len() - 20);
     let bytes = z85::decode(z).map_err(|e| dv_error(format!("bad Z85 UUID {z:?}: {e}")))?;
@@ -65,7 +67,8 @@ pub async fn read(store: &dyn ObjectStore, d: &DeletionVectorDescriptor) -> Resu
             let offset = d.offset.unwrap_or(1).max(0) as u64;
             let size = u64::try_from(d.size_in_bytes).map_err(|_| dv_error("negative deletion vector size"))?;
             // skip the 4-byte size prefix; read magic + data
-            let bytes = store.get_ranges(&path, &[offset + 4..offset + 4 + size]).await?.concat();
+            let range = offset + 4..offset + 4 + size;
+            let bytes = store.get_ranges(&path, std::slice::from_ref(&range)).await?.concat();
             decode_bitmap(&bytes)?
         }
     };
@@ -117,7 +120,10 @@ mod tests {
         assert_eq!(d.path_or_inline_dv.len(), 20);
         let back = read(&store, &d).await.expect("read");
         assert_eq!(back, bitmap);
-        let file = store.get(&Path::from(relative_path(&d).expect("path"))).await.expect("get");
+        let file = store
+            .get(&Path::from(relative_path(&d).expect("path")))
+            .await
+            .expect("get");
         let bytes = file.bytes().await.expect("bytes");
         assert_eq!(bytes[0], 1, "version byte");
         let size = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;

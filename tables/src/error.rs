@@ -29,11 +29,13 @@ impl TableError {
     /// problem with the data or the configuration.
     pub fn is_retryable(&self) -> bool {
         use deltalake::DeltaTableError as D;
-        match self {
-            TableError::Store(_) => true,
-            TableError::Delta(D::ObjectStore { .. } | D::Transaction { .. } | D::VersionAlreadyExists(_) | D::Io { .. }) => true,
-            _ => false,
-        }
+        matches!(
+            self,
+            TableError::Store(_)
+                | TableError::Delta(
+                    D::ObjectStore { .. } | D::Transaction { .. } | D::VersionAlreadyExists(_) | D::Io { .. }
+                )
+        )
     }
 }
 

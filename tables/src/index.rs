@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
+use roaring::RoaringTreemap;
 
 use crate::error::{Result, TableError};
 
@@ -42,10 +43,13 @@ impl KeyEncoder {
         let fields = columns
             .iter()
             .map(|c| {
-                schema.field_with_name(c).map(|f| SortField::new(f.data_type().clone())).map_err(|_| TableError::Schema {
-                    table: table.to_string(),
-                    reason: format!("key column {c} is not in the table"),
-                })
+                schema
+                    .field_with_name(c)
+                    .map(|f| SortField::new(f.data_type().clone()))
+                    .map_err(|_| TableError::Schema {
+                        table: table.to_string(),
+                        reason: format!("key column {c} is not in the table"),
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
@@ -82,6 +86,8 @@ pub struct PkIndex {
     /// file id → table-relative path; `None` once the file left the table.
     files: Vec<Option<String>>,
     by_path: HashMap<String, u32>,
+    /// file id → its deletion vector (files without one are absent)
+    deleted: HashMap<u32, RoaringTreemap>,
 }
 
 impl PkIndex {
@@ -127,6 +133,7 @@ impl PkIndex {
         }
         self.keys.retain(|_, loc| !files.contains(&loc.file));
         for f in files {
+            self.deleted.remove(f);
             if let Some(slot) = self.files.get_mut(*f as usize)
                 && let Some(path) = slot.take()
             {
@@ -140,17 +147,37 @@ impl PkIndex {
         self.keys.iter().map(|(k, v)| (k.as_ref(), *v))
     }
 
-    /// Indexes every row of `keys` as living in `file` at positions 0.. in order.
-    pub fn add_file(&mut self, path: &str, keys: Vec<Box<[u8]>>) -> Result<()> {
+    /// Indexes the rows of a file: `keys[i]` is the key at position `i`; positions in
+    /// `deleted` (the file's deletion vector) are not live and are skipped.
+    pub fn add_file(&mut self, path: &str, keys: Vec<Box<[u8]>>, deleted: Option<RoaringTreemap>) -> Result<()> {
         let file = self.file_id(path);
         for (row, key) in keys.into_iter().enumerate() {
+            if deleted.as_ref().is_some_and(|d| d.contains(row as u64)) {
+                continue;
+            }
             let row = u32::try_from(row).map_err(|_| TableError::Schema {
                 table: String::new(),
                 reason: "data file with more than 2^32 rows".into(),
             })?;
             self.keys.insert(key, RowLoc { file, row });
         }
+        match deleted {
+            Some(d) if !d.is_empty() => {
+                self.deleted.insert(file, d);
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// The deletion vector of `file`, if it has one.
+    pub fn deleted(&self, file: u32) -> Option<&RoaringTreemap> {
+        self.deleted.get(&file)
+    }
+
+    /// Replaces the deletion vector of `file`.
+    pub fn set_deleted(&mut self, file: u32, bitmap: RoaringTreemap) {
+        self.deleted.insert(file, bitmap);
     }
 
     /// Approximate heap bytes (for reporting memory per key).
@@ -159,4 +186,3 @@ impl PkIndex {
         key_bytes + self.keys.capacity() * (std::mem::size_of::<(Box<[u8]>, RowLoc)>() + 1)
     }
 }
-

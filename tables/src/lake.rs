@@ -109,7 +109,9 @@ impl Lake {
         };
         let mut names = Vec::new();
         for dir in listing.common_prefixes {
-            let Some(name) = dir.filename().map(str::to_string) else { continue };
+            let Some(name) = dir.filename().map(str::to_string) else {
+                continue;
+            };
             let log = Path::from(format!("{dir}/_delta_log"));
             let mut entries = store.list(Some(&log));
             if entries.try_next().await?.is_some() {

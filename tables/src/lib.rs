@@ -8,6 +8,7 @@ pub mod dv;
 pub mod error;
 pub mod index;
 pub mod lake;
+mod resolve;
 pub mod writer;
 
 pub use error::{Result, TableError};

@@ -1,40 +1,44 @@
 //! Applying a [`ChangeBatch`] to a Delta table: one commit per batch.
 //!
-//! A commit holds the new data file(s), `remove`s of the files it rewrote, an optional
+//! A commit holds the new data file, the file actions for superseded rows, an optional
 //! `metaData` for added columns, and one `txn` per stream partition whose version is the next
 //! offset to read. Rows below a partition's `txn` version were applied before and are skipped,
 //! so re-applying any batch is a no-op (exactly-once with the source's at-least-once).
 //!
-//! Row rules (DESIGN.md): last change per key wins in stream order; a soft delete keeps the
-//! key's last known values with `__op = 'd'`, `__deleted = true`; a hard delete removes the row;
-//! a truncate deletes every row present at that point; cells the source marked unavailable keep
-//! the previous value.
+//! Both modes share one path: [`resolve`](crate::resolve) finds, through the primary-key
+//! index, the current rows a batch supersedes and builds each touched key's new row. Then
+//! - merge-on-read: the new rows go to a new file and each superseded row's position is added
+//!   to its file's deletion vector (`remove` + `add` of the same path with the grown vector; a
+//!   file whose rows are all deleted is just removed);
+//! - copy-on-write: the files holding superseded rows are rewritten at once, without them,
+//!   into the same new file (MoR with the touched files compacted immediately).
 //!
-//! Copy-on-write: the files holding superseded rows are rewritten without them in the same
-//! commit. Only files that hold batch keys are touched (found through the primary-key index).
+//! Invariant: after every commit the index maps each key of the table to its one live row.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, new_null_array};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, new_null_array};
 use arrow::compute::interleave;
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use connectors::change::{ChangeBatch, ChangeKind, SourceOffset, align, is_meta_column, meta_fields};
+use connectors::change::{ChangeBatch, ChangeKind, DELETED, OP, SourceOffset, align, is_meta_column, meta_fields};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitBuilder;
-use deltalake::kernel::{Action, LogicalFileView, MetadataExt, StructType, Transaction};
+use deltalake::kernel::{Action, LogicalFileView, MetadataExt, StructType, TableFeatures, Transaction};
 use deltalake::operations::write::WriterStatsConfig;
 use deltalake::operations::write::writer::{DeltaWriter, WriterConfig};
 use deltalake::protocol::{DeltaOperation, OutputMode};
-use deltalake::DeltaTable;
+use deltalake::{DeltaTable, TableProperty};
 use futures::TryStreamExt;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 #[allow(deprecated)] // the replacement (`SpawnedReader`) is not in parquet 59.3's object_store path yet
 use parquet::arrow::async_reader::ParquetObjectReader;
 
+use crate::dv;
 use crate::error::{Result, TableError};
-use crate::index::{KeyEncoder, PkIndex, RowLoc};
+use crate::index::{KeyEncoder, PkIndex};
 use crate::lake::Lake;
+use crate::resolve::{Columns, Slots, Src, needs_previous, resolve};
 
 /// Table property holding the primary-key columns, comma separated.
 pub const PRIMARY_KEY_PROPERTY: &str = "cormorant.primaryKey";
@@ -96,9 +100,6 @@ pub struct TableWriter {
     loaded: Option<Loaded>,
 }
 
-/// A row of the output: for each column, which source array and row it comes from.
-type Src = (usize, usize);
-
 impl TableWriter {
     pub async fn open(lake: &Lake, name: &str, opts: WriterOptions) -> Result<Self> {
         Ok(Self {
@@ -120,8 +121,12 @@ impl TableWriter {
 
     /// The next offset to read for a stream partition, as recorded in the table.
     pub async fn next_offset(&self, app_id: &str) -> Result<Option<i64>> {
-        let Ok(snapshot) = self.table.snapshot() else { return Ok(None) };
-        Ok(snapshot.transaction_version(self.table.log_store().as_ref(), app_id).await?)
+        let Ok(snapshot) = self.table.snapshot() else {
+            return Ok(None);
+        };
+        Ok(snapshot
+            .transaction_version(self.table.log_store().as_ref(), app_id)
+            .await?)
     }
 
     /// Number of indexed keys (live rows, soft-deleted included), if the index is loaded.
@@ -153,6 +158,10 @@ impl TableWriter {
         if !key_columns.is_empty() {
             create = create.with_configuration([(PRIMARY_KEY_PROPERTY, Some(key_columns.join(",")))]);
         }
+        if self.opts.mode == WriteMode::Mor {
+            // protocol reader 3 / writer 7 with the deletionVectors feature
+            create = create.with_configuration_property(TableProperty::EnableDeletionVectors, Some("true"));
+        }
         match create.await {
             Ok(t) => self.table = t,
             // a concurrent creator won: use its table
@@ -182,23 +191,56 @@ impl TableWriter {
         if self.loaded.as_ref().is_some_and(|l| Some(l.version) == version) {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let snapshot = self.table.snapshot()?;
         let schema = snapshot.snapshot().arrow_schema();
         let encoder = KeyEncoder::new(&schema, &self.key_columns(), &self.name)?;
         let mut index = PkIndex::default();
         let key_cols: Vec<String> = encoder.columns().to_vec();
         let files: Vec<LogicalFileView> = snapshot.log_data().iter().collect();
+        let store = self.table.log_store().object_store(None);
         for f in &files {
             let batch = self.read_file(f, &schema, Some(&key_cols)).await?;
-            index.add_file(&f.path(), encoder.encode(&batch)?)?;
+            let deleted = match f.deletion_vector_descriptor() {
+                Some(d) => Some(dv::read(store.as_ref(), &d).await?),
+                None => None,
+            };
+            index.add_file(&f.path(), encoder.encode(&batch)?, deleted)?;
         }
-        tracing::info!(table = %self.name, version, keys = index.len(), files = files.len(), "primary-key index built");
+        tracing::info!(
+            table = %self.name,
+            version,
+            keys = index.len(),
+            files = files.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "primary-key index built"
+        );
         self.loaded = Some(Loaded {
             version: version.unwrap_or_default(),
             schema,
             encoder,
             index,
         });
+        Ok(())
+    }
+
+    /// MoR tables need the deletionVectors feature; tables created as CoW get it on first use.
+    async fn ensure_dv_feature(&mut self) -> Result<()> {
+        let snapshot = self.table.snapshot()?;
+        let has = snapshot
+            .protocol()
+            .writer_features()
+            .is_some_and(|f| f.iter().any(|x| x.as_ref() == "deletionVectors"));
+        if !has {
+            tracing::info!(table = %self.name, "enabling deletion vectors (protocol 3/7) for merge-on-read");
+            self.table = self
+                .table
+                .clone()
+                .add_feature()
+                .with_feature(TableFeatures::DeletionVectors)
+                .with_allow_protocol_versions_increase(true)
+                .await?;
+        }
         Ok(())
     }
 
@@ -223,7 +265,10 @@ impl TableWriter {
             builder = builder.with_projection(mask);
         }
         let batches: Vec<RecordBatch> = builder.build()?.try_collect().await?;
-        let aligned = batches.iter().map(|b| align(b, &target)).collect::<Result<Vec<_>, _>>()?;
+        let aligned = batches
+            .iter()
+            .map(|b| align(b, &target))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(arrow::compute::concat_batches(&target, &aligned)?)
     }
 
@@ -275,6 +320,9 @@ impl TableWriter {
         if txns.is_empty() && keep.is_empty() {
             return Ok(applied);
         }
+        if self.opts.mode == WriteMode::Mor {
+            self.ensure_dv_feature().await?;
+        }
         let new_columns = self.evolve_schema(&batch.columns)?;
         self.ensure_loaded().await?;
         let metadata = match &new_columns {
@@ -296,23 +344,29 @@ impl TableWriter {
         applied.files_added = adds.len();
         applied.files_removed = plan.removed.len();
         actions.extend(plan.removed.iter().map(|f| Action::Remove(f.remove_action(true))));
+        actions.extend(plan.readded.iter().cloned().map(Action::Add));
         actions.extend(adds.iter().cloned().map(Action::Add));
         let now = chrono::Utc::now().timestamp_millis();
         actions.extend(txns.iter().map(|o| Action::Txn(txn(o, now))));
         let version = self.commit(actions).await?;
         applied.version = Some(version);
         // The index follows the commit.
-        let loaded = self.loaded.as_mut().ok_or_else(|| TableError::NotFound(self.name.clone()))?;
-        let removed_ids: Vec<u32> = plan.removed_ids.clone();
-        loaded.index.forget_files(&removed_ids);
-        for key in &plan.hard_deleted {
+        let loaded = self
+            .loaded
+            .as_mut()
+            .ok_or_else(|| TableError::NotFound(self.name.clone()))?;
+        loaded.index.forget_files(&plan.rewritten);
+        for key in &plan.removed_keys {
             loaded.index.remove(key);
+        }
+        for (file, bitmap) in plan.vectors {
+            loaded.index.set_deleted(file, bitmap);
         }
         let mut start = 0;
         for add in &adds {
             let n = add_rows(add).unwrap_or(written_keys.len() - start);
             let keys = written_keys[start..start + n].to_vec();
-            loaded.index.add_file(&add.path, keys)?;
+            loaded.index.add_file(&add.path, keys, None)?;
             start += n;
         }
         loaded.version = version;
@@ -364,7 +418,10 @@ impl TableWriter {
         if output.num_rows() == 0 {
             return Ok((Vec::new(), Vec::new()));
         }
-        let loaded = self.loaded.as_ref().ok_or_else(|| TableError::NotFound(self.name.clone()))?;
+        let loaded = self
+            .loaded
+            .as_ref()
+            .ok_or_else(|| TableError::NotFound(self.name.clone()))?;
         let keys = loaded.encoder.encode(output)?;
         let snapshot = self.table.snapshot()?;
         let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
@@ -382,136 +439,145 @@ impl TableWriter {
         Ok((writer.close().await?, keys))
     }
 
-    /// Resolves the batch against the index into the rows to write and the files to drop.
+    /// Resolves the batch against the index and decides the file actions for the mode.
     async fn plan(&self, batch: &ChangeBatch, keep: &[usize]) -> Result<Plan> {
-        let loaded = self.loaded.as_ref().ok_or_else(|| TableError::NotFound(self.name.clone()))?;
+        let loaded = self
+            .loaded
+            .as_ref()
+            .ok_or_else(|| TableError::NotFound(self.name.clone()))?;
         let schema = loaded.schema.clone();
         let data = align(&batch.data, &schema)?;
-        let ncols = schema.fields().len();
-        let source_cols: Vec<usize> = (0..ncols).filter(|c| !is_meta_column(schema.field(*c).name())).collect();
-        let key_col_idx: HashSet<usize> = loaded
-            .encoder
-            .columns()
-            .iter()
-            .filter_map(|c| schema.index_of(c).ok())
-            .collect();
-        let keys = loaded.encoder.encode(&data)?;
-        let unavailable: HashMap<usize, Vec<usize>> = batch.unavailable.iter().fold(HashMap::new(), |mut m, (r, c)| {
-            if let Some(name) = batch.columns.fields().get(*c).map(|f| f.name())
-                && let Ok(ci) = schema.index_of(name)
-            {
-                m.entry(*r).or_insert_with(Vec::new).push(ci);
-            }
-            m
-        });
-
-        // Files the batch touches: where its keys live (all files on truncate).
-        let truncates = keep.iter().any(|i| batch.kinds[*i] == ChangeKind::Truncate);
-        let mut touched: Vec<u32> = if truncates {
-            loaded.index.iter().map(|(_, l)| l.file).collect()
-        } else {
-            keep.iter().filter_map(|i| loaded.index.get(&keys[*i])).map(|l| l.file).collect()
+        let index = &loaded.index;
+        let cols = Columns {
+            count: schema.fields().len(),
+            keys: loaded
+                .encoder
+                .columns()
+                .iter()
+                .filter_map(|c| schema.index_of(c).ok())
+                .collect(),
+            meta: (0..schema.fields().len())
+                .filter(|c| {
+                    let name = schema.field(*c).name();
+                    is_meta_column(name) && name != OP && name != DELETED
+                })
+                .collect(),
+            op_flags: [OP, DELETED].iter().filter_map(|c| schema.index_of(c).ok()).collect(),
         };
-        touched.sort_unstable();
-        touched.dedup();
-        let files: HashMap<String, LogicalFileView> = self
-            .table
-            .snapshot()?
-            .log_data()
-            .iter()
-            .map(|f| (f.path().to_string(), f))
-            .collect();
-        // sources: 0 = batch, 1.. = touched files, last = one null row
-        let mut sources: Vec<RecordBatch> = vec![data];
-        let mut slot_of: HashMap<u32, usize> = HashMap::new();
-        let mut removed = Vec::new();
-        for fid in &touched {
-            let path = loaded.index.path(*fid).unwrap_or_default();
-            let view = files.get(path).ok_or_else(|| TableError::Schema {
+        let keys = loaded.encoder.encode(&data)?;
+        let mut unavailable: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (r, c) in &batch.unavailable {
+            if let Some(f) = batch.columns.fields().get(*c)
+                && let Ok(ci) = schema.index_of(f.name())
+            {
+                unavailable.entry(*r).or_default().push(ci);
+            }
+        }
+        let hard = self.opts.deletes == DeleteMode::Hard;
+        let cow = self.opts.mode == WriteMode::Cow;
+        let truncates = keep.iter().any(|i| batch.kinds[*i] == ChangeKind::Truncate);
+
+        // Files to load: CoW rewrites every file holding a superseded row; MoR reads only the
+        // files holding previous values that soft deletes and TOASTed cells need.
+        let (truncate_needs_all, needy_rows) = needs_previous(batch, keep, hard);
+        let mut load: Vec<u32> = if (cow && truncates) || truncate_needs_all {
+            index.iter().map(|(_, l)| l.file).collect()
+        } else if cow {
+            keep.iter()
+                .filter_map(|i| index.get(&keys[*i]))
+                .map(|l| l.file)
+                .collect()
+        } else {
+            needy_rows
+                .iter()
+                .filter_map(|i| index.get(&keys[*i]))
+                .map(|l| l.file)
+                .collect()
+        };
+        load.sort_unstable();
+        load.dedup();
+        let snapshot = self.table.snapshot()?;
+        let files: HashMap<String, LogicalFileView> =
+            snapshot.log_data().iter().map(|f| (f.path().to_string(), f)).collect();
+        let view = |fid: u32| -> Result<&LogicalFileView> {
+            let path = index.path(fid).unwrap_or_default();
+            files.get(path).ok_or_else(|| TableError::Schema {
                 table: self.name.clone(),
-                reason: format!("indexed file {path} is not in the snapshot"),
-            })?;
-            slot_of.insert(*fid, sources.len());
-            sources.push(self.read_file(view, &schema, None).await?);
-            removed.push(view.clone());
+                reason: format!("indexed file {path} is not in the snapshot; the index is stale"),
+            })
+        };
+        let mut sources: Vec<RecordBatch> = vec![data];
+        let mut slot_files = HashMap::new();
+        for fid in &load {
+            slot_files.insert(*fid, sources.len());
+            sources.push(self.read_file(view(*fid)?, &schema, None).await?);
         }
         let null_slot = sources.len();
-        let nulls: Vec<ArrayRef> = schema.fields().iter().map(|f| new_null_array(f.data_type(), 1)).collect();
+        let nulls: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| new_null_array(f.data_type(), 1))
+            .collect();
         sources.push(RecordBatch::try_new(schema.clone(), nulls)?);
+        let deleted_slot = sources.len();
+        let marker: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                OP => Arc::new(StringArray::from(vec!["d"])) as ArrayRef,
+                DELETED => Arc::new(BooleanArray::from(vec![true])) as ArrayRef,
+                _ => new_null_array(f.data_type(), 1),
+            })
+            .collect();
+        sources.push(RecordBatch::try_new(schema.clone(), marker)?);
+        let slots = Slots {
+            files: slot_files,
+            null: null_slot,
+            deleted: deleted_slot,
+        };
+        let res = resolve(batch, keep, &keys, index, &cols, &unavailable, hard, &slots);
 
-        let table_src = |loc: RowLoc| -> Src { (slot_of.get(&loc.file).copied().unwrap_or(null_slot), loc.row as usize) };
-        // Resolved state per touched key, in first-touch order.
-        let mut order: Vec<Box<[u8]>> = Vec::new();
-        let mut state: HashMap<Box<[u8]>, Option<Vec<Src>>> = HashMap::new();
-        let hard = self.opts.deletes == DeleteMode::Hard;
-        for &i in keep {
-            let kind = batch.kinds[i];
-            let targets: Vec<Box<[u8]>> = if kind == ChangeKind::Truncate {
-                let mut all: Vec<Box<[u8]>> = loaded.index.iter().map(|(k, _)| Box::<[u8]>::from(k)).collect();
-                all.extend(order.iter().cloned());
-                all.sort();
-                all.dedup();
-                all
-            } else {
-                vec![keys[i].clone()]
-            };
-            for key in targets {
-                let prev: Option<Vec<Src>> = match state.get(&key) {
-                    Some(s) => s.clone(),
-                    None => loaded.index.get(&key).map(|l| vec![table_src(l); ncols]),
-                };
-                if !state.contains_key(&key) {
-                    order.push(key.clone());
-                }
-                let row = match kind {
-                    ChangeKind::Upsert => {
-                        let mut row = vec![(0, i); ncols];
-                        for c in unavailable.get(&i).into_iter().flatten() {
-                            row[*c] = prev.as_ref().map_or((null_slot, 0), |p| p[*c]);
-                        }
-                        Some(row)
-                    }
-                    _ if hard => None,
-                    ChangeKind::Delete | ChangeKind::Truncate => {
-                        // last known values; metadata from the delete
-                        let mut row = match prev {
-                            Some(p) => p,
-                            None if kind == ChangeKind::Delete => (0..ncols)
-                                .map(|c| if key_col_idx.contains(&c) { (0, i) } else { (null_slot, 0) })
-                                .collect(),
-                            None => continue, // truncate of a key already gone
-                        };
-                        for c in 0..ncols {
-                            if !source_cols.contains(&c) {
-                                row[c] = (0, i);
-                            }
-                        }
-                        Some(row)
-                    }
-                };
-                state.insert(key, row);
-            }
+        let mut superseded: HashMap<u32, Vec<u64>> = HashMap::new();
+        for loc in &res.superseded {
+            superseded.entry(loc.file).or_default().push(u64::from(loc.row));
         }
-        // Kept rows of touched files: every row whose key the batch did not touch.
         let mut rows: Vec<Vec<Src>> = Vec::new();
-        let superseded: HashSet<RowLoc> = order.iter().filter_map(|k| loaded.index.get(k)).collect();
-        for fid in &touched {
-            let slot = slot_of[fid];
-            for r in 0..sources[slot].num_rows() {
-                if !superseded.contains(&RowLoc { file: *fid, row: r as u32 }) {
-                    rows.push(vec![(slot, r); ncols]);
-                }
+        let mut removed = Vec::new();
+        let mut readded = Vec::new();
+        let mut rewritten = Vec::new();
+        let mut vectors = Vec::new();
+        let store = self.table.log_store().object_store(None);
+        let mut touched: Vec<u32> = superseded.keys().copied().collect();
+        touched.sort_unstable();
+        for fid in touched {
+            let f = view(fid)?;
+            let mut bitmap = index.deleted(fid).cloned().unwrap_or_default();
+            bitmap.extend(superseded[&fid].iter().copied());
+            removed.push(f.clone());
+            if cow {
+                // keep every live row the batch did not supersede
+                let slot = slots.files[&fid];
+                rows.extend(
+                    (0..sources[slot].num_rows())
+                        .filter(|r| !bitmap.contains(*r as u64))
+                        .map(|r| vec![(slot, r); cols.count]),
+                );
+                rewritten.push(fid);
+            } else if f.num_records().is_some_and(|n| bitmap.len() >= n as u64) {
+                rewritten.push(fid); // every row deleted: drop the file
+            } else {
+                let descriptor = dv::write(store.as_ref(), &bitmap).await?;
+                #[allow(deprecated)] // the Arrow-array replacement does not build Add actions
+                let mut add = f.add_action();
+                add.deletion_vector = Some(descriptor);
+                add.data_change = true;
+                readded.push(add);
+                vectors.push((fid, bitmap));
             }
         }
-        let mut hard_deleted = Vec::new();
-        for key in order {
-            match state.remove(&key) {
-                Some(Some(row)) => rows.push(row),
-                _ => hard_deleted.push(key),
-            }
-        }
-        let mut columns = Vec::with_capacity(ncols);
-        for c in 0..ncols {
+        rows.extend(res.rows);
+        let mut columns = Vec::with_capacity(cols.count);
+        for c in 0..cols.count {
             let arrays: Vec<&dyn Array> = sources.iter().map(|s| s.column(c).as_ref()).collect();
             let idx: Vec<(usize, usize)> = rows.iter().map(|r| r[c]).collect();
             columns.push(interleave(&arrays, &idx)?);
@@ -520,13 +586,20 @@ impl TableWriter {
         Ok(Plan {
             output,
             removed,
-            removed_ids: touched,
-            hard_deleted,
+            readded,
+            rewritten,
+            vectors,
+            removed_keys: res.removed_keys,
         })
     }
 
     /// Appends rows as they are (dead letters), skipping positions below the recorded offsets.
-    pub async fn append(&mut self, data: &RecordBatch, positions: &[connectors::Position], offsets: &[SourceOffset]) -> Result<Applied> {
+    pub async fn append(
+        &mut self,
+        data: &RecordBatch,
+        positions: &[connectors::Position],
+        offsets: &[SourceOffset],
+    ) -> Result<Applied> {
         self.refresh().await?;
         if self.table.version().is_none() {
             let schema = data.schema();
@@ -563,7 +636,15 @@ impl TableWriter {
         }
         let snapshot = self.table.snapshot()?;
         let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
-        let config = WriterConfig::new(data.schema(), Vec::new(), None, None, None, stats.num_indexed_cols, stats.stats_columns);
+        let config = WriterConfig::new(
+            data.schema(),
+            Vec::new(),
+            None,
+            None,
+            None,
+            stats.num_indexed_cols,
+            stats.stats_columns,
+        );
         let mut writer = DeltaWriter::new(self.table.log_store().object_store(None), config);
         writer.write(&data).await?;
         let adds = writer.close().await?;
@@ -580,11 +661,20 @@ impl TableWriter {
     }
 }
 
+/// The file actions of one batch.
 struct Plan {
+    /// Rows to write to the new file.
     output: RecordBatch,
+    /// Files whose current `add` is replaced or dropped.
     removed: Vec<LogicalFileView>,
-    removed_ids: Vec<u32>,
-    hard_deleted: Vec<Box<[u8]>>,
+    /// Re-added files with grown deletion vectors (MoR).
+    readded: Vec<deltalake::kernel::Add>,
+    /// File ids that leave the table (rewritten by CoW, or fully deleted).
+    rewritten: Vec<u32>,
+    /// New deletion vectors by file id.
+    vectors: Vec<(u32, roaring::RoaringTreemap)>,
+    /// Keys without a row any more.
+    removed_keys: Vec<Box<[u8]>>,
 }
 
 fn txn(o: &SourceOffset, now: i64) -> Transaction {

@@ -214,7 +214,7 @@ impl Fixture {
     async fn writer(&self) -> TableWriter {
         let opts = WriterOptions {
             deletes: self.deletes,
-            mode: WriteMode::Cow,
+            mode: MODE.try_with(|m| *m).unwrap_or(WriteMode::Cow),
         };
         TableWriter::open(&self.lake, TABLE, opts).await.expect("writer opens")
     }
@@ -457,18 +457,21 @@ async fn truncate(deletes: DeleteMode) {
         up(8, 3, "c2", 3100), // back after the truncate
     ]);
     let a = apply(&mut w, &b).await;
-    assert_eq!(a.files_removed, 2, "a truncate rewrites (or drops) every file");
+    assert_eq!(
+        a.files_removed, 2,
+        "a truncate rewrites (or drops, or re-adds with a deletion vector) every file"
+    );
     assert_eq!(
         fx.rows().await,
         expect(
             deletes,
             &[
-                ("1|a|10.00|0|t|true|6", GONE),
-                ("2|b2|21.00|4000|t|true|6", GONE),
+                ("1|a|10.00|0|d|true|6", GONE),
+                ("2|b2|21.00|4000|d|true|6", GONE),
                 ("3|c2|31.00|8000|u|false|8", LIVE),
-                ("4|d|40.00|5000|t|true|6", GONE),
+                ("4|d|40.00|5000|d|true|6", GONE),
                 ("5|e|50.00|7000|u|false|7", LIVE),
-                ("6|f|60.00|3000|t|true|6", GONE),
+                ("6|f|60.00|3000|d|true|6", GONE),
             ]
         )
     );
@@ -615,8 +618,11 @@ async fn schema_evolution(deletes: DeleteMode) {
     );
 }
 
-/// Only the files holding batch keys are rewritten; the others stay in the table untouched.
+/// Only the files holding batch keys are touched (rewritten by CoW, given a deletion vector by
+/// MoR); the others stay in the table untouched.
 async fn untouched_files_stay(deletes: DeleteMode) {
+    let mor = MODE.try_with(|m| *m == WriteMode::Mor).unwrap_or(false);
+    let soft = deletes == DeleteMode::Soft;
     let fx = Fixture::new(deletes);
     let mut w = fx.writer().await;
     apply(&mut w, &batch(&[up(0, 1, "a", 1000), up(1, 2, "b", 2000)])).await; // v1: file A
@@ -629,26 +635,31 @@ async fn untouched_files_stay(deletes: DeleteMode) {
     assert_eq!((a.version, a.files_added, a.files_removed), (Some(3), 1, 1));
     let (added, removed) = fx.log_actions(3);
     assert_eq!(removed, file_b, "only B holds key 3");
-    assert_eq!(added.len(), 1);
+    // MoR re-adds B with its deletion vector beside the new file
+    assert_eq!(added.len(), if mor { 2 } else { 1 });
 
     // a delete of a key never seen touches no file
     let a = apply(&mut w, &batch(&[del(5, 9)])).await; // v4
     assert_eq!(a.files_removed, 0);
     let (added, removed) = fx.log_actions(4);
-    let expected_adds = if deletes == DeleteMode::Soft { 1 } else { 0 };
-    assert_eq!((added.len(), removed.len()), (expected_adds, 0));
+    assert_eq!((added.len(), removed.len()), (usize::from(soft), 0));
 
-    // deleting key 1 rewrites A only (hard: A is rewritten with key 2 alone)
+    // deleting key 1 touches A only (CoW rewrites it, MoR marks the row in A's vector)
     let a = apply(&mut w, &batch(&[del(6, 1)])).await; // v5
-    assert_eq!((a.files_added, a.files_removed), (1, 1));
+    let new_files = usize::from(!mor || soft);
+    assert_eq!((a.files_added, a.files_removed), (new_files, 1));
     assert_eq!(fx.log_actions(5).1, file_a);
-    // deleting the last key of a file drops the file (hard) or rewrites it (soft)
+    // deleting the last live key of a file drops it (a soft delete writes the deleted row)
     let a = apply(&mut w, &batch(&[del(7, 2)])).await; // v6
-    let expected_adds = if deletes == DeleteMode::Soft { 1 } else { 0 };
-    assert_eq!((a.files_added, a.files_removed), (expected_adds, 1));
+    assert_eq!((a.files_added, a.files_removed), (usize::from(soft), 1));
 
     let files = w.table().snapshot().expect("snapshot").log_data().num_files();
-    let expected_files = if deletes == DeleteMode::Soft { 3 } else { 1 };
+    let expected_files = match (mor, soft) {
+        (false, true) => 3,  // c2+d, 9, 1+2 (deleted)
+        (false, false) => 1, // c2+d
+        (true, true) => 5,   // B (d), c2, 9, 1, 2
+        (true, false) => 2,  // B (d), c2
+    };
     assert_eq!(files, expected_files);
     assert_eq!(
         fx.rows().await,
@@ -746,24 +757,31 @@ async fn other_writer_commits(deletes: DeleteMode) {
     );
 }
 
-macro_rules! both_modes {
+tokio::task_local! {
+    /// The write mode a scenario runs under (every scenario runs in both).
+    static MODE: WriteMode;
+}
+
+macro_rules! all_modes {
     ($($scenario:ident),* $(,)?) => {
-        mod soft {
+        all_modes!(@mode cow_soft, Cow, Soft; $($scenario),*);
+        all_modes!(@mode cow_hard, Cow, Hard; $($scenario),*);
+        all_modes!(@mode mor_soft, Mor, Soft; $($scenario),*);
+        all_modes!(@mode mor_hard, Mor, Hard; $($scenario),*);
+    };
+    (@mode $m:ident, $w:ident, $d:ident; $($scenario:ident),*) => {
+        mod $m {
             $(#[tokio::test]
             async fn $scenario() {
-                super::$scenario(super::DeleteMode::Soft).await;
-            })*
-        }
-        mod hard {
-            $(#[tokio::test]
-            async fn $scenario() {
-                super::$scenario(super::DeleteMode::Hard).await;
+                super::MODE
+                    .scope(super::WriteMode::$w, super::$scenario(super::DeleteMode::$d))
+                    .await;
             })*
         }
     };
 }
 
-both_modes!(
+all_modes!(
     upserts_latest_wins,
     deletes,
     toast_keeps_previous_value,

@@ -48,12 +48,20 @@ async fn bad_records_go_to_the_dead_letter_table() {
         let k = reframe(e.key.as_deref().expect("key"));
         let v = reframe(e.value.as_deref().expect("value"));
         producer
-            .send(FutureRecord::to(&topic).partition(0).key(&k).payload(&v), Duration::from_secs(30))
+            .send(
+                FutureRecord::to(&topic).partition(0).key(&k).payload(&v),
+                Duration::from_secs(30),
+            )
             .await
             .expect("produce good");
-        if i % 20 == 10 && let Some((kind, bytes)) = bad.get(i / 20) {
+        if i % 20 == 10
+            && let Some((kind, bytes)) = bad.get(i / 20)
+        {
             producer
-                .send(FutureRecord::to(&topic).partition(0).key(&sample_key).payload(bytes), Duration::from_secs(30))
+                .send(
+                    FutureRecord::to(&topic).partition(0).key(&sample_key).payload(bytes),
+                    Duration::from_secs(30),
+                )
                 .await
                 .expect("produce bad");
             sent.push((*kind, bytes.clone()));
@@ -85,13 +93,20 @@ async fn bad_records_go_to_the_dead_letter_table() {
     let t = lake.open("_dlq", None).await.expect("dlq table");
     let ctx2 = datafusion::prelude::SessionContext::new();
     t.update_datafusion_session(&ctx2.state()).expect("session");
-    ctx2.register_table("d", t.table_provider().await.expect("provider")).expect("register");
-    let batches = cormorant::query::run_sql(&ctx2, "SELECT value FROM d ORDER BY \"offset\"").await.expect("q").remove(0);
+    ctx2.register_table("d", t.table_provider().await.expect("provider"))
+        .expect("register");
+    let batches = cormorant::query::run_sql(&ctx2, "SELECT value FROM d ORDER BY \"offset\"")
+        .await
+        .expect("q")
+        .remove(0);
     let mut values = Vec::new();
     for b in &batches {
         // DataFusion may hand binary back as a view type
         let col = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Binary).expect("cast");
-        let col = col.as_any().downcast_ref::<arrow::array::BinaryArray>().expect("binary");
+        let col = col
+            .as_any()
+            .downcast_ref::<arrow::array::BinaryArray>()
+            .expect("binary");
         values.extend(col.iter().map(|v| v.map(<[u8]>::to_vec)));
     }
     assert_eq!(values, sent.iter().map(|(_, b)| Some(b.clone())).collect::<Vec<_>>());
@@ -100,6 +115,11 @@ async fn bad_records_go_to_the_dead_letter_table() {
     let again = run_until_caught_up(&cfg).await;
     assert_eq!(again.commits, 0);
     let ctx = cormorant::query::session(&cfg).await.expect("session");
-    let n = batches_as_pg(&cormorant::query::run_sql(&ctx, "SELECT count(*) FROM _dlq").await.expect("q").remove(0));
+    let n = batches_as_pg(
+        &cormorant::query::run_sql(&ctx, "SELECT count(*) FROM _dlq")
+            .await
+            .expect("q")
+            .remove(0),
+    );
     assert_eq!(n[1][0].as_deref(), Some("5"));
 }

@@ -37,7 +37,13 @@ fn toml_of(cfg: &cormorant::config::Config) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_worker_resumes_exactly() {
     let loaded = full_fixture().await;
-    let mut cfg = config(&loaded.prefix, Storage::Local, DeleteMode::Soft, WriteMode::Cow, "restart");
+    let mut cfg = config(
+        &loaded.prefix,
+        Storage::Local,
+        DeleteMode::Soft,
+        WriteMode::Cow,
+        "restart",
+    );
     cfg.kafka.batch_max_records = 400;
     let dir = std::env::temp_dir().join("cormorant-tests").join(unique("restart-cfg"));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -64,20 +70,37 @@ async fn killed_worker_resumes_exactly() {
     }
     child.kill().expect("kill -9");
     child.wait().expect("reaped");
-    let mid = lake.open("orders", None).await.expect("open").version().expect("version");
+    let mid = lake
+        .open("orders", None)
+        .await
+        .expect("open")
+        .version()
+        .expect("version");
     let rows_mid = table_as_pg(&cfg, "orders", "order_id, line_no", None).await.len();
     assert!(rows_mid > 1, "the first run committed rows before it was killed");
 
     // Second run resumes from the tables' txn offsets.
     let status = std::process::Command::new(bin)
-        .args(["--config", path.to_str().expect("utf-8 path"), "run", "--until-caught-up"])
+        .args([
+            "--config",
+            path.to_str().expect("utf-8 path"),
+            "run",
+            "--until-caught-up",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .expect("second run");
     assert!(status.success(), "second run exits 0");
-    assert!(lake.open("orders", None).await.expect("open").version().expect("version") > mid);
-    assert_point(&cfg, "final", None).await;
+    assert!(
+        lake.open("orders", None)
+            .await
+            .expect("open")
+            .version()
+            .expect("version")
+            > mid
+    );
+    assert_point(&cfg, "final", None, false).await;
     for (table, key) in TABLES {
         let ctx = cormorant::query::session(&cfg).await.expect("session");
         let sql = format!("SELECT count(*) AS dup FROM (SELECT {key} FROM {table} GROUP BY {key} HAVING count(*) > 1)");

@@ -163,11 +163,19 @@ pub fn parse_pg_csv(text: &str) -> Vec<Vec<Option<String>>> {
                 quoted = true;
             }
             ',' => {
-                row.push(if field.is_empty() && !quoted { None } else { Some(std::mem::take(&mut field)) });
+                row.push(if field.is_empty() && !quoted {
+                    None
+                } else {
+                    Some(std::mem::take(&mut field))
+                });
                 quoted = false;
             }
             '\n' => {
-                row.push(if field.is_empty() && !quoted { None } else { Some(std::mem::take(&mut field)) });
+                row.push(if field.is_empty() && !quoted {
+                    None
+                } else {
+                    Some(std::mem::take(&mut field))
+                });
                 quoted = false;
                 rows.push(std::mem::take(&mut row));
             }
@@ -186,7 +194,11 @@ fn trim_fraction(s: String) -> String {
     match s.split_once('.') {
         Some((whole, frac)) => {
             let frac = frac.trim_end_matches('0');
-            if frac.is_empty() { whole.to_string() } else { format!("{whole}.{frac}") }
+            if frac.is_empty() {
+                whole.to_string()
+            } else {
+                format!("{whole}.{frac}")
+            }
         }
         None => s,
     }
@@ -200,7 +212,9 @@ pub fn pg_text(col: &dyn Array, row: usize) -> Option<String> {
     Some(match col.data_type() {
         DataType::Boolean => if col.as_boolean().value(row) { "t" } else { "f" }.to_string(),
         DataType::Timestamp(TimeUnit::Microsecond, tz) => {
-            let v = col.as_primitive::<arrow::datatypes::TimestampMicrosecondType>().value(row);
+            let v = col
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                .value(row);
             let t = chrono::DateTime::from_timestamp_micros(v).expect("timestamp in range");
             let s = trim_fraction(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string());
             if tz.is_some() { format!("{s}+00") } else { s }
@@ -218,7 +232,8 @@ pub async fn table_as_pg(cfg: &Config, table: &str, key: &str, version: Option<u
     let t = lake.open(table, version).await.expect("table opens");
     let ctx = datafusion::prelude::SessionContext::new();
     t.update_datafusion_session(&ctx.state()).expect("session");
-    ctx.register_table("t", t.table_provider().await.expect("provider")).expect("register");
+    ctx.register_table("t", t.table_provider().await.expect("provider"))
+        .expect("register");
     let batches = cormorant::query::run_sql(&ctx, &format!("SELECT * FROM t WHERE NOT __deleted ORDER BY {key}"))
         .await
         .expect("query")
@@ -233,7 +248,11 @@ pub fn batches_as_pg(batches: &[RecordBatch]) -> Vec<Vec<Option<String>>> {
     let cols: Vec<usize> = (0..first.num_columns())
         .filter(|i| !first.schema().field(*i).name().starts_with("__"))
         .collect();
-    out.push(cols.iter().map(|i| Some(first.schema().field(*i).name().clone())).collect());
+    out.push(
+        cols.iter()
+            .map(|i| Some(first.schema().field(*i).name().clone()))
+            .collect(),
+    );
     for b in batches {
         for r in 0..b.num_rows() {
             out.push(cols.iter().map(|c| pg_text(b.column(*c).as_ref(), r)).collect());
@@ -245,42 +264,97 @@ pub fn batches_as_pg(batches: &[RecordBatch]) -> Vec<Vec<Option<String>>> {
 /// Asserts that `table` equals the expected CSV cell by cell (columns matched by name, so a
 /// column the table has and the dump lacks — `loyalty_tier` before point3 — must be all null).
 pub async fn assert_table_matches(cfg: &Config, table: &str, key: &str, expected_csv: &Path, version: Option<u64>) {
-    let expected = parse_pg_csv(&std::fs::read_to_string(expected_csv).expect("expected csv"));
     let actual = table_as_pg(cfg, table, key, version).await;
+    assert_rows_match(&format!("{table} (DataFusion)"), &actual, expected_csv);
+}
+
+/// Asserts that `actual` (header first, PG text cells) equals the expected CSV.
+pub fn assert_rows_match(label: &str, actual: &[Vec<Option<String>>], expected_csv: &Path) {
+    let expected = parse_pg_csv(&std::fs::read_to_string(expected_csv).expect("expected csv"));
     let exp_header: Vec<String> = expected[0].iter().map(|h| h.clone().unwrap_or_default()).collect();
-    let act_header: Vec<String> = actual.first().map(|h| h.iter().map(|x| x.clone().unwrap_or_default()).collect()).unwrap_or_default();
+    let act_header: Vec<String> = actual
+        .first()
+        .map(|h| h.iter().map(|x| x.clone().unwrap_or_default()).collect())
+        .unwrap_or_default();
     for extra in act_header.iter().filter(|h| !exp_header.contains(h)) {
         let i = act_header.iter().position(|h| h == extra).unwrap_or(0);
         assert!(
             actual.iter().skip(1).all(|r| r[i].is_none()),
-            "{table}: column {extra} is not in {} yet holds values",
+            "{label}: column {extra} is not in {} yet holds values",
             expected_csv.display()
         );
     }
     assert_eq!(
         actual.len(),
         expected.len(),
-        "{table} at {}: {} rows, expected {}",
+        "{label} at {}: {} rows, expected {}",
         expected_csv.display(),
         actual.len().saturating_sub(1),
         expected.len() - 1
     );
     let mut mismatches = Vec::new();
-    for (ri, (erow, arow)) in expected.iter().zip(&actual).enumerate().skip(1) {
+    for (ri, (erow, arow)) in expected.iter().zip(actual).enumerate().skip(1) {
         for (ci, name) in exp_header.iter().enumerate() {
-            let ai = act_header.iter().position(|h| h == name).unwrap_or_else(|| panic!("{table}: column {name} missing"));
+            let ai = act_header
+                .iter()
+                .position(|h| h == name)
+                .unwrap_or_else(|| panic!("{label}: column {name} missing"));
             if erow[ci] != arow[ai] {
-                mismatches.push(format!("row {ri} ({:?}) column {name}: expected {:?}, got {:?}", erow[0], erow[ci], arow[ai]));
+                mismatches.push(format!(
+                    "row {ri} ({:?}) column {name}: expected {:?}, got {:?}",
+                    erow[0], erow[ci], arow[ai]
+                ));
             }
         }
     }
     assert!(
         mismatches.is_empty(),
-        "{table} differs from {} in {} cells, e.g.:\n{}",
+        "{label} differs from {} in {} cells, e.g.:\n{}",
         expected_csv.display(),
         mismatches.len(),
         mismatches.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
     );
+}
+
+/// The Python interpreter with the `deltalake` package (scripts/python-reader installs it).
+fn python() -> String {
+    std::env::var("CORMORANT_TEST_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/cormorant/delta-py/bin/python")
+    })
+}
+
+/// Reads `table` with the Python `deltalake` package (an independent reader) and asserts it
+/// equals the expected CSV.
+pub fn assert_python_reads(cfg: &Config, table: &str, key: &str, expected_csv: &Path, version: Option<u64>) {
+    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let url = lake.table_url(table).expect("url");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_delta.py");
+    let mut cmd = std::process::Command::new(python());
+    cmd.arg(&script).arg(url.as_str()).arg(key);
+    if let Some(v) = version {
+        cmd.arg(v.to_string());
+    }
+    let options: serde_json::Map<String, serde_json::Value> = cfg
+        .lake
+        .storage_options
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    cmd.env(
+        "CORMORANT_STORAGE_OPTIONS",
+        serde_json::Value::Object(options).to_string(),
+    );
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {} (install it with scripts/python-reader): {e}", python()));
+    assert!(
+        out.status.success(),
+        "python deltalake failed on {table}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = parse_pg_csv(&String::from_utf8_lossy(&out.stdout));
+    assert_rows_match(&format!("{table} (Python deltalake)"), &rows, expected_csv);
 }
 
 /// The fixture's marked points: (name, events before the marker).
@@ -299,11 +373,15 @@ pub fn markers() -> Vec<(String, usize)> {
         .collect()
 }
 
-/// Asserts all three tables equal the dump of `point`.
-pub async fn assert_point(cfg: &Config, point: &str, versions: Option<&HashMap<String, u64>>) {
+/// Asserts all three tables equal the dump of `point` (read with DataFusion, and also with
+/// the Python `deltalake` reader when `python` is set).
+pub async fn assert_point(cfg: &Config, point: &str, versions: Option<&HashMap<String, u64>>, python: bool) {
     for (table, key) in TABLES {
         let csv = fixture_dir().join(format!("expected/{point}/{table}.csv"));
         let version = versions.and_then(|v| v.get(table).copied());
         assert_table_matches(cfg, table, key, &csv, version).await;
+        if python {
+            assert_python_reads(cfg, table, key, &csv, version);
+        }
     }
 }
