@@ -7,7 +7,7 @@ use std::path::Path;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use tables::{DeleteMode, WriteMode};
+use tables::{CompactionOptions, DeleteMode, WriteMode};
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
@@ -15,7 +15,30 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub registry: RegistryConfig,
     pub lake: LakeConfig,
+    pub compaction: CompactionConfig,
     pub tables: Vec<TableConfig>,
+}
+
+/// `[compaction]`: inline compaction between batches and the thresholds `cormorant compact`
+/// uses too.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct CompactionConfig {
+    /// Compact inline, between batches, every `every_commits` commits of a table.
+    pub inline: bool,
+    pub every_commits: u64,
+    #[serde(flatten)]
+    pub options: CompactionOptions,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        Self {
+            inline: true,
+            every_commits: 20,
+            options: CompactionOptions::default(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -34,6 +34,14 @@ enum Command {
         #[arg(long)]
         until_caught_up: bool,
     },
+    /// Compact tables now: rewrite files with many deleted rows and bin small files.
+    ///
+    /// Example: cormorant compact --table customers
+    Compact {
+        /// Only this table (default: every table in the lake)
+        #[arg(long)]
+        table: Option<String>,
+    },
     /// Run SQL over the lake's tables.
     ///
     /// Example: cormorant sql -c "SELECT * FROM customers WHERE NOT __deleted ORDER BY id" --format csv
@@ -115,6 +123,26 @@ async fn real_main() -> anyhow::Result<()> {
             });
             let stats = cormorant::worker::run(&cfg, until_caught_up, stop).await?;
             tracing::info!(?stats, "worker stopped");
+        }
+        Command::Compact { table } => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
+            let names = match table {
+                Some(t) => vec![t],
+                None => lake.list_tables().await?,
+            };
+            for name in names {
+                let mut t = lake.open(&name, None).await?;
+                let r = tables::compact(&mut t, &cfg.compaction.options).await?;
+                match r.version {
+                    Some(v) => println!(
+                        "{name}: version {v}: {} files -> {} files, {} rows, {} bytes read, {} bytes written",
+                        r.files_removed, r.files_added, r.rows_written, r.bytes_read, r.bytes_written
+                    ),
+                    None if r.conflicted => println!("{name}: a concurrent commit won; nothing changed, run again"),
+                    None => println!("{name}: nothing to compact"),
+                }
+            }
         }
         Command::Sql { commands, file, format } => {
             let cfg = Config::load(cli.config.as_deref())?;

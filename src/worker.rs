@@ -91,6 +91,7 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
         bearer_token: cfg.registry.bearer_token.clone(),
     })?);
     let mut stats = RunStats::default();
+    let mut commits_since_compaction: HashMap<String, u64> = HashMap::new();
     loop {
         if stop.load(Ordering::Relaxed) {
             tracing::info!("stop requested; last batch committed, exiting");
@@ -134,8 +135,40 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
         stats.dead_letters += letters as u64;
         let done: Vec<(String, i32, i64)> = lock(&offsets).iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
         source.commit(&done);
+        if cfg.compaction.inline {
+            compact_due(cfg, &lake, &writers, &mut commits_since_compaction).await;
+        }
     }
     Ok(stats)
+}
+
+/// Inline compaction of the tables that committed `every_commits` times since their last one.
+/// Failures are logged, never fatal: compaction only reorganizes committed data.
+async fn compact_due(
+    cfg: &Config,
+    lake: &Lake,
+    writers: &HashMap<String, TableWriter>,
+    since: &mut HashMap<String, u64>,
+) {
+    for (name, w) in writers {
+        let version = w.table().version().unwrap_or(0);
+        let last = since.entry(name.clone()).or_insert(version);
+        if version < *last + cfg.compaction.every_commits {
+            continue;
+        }
+        *last = version;
+        match lake.open(name, None).await {
+            Ok(mut table) => match tables::compact(&mut table, &cfg.compaction.options).await {
+                Ok(r) if r.version.is_some() => {
+                    tracing::info!(table = %name, version = ?r.version, removed = r.files_removed, added = r.files_added, "compacted");
+                    *last = r.version.unwrap_or(version);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(table = %name, error = %e, "inline compaction failed; will retry later"),
+            },
+            Err(e) => tracing::warn!(table = %name, error = %e, "cannot open table for compaction"),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

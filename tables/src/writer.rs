@@ -25,20 +25,14 @@ use connectors::change::{ChangeBatch, ChangeKind, DELETED, OP, SourceOffset, ali
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, LogicalFileView, MetadataExt, StructType, TableFeatures, Transaction};
-use deltalake::operations::write::WriterStatsConfig;
-use deltalake::operations::write::writer::{DeltaWriter, WriterConfig};
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, TableProperty};
-use futures::TryStreamExt;
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
-#[allow(deprecated)] // the replacement (`SpawnedReader`) is not in parquet 59.3's object_store path yet
-use parquet::arrow::async_reader::ParquetObjectReader;
 
-use crate::dv;
 use crate::error::{Result, TableError};
 use crate::index::{KeyEncoder, PkIndex};
 use crate::lake::Lake;
 use crate::resolve::{Columns, Slots, Src, needs_previous, resolve};
+use crate::{dv, files};
 
 /// Table property holding the primary-key columns, comma separated.
 pub const PRIMARY_KEY_PROPERTY: &str = "cormorant.primaryKey";
@@ -200,7 +194,7 @@ impl TableWriter {
         let files: Vec<LogicalFileView> = snapshot.log_data().iter().collect();
         let store = self.table.log_store().object_store(None);
         for f in &files {
-            let batch = self.read_file(f, &schema, Some(&key_cols)).await?;
+            let batch = files::read(&self.table, f, &schema, Some(&key_cols)).await?;
             let deleted = match f.deletion_vector_descriptor() {
                 Some(d) => Some(dv::read(store.as_ref(), &d).await?),
                 None => None,
@@ -242,34 +236,6 @@ impl TableWriter {
                 .await?;
         }
         Ok(())
-    }
-
-    /// Reads one data file, aligned to `schema` (projected to `only` when given).
-    async fn read_file(&self, f: &LogicalFileView, schema: &SchemaRef, only: Option<&[String]>) -> Result<RecordBatch> {
-        let store = self.table.log_store().object_store(None);
-        #[allow(deprecated)]
-        let reader = ParquetObjectReader::new(store, f.object_store_path()).with_file_size(f.size() as u64);
-        let mut builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-        let target: SchemaRef = match only {
-            Some(cols) => Arc::new(Schema::new(
-                cols.iter()
-                    .filter_map(|c| schema.field_with_name(c).ok().cloned())
-                    .collect::<Vec<_>>(),
-            )),
-            None => schema.clone(),
-        };
-        if let Some(cols) = only {
-            let file_schema = builder.schema().clone();
-            let roots: Vec<usize> = cols.iter().filter_map(|c| file_schema.index_of(c).ok()).collect();
-            let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
-            builder = builder.with_projection(mask);
-        }
-        let batches: Vec<RecordBatch> = builder.build()?.try_collect().await?;
-        let aligned = batches
-            .iter()
-            .map(|b| align(b, &target))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(arrow::compute::concat_batches(&target, &aligned)?)
     }
 
     /// Applies `batch` in one commit (retrying on commit conflicts).
@@ -348,8 +314,15 @@ impl TableWriter {
         actions.extend(adds.iter().cloned().map(Action::Add));
         let now = chrono::Utc::now().timestamp_millis();
         actions.extend(txns.iter().map(|o| Action::Txn(txn(o, now))));
+        let base = self.table.version();
         let version = self.commit(actions).await?;
         applied.version = Some(version);
+        if base.map(|b| b + 1) != Some(version) {
+            // Another writer (compaction, a second worker) committed in between and the commit
+            // was rebased over it: rebuild the index from the table rather than patch it.
+            self.loaded = None;
+            return Ok(applied);
+        }
         // The index follows the commit.
         let loaded = self
             .loaded
@@ -423,20 +396,7 @@ impl TableWriter {
             .as_ref()
             .ok_or_else(|| TableError::NotFound(self.name.clone()))?;
         let keys = loaded.encoder.encode(output)?;
-        let snapshot = self.table.snapshot()?;
-        let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
-        let config = WriterConfig::new(
-            output.schema(),
-            Vec::new(),
-            None,
-            None,
-            None,
-            stats.num_indexed_cols,
-            stats.stats_columns,
-        );
-        let mut writer = DeltaWriter::new(self.table.log_store().object_store(None), config);
-        writer.write(output).await?;
-        Ok((writer.close().await?, keys))
+        Ok((files::write(&self.table, output, None).await?, keys))
     }
 
     /// Resolves the batch against the index and decides the file actions for the mode.
@@ -510,7 +470,7 @@ impl TableWriter {
         let mut slot_files = HashMap::new();
         for fid in &load {
             slot_files.insert(*fid, sources.len());
-            sources.push(self.read_file(view(*fid)?, &schema, None).await?);
+            sources.push(files::read(&self.table, view(*fid)?, &schema, None).await?);
         }
         let null_slot = sources.len();
         let nulls: Vec<ArrayRef> = schema
@@ -634,20 +594,7 @@ impl TableWriter {
         if txns.is_empty() && data.num_rows() == 0 {
             return Ok(Applied::default());
         }
-        let snapshot = self.table.snapshot()?;
-        let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
-        let config = WriterConfig::new(
-            data.schema(),
-            Vec::new(),
-            None,
-            None,
-            None,
-            stats.num_indexed_cols,
-            stats.stats_columns,
-        );
-        let mut writer = DeltaWriter::new(self.table.log_store().object_store(None), config);
-        writer.write(&data).await?;
-        let adds = writer.close().await?;
+        let adds = files::write(&self.table, &data, None).await?;
         let now = chrono::Utc::now().timestamp_millis();
         let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
         actions.extend(txns.iter().map(|o| Action::Txn(txn(o, now))));

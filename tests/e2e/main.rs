@@ -2,6 +2,7 @@
 //! started by `scripts/services up`. One test binary, so the crate graph links once.
 
 mod bad_input;
+mod compaction;
 mod fixture_replay;
 mod restart;
 mod support;

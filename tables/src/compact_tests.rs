@@ -1,0 +1,94 @@
+//! Compaction: live rows unchanged, deletion vectors folded in, old versions still readable,
+//! and a compaction that raced a writer's delete never brings the row back.
+
+use super::{CompactionOptions, commit, compact, prepare};
+use crate::test_support::*;
+use crate::writer::{DeleteMode, WriteMode};
+
+fn eager() -> CompactionOptions {
+    CompactionOptions {
+        deleted_fraction: 0.01,
+        small_file_bytes: 1 << 30,
+        target_file_bytes: 1 << 30,
+        max_seconds: 60,
+    }
+}
+
+async fn mor_table_with_deletes() -> (Fixture, crate::TableWriter) {
+    let fx = Fixture::new(DeleteMode::Hard);
+    let mut w = MODE.scope(WriteMode::Mor, fx.writer()).await;
+    apply(
+        &mut w,
+        &batch(&[up(0, 1, "a", 100), up(1, 2, "b", 200), up(2, 3, "c", 300)]),
+    )
+    .await;
+    apply(&mut w, &batch(&[up(3, 4, "d", 400), up(4, 5, "e", 500)])).await;
+    apply(&mut w, &batch(&[up(5, 2, "b2", 210), del(6, 4)])).await; // DVs on both files
+    (fx, w)
+}
+
+#[tokio::test]
+async fn compaction_keeps_rows_and_folds_in_deletion_vectors() {
+    let (fx, mut w) = mor_table_with_deletes().await;
+    let before = fx.rows().await;
+    let version_before = w.table().version().expect("version");
+    let mut table = fx.lake.open("orders", None).await.expect("open");
+    let files_before = table.snapshot().expect("snapshot").log_data().num_files();
+    let r = compact(&mut table, &eager()).await.expect("compact");
+    assert!(r.version.is_some(), "compacted: {r:?}");
+    assert_eq!(r.files_added, 1);
+    assert_eq!(r.files_removed, files_before);
+    assert_eq!(r.rows_written, 4, "live rows only: 1, 2 (b2), 3, 5");
+    assert_eq!(
+        fx.rows().await,
+        before,
+        "a compaction never changes what a query returns"
+    );
+    let snapshot = table.snapshot().expect("snapshot");
+    assert!(
+        snapshot
+            .log_data()
+            .iter()
+            .all(|f| f.deletion_vector_descriptor().is_none())
+    );
+    // time travel to before the compaction still reads the old files
+    let old = fx.lake.open("orders", Some(version_before)).await.expect("old version");
+    assert_eq!(old.snapshot().expect("snapshot").log_data().num_files(), files_before);
+    // the writer notices, rebuilds its index, and goes on correctly
+    apply(&mut w, &batch(&[up(7, 3, "c2", 310), del(8, 1)])).await;
+    let rows = fx.rows().await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows.iter().any(|r| r.starts_with("3|c2|")));
+    assert!(!rows.iter().any(|r| r.starts_with("1|")));
+    // the writer's new deletion vector and file are compacted in turn; then nothing is left
+    let again = compact(&mut table, &eager()).await.expect("compact");
+    assert!(again.version.is_some());
+    assert_eq!(fx.rows().await, rows);
+    let idle = compact(&mut table, &eager()).await.expect("compact");
+    assert_eq!(
+        idle,
+        super::CompactionReport::default(),
+        "one clean file: nothing to do"
+    );
+}
+
+#[tokio::test]
+async fn a_delete_racing_a_compaction_is_never_undone() {
+    let (fx, mut w) = mor_table_with_deletes().await;
+    let mut table = fx.lake.open("orders", None).await.expect("open");
+    // the compaction reads and writes the live rows (key 3 among them) ...
+    let prepared = prepare(&mut table, &eager())
+        .await
+        .expect("prepare")
+        .expect("work to do");
+    // ... then the worker deletes key 3 and updates key 5 before the compaction commits
+    apply(&mut w, &batch(&[del(9, 3), up(10, 5, "e2", 520)])).await;
+    let expected = fx.rows().await;
+    let r = commit(&mut table, prepared).await.expect("commit");
+    assert!(r.conflicted && r.version.is_none(), "the compaction must lose: {r:?}");
+    assert_eq!(fx.rows().await, expected, "key 3 stays deleted, key 5 keeps e2");
+    // the next round starts from the worker's commit and succeeds
+    let r = compact(&mut table, &eager()).await.expect("compact");
+    assert!(r.version.is_some());
+    assert_eq!(fx.rows().await, expected);
+}
