@@ -34,6 +34,7 @@ pub struct RunStats {
 }
 
 type Offsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
+type Schemas = Arc<Mutex<HashMap<String, arrow::datatypes::SchemaRef>>>;
 
 /// Runs the worker until `stop` is set (or, with `until_caught_up`, until everything that was
 /// in the topics at start is committed).
@@ -90,6 +91,14 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
         password: cfg.registry.password.clone(),
         bearer_token: cfg.registry.bearer_token.clone(),
     })?);
+    // Table schemas as of their last commit: a record whose schema a table cannot take goes to
+    // the dead-letter table with the reason instead of stopping the worker.
+    let schemas: Schemas = Arc::new(Mutex::new(HashMap::new()));
+    for (name, w) in &writers {
+        if let Ok(s) = w.table().snapshot() {
+            lock(&schemas).insert(name.clone(), s.snapshot().arrow_schema());
+        }
+    }
     let mut stats = RunStats::default();
     let mut commits_since_compaction: HashMap<String, u64> = HashMap::new();
     loop {
@@ -120,16 +129,13 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
             continue;
         }
         let n = records.len();
-        let letters = apply_records(
-            cfg,
-            &cache,
-            &mut writers,
-            &mut dlq_writer,
-            records,
-            &offsets,
-            &mut stats,
-        )
-        .await?;
+        let mut sinks = Sinks {
+            writers: &mut writers,
+            dlq: &mut dlq_writer,
+            offsets: &offsets,
+            schemas: &schemas,
+        };
+        let letters = apply_records(cfg, &cache, &mut sinks, records, &mut stats).await?;
         stats.batches += 1;
         stats.records += n as u64;
         stats.dead_letters += letters as u64;
@@ -189,17 +195,34 @@ fn caught_up(targets: &HashMap<(String, i32), i64>, offsets: &Offsets) -> bool {
         .all(|(k, high)| done.get(k).copied().unwrap_or(0) >= *high)
 }
 
+/// Where a batch's results go.
+struct Sinks<'a> {
+    writers: &'a mut HashMap<String, TableWriter>,
+    dlq: &'a mut TableWriter,
+    /// next offsets applied, per (topic, partition)
+    offsets: &'a Offsets,
+    /// table schemas as of their last commit
+    schemas: &'a Schemas,
+}
+
 /// Decodes and applies one poll's records. Returns the number of dead letters.
 async fn apply_records(
     cfg: &Config,
     cache: &Arc<SchemaCache>,
-    writers: &mut HashMap<String, TableWriter>,
-    dlq_writer: &mut TableWriter,
+    sinks: &mut Sinks<'_>,
     records: Vec<RawRecord>,
-    offsets: &Offsets,
     stats: &mut RunStats,
 ) -> anyhow::Result<usize> {
-    let mut decoder = BatchDecoder::new(cache.clone(), cfg.kafka.group_id.clone());
+    let (writers, dlq_writer, offsets, schemas) = (&mut *sinks.writers, &mut *sinks.dlq, sinks.offsets, sinks.schemas);
+    let known = schemas.clone();
+    let guard: connectors::SchemaGuard =
+        Arc::new(
+            move |table: &str, fields: &[arrow::datatypes::Field]| match lock(&known).get(table) {
+                Some(schema) => tables::evolve::plan(schema, fields).map(|_| ()),
+                None => Ok(()),
+            },
+        );
+    let mut decoder = BatchDecoder::new(cache.clone(), cfg.kafka.group_id.clone()).with_guard(guard);
     for rec in records {
         let Some(table) = cfg.table_for_topic(&rec.topic).map(|t| t.name.clone()) else {
             continue;
@@ -273,6 +296,9 @@ async fn apply_records(
             .with_context(|| format!("applying a batch to table {table}; the worker stops so that nothing is skipped — fix the cause and restart, it resumes from the table's offsets"))?;
         if applied.version.is_some() {
             stats.commits += 1;
+            if let Ok(s) = writer.table().snapshot() {
+                lock(schemas).insert(table.clone(), s.snapshot().arrow_schema());
+            }
         }
         tracing::info!(table, version = ?applied.version, rows = applied.rows_in, skipped = applied.rows_skipped, written = applied.rows_written, "batch applied");
         let topic = cfg

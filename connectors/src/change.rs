@@ -17,10 +17,12 @@
 
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, new_null_array};
-use arrow::compute::cast;
+use arrow::array::{ArrayRef, RecordBatch, StringArray, new_null_array};
+use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
+
+pub use crate::avro::default::DEFAULT_KEY;
 
 /// Debezium operation code of the change (`c`, `r`, `u`, `d`, `t`).
 pub const OP: &str = "__op";
@@ -141,15 +143,31 @@ impl ChangeBatch {
     }
 }
 
-/// Casts and pads `batch` to `schema` by column name: missing columns become null, types are
-/// cast (widening keeps every value; a cast that would lose values fails).
+/// A column of `len` copies of `field`'s default (from its [`DEFAULT_KEY`] metadata), or of
+/// nulls when it has none.
+pub fn default_column(field: &Field, len: usize) -> Result<ArrayRef, ArrowError> {
+    match field.metadata().get(DEFAULT_KEY) {
+        Some(text) => cast_with_options(&StringArray::from(vec![text.as_str(); len]), field.data_type(), &STRICT),
+        None => Ok(new_null_array(field.data_type(), len)),
+    }
+}
+
+/// Casts that fail instead of turning values that do not fit into nulls.
+const STRICT: CastOptions<'static> = CastOptions {
+    safe: false,
+    format_options: arrow::util::display::FormatOptions::new(),
+};
+
+/// Casts and pads `batch` to `schema` by column name: missing columns take the column's
+/// default (null when it has none), types are cast — widening keeps every value, and a cast
+/// that would lose a value fails.
 pub fn align(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
     let arrays = schema
         .fields()
         .iter()
         .map(|f| match batch.column_by_name(f.name()) {
             Some(a) if a.data_type() == f.data_type() => Ok(a.clone()),
-            Some(a) => cast(a, f.data_type()).map_err(|e| {
+            Some(a) => cast_with_options(a, f.data_type(), &STRICT).map_err(|e| {
                 ArrowError::CastError(format!(
                     "column {} {} -> {}: {e}",
                     f.name(),
@@ -157,7 +175,7 @@ pub fn align(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Arr
                     f.data_type()
                 ))
             }),
-            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+            None => default_column(f, batch.num_rows()),
         })
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new_with_options(
@@ -165,4 +183,17 @@ pub fn align(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Arr
         arrays,
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
     )
+}
+
+/// Whether every value of `from` is exactly representable in `to` (and they differ): the type
+/// changes schema evolution applies by widening the column.
+pub fn widens(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    match (from, to) {
+        (Int8, Int16 | Int32 | Int64) | (Int16, Int32 | Int64) | (Int32, Int64) | (Float32, Float64) => true,
+        (Decimal128(p1, s1), Decimal128(p2, s2)) => {
+            s2 >= s1 && (i16::from(*p2) - i16::from(*s2)) >= (i16::from(*p1) - i16::from(*s1)) && from != to
+        }
+        _ => false,
+    }
 }

@@ -24,9 +24,10 @@ use arrow::array::{
 use arrow::compute::{concat_batches, filter_record_batch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
+use crate::avro::default::{DEFAULT_KEY, default_text};
 use crate::avro::plan::Record;
 use crate::avro::{Column, Plan, Reader};
-use crate::change::{ChangeBatch, ChangeKind, Position, SourceOffset, align, meta_fields};
+use crate::change::{ChangeBatch, ChangeKind, Position, SourceOffset, align, meta_fields, widens};
 use crate::error::ConnectorError;
 
 /// One record as read from the stream, independent of the Kafka client.
@@ -88,7 +89,14 @@ impl EnvelopePlan {
         self.row
             .fields
             .iter()
-            .map(|f| Ok(Field::new(&f.name, f.plan.arrow_type()?, true)))
+            .map(|f| {
+                let field = Field::new(&f.name, f.plan.arrow_type()?, true);
+                // the Avro default, for rows written before this column existed
+                Ok(match f.default.as_ref().and_then(|d| default_text(&f.plan, d)) {
+                    Some(text) => field.with_metadata([(DEFAULT_KEY.to_string(), text)].into()),
+                    None => field,
+                })
+            })
             .collect()
     }
 }
@@ -409,6 +417,8 @@ impl TableDecoder {
         for seg in &self.segments {
             for f in &seg.fields {
                 match columns.iter_mut().find(|c| c.name() == f.name()) {
+                    // the wider of two versions' types holds both versions' values
+                    Some(c) if widens(f.data_type(), c.data_type()) => {}
                     Some(c) => *c = f.clone(),
                     None => columns.push(f.clone()),
                 }

@@ -18,4 +18,4 @@ pub mod registry;
 pub use change::{ChangeBatch, ChangeKind, Position, SourceOffset};
 pub use debezium::RawRecord;
 pub use error::ConnectorError;
-pub use pipeline::{BatchDecoder, Decoded};
+pub use pipeline::{BatchDecoder, Decoded, SchemaGuard};

@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow::datatypes::Field;
+
 use crate::avro::Plan;
 use crate::change::{ChangeBatch, Position};
 use crate::debezium::{EnvelopePlan, RawRecord, TableDecoder};
@@ -24,8 +26,14 @@ pub struct Decoded {
     pub dead_letters: Vec<DeadLetter>,
 }
 
+/// Decides whether a table can take a value schema's columns (`Err` says why not): records
+/// of a schema a table cannot take go to the dead-letter table instead of stopping the worker.
+pub type SchemaGuard = Arc<dyn Fn(&str, &[Field]) -> Result<(), String> + Send + Sync>;
+
 /// Decodes records of many topics into per-table batches.
 pub struct BatchDecoder {
+    guard: Option<SchemaGuard>,
+    checked: HashMap<(String, u32), Result<(), String>>,
     cache: Arc<SchemaCache>,
     /// The `stream` prefix of txn app ids: `<group id>` (app id = `<group>:<topic>:<partition>`).
     group: String,
@@ -37,12 +45,33 @@ pub struct BatchDecoder {
 impl BatchDecoder {
     pub fn new(cache: Arc<SchemaCache>, group: impl Into<String>) -> Self {
         Self {
+            guard: None,
+            checked: HashMap::new(),
             cache,
             group: group.into(),
             envelopes: HashMap::new(),
             tables: HashMap::new(),
             dead: Vec::new(),
         }
+    }
+
+    /// Checks every new value schema against `guard` before its records are decoded.
+    pub fn with_guard(mut self, guard: SchemaGuard) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    fn check(&mut self, table: &str, id: u32, env: &EnvelopePlan) -> Result<(), ConnectorError> {
+        let Some(guard) = &self.guard else { return Ok(()) };
+        let verdict = match self.checked.get(&(table.to_string(), id)) {
+            Some(v) => v.clone(),
+            None => {
+                let v = guard(table, &env.columns()?);
+                self.checked.insert((table.to_string(), id), v.clone());
+                v
+            }
+        };
+        verdict.map_err(|reason| ConnectorError::IncompatibleSchema(format!("schema id {id}: {reason}")))
     }
 
     /// Decodes `rec` for `table`. Returns an error only for retryable failures (registry
@@ -99,7 +128,9 @@ impl BatchDecoder {
         let value = match rec.value.as_deref() {
             Some(v) => {
                 let (id, payload) = frame::split(v)?;
-                Some((id, self.envelope(id).await?, payload))
+                let env = self.envelope(id).await?;
+                self.check(table, id, &env)?;
+                Some((id, env, payload))
             }
             None => None,
         };

@@ -13,8 +13,6 @@
 
 use std::time::{Duration, Instant};
 
-use arrow::array::BooleanArray;
-use arrow::compute::filter_record_batch;
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, LogicalFileView};
@@ -22,7 +20,7 @@ use deltalake::protocol::DeltaOperation;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::{dv, files};
+use crate::files;
 
 /// When a file is worth rewriting, and how big the new files are.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -124,7 +122,6 @@ pub async fn prepare(table: &mut DeltaTable, opts: &CompactionOptions) -> Result
     let bins = pick(&all, opts);
     let mut report = CompactionReport::default();
     let started = Instant::now();
-    let store = table.log_store().object_store(None);
     let mut actions = Vec::new();
     for bin in bins {
         if started.elapsed() > Duration::from_secs(opts.max_seconds) {
@@ -132,19 +129,8 @@ pub async fn prepare(table: &mut DeltaTable, opts: &CompactionOptions) -> Result
         }
         let mut live = Vec::new();
         for f in &bin {
-            let rows = files::read(table, f, &schema, None).await?;
-            let rows = match f.deletion_vector_descriptor() {
-                Some(d) => {
-                    let deleted = dv::read(store.as_ref(), &d).await?;
-                    let keep: BooleanArray = (0..rows.num_rows())
-                        .map(|i| Some(!deleted.contains(i as u64)))
-                        .collect();
-                    filter_record_batch(&rows, &keep)?
-                }
-                None => rows,
-            };
+            live.push(files::read_live(table, f, &schema).await?);
             report.bytes_read += f.size() as u64;
-            live.push(rows);
         }
         let data = arrow::compute::concat_batches(&schema, &live)?;
         let adds = if data.num_rows() > 0 {

@@ -3,7 +3,8 @@
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Schema, SchemaRef};
 use connectors::change::align;
 use deltalake::DeltaTable;
@@ -49,6 +50,22 @@ pub async fn read(
         .map(|b| align(b, &target))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(arrow::compute::concat_batches(&target, &aligned)?)
+}
+
+/// The live rows of one data file: [`read`] with its deletion vector applied.
+pub async fn read_live(table: &DeltaTable, f: &LogicalFileView, schema: &SchemaRef) -> Result<RecordBatch> {
+    let rows = read(table, f, schema, None).await?;
+    match f.deletion_vector_descriptor() {
+        Some(d) => {
+            let store = table.log_store().object_store(None);
+            let deleted = crate::dv::read(store.as_ref(), &d).await?;
+            let keep: BooleanArray = (0..rows.num_rows())
+                .map(|i| Some(!deleted.contains(i as u64)))
+                .collect();
+            Ok(filter_record_batch(&rows, &keep)?)
+        }
+        None => Ok(rows),
+    }
 }
 
 /// Writes `data` as new data file(s) of the table (rolled at `target_size` bytes, one file

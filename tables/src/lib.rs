@@ -7,9 +7,12 @@
 pub mod compact;
 pub mod dv;
 pub mod error;
+pub mod evolve;
 mod files;
 pub mod index;
 pub mod lake;
+#[cfg(test)]
+mod model_tests;
 mod resolve;
 #[cfg(test)]
 mod test_support;

@@ -32,7 +32,7 @@ use crate::error::{Result, TableError};
 use crate::index::{KeyEncoder, PkIndex};
 use crate::lake::Lake;
 use crate::resolve::{Columns, Slots, Src, needs_previous, resolve};
-use crate::{dv, files};
+use crate::{dv, evolve, files};
 
 /// Table property holding the primary-key columns, comma separated.
 pub const PRIMARY_KEY_PROPERTY: &str = "cormorant.primaryKey";
@@ -289,10 +289,20 @@ impl TableWriter {
         if self.opts.mode == WriteMode::Mor {
             self.ensure_dv_feature().await?;
         }
-        let new_columns = self.evolve_schema(&batch.columns)?;
+        let fields: Vec<Field> = batch.columns.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let current = self.table.snapshot()?.snapshot().arrow_schema();
+        let evolution = evolve::plan(&current, &fields).map_err(|reason| TableError::Schema {
+            table: self.name.clone(),
+            reason,
+        })?;
+        if evolution.rewrite {
+            self.rewrite_for(&evolution).await?;
+        }
         self.ensure_loaded().await?;
+        let new_columns = (!evolution.rewrite && !evolution.is_noop()).then(|| evolution.schema.clone());
         let metadata = match &new_columns {
             Some(schema) => {
+                tracing::info!(table = %self.name, added = ?evolution.added, "adding columns");
                 let kernel: StructType = schema.as_ref().try_into_kernel()?;
                 let md = self.table.snapshot()?.metadata().clone().with_schema(&kernel)?;
                 if let Some(l) = self.loaded.as_mut() {
@@ -346,28 +356,45 @@ impl TableWriter {
         Ok(applied)
     }
 
-    /// The new table schema when `columns` adds source columns, else `None`.
-    fn evolve_schema(&self, columns: &SchemaRef) -> Result<Option<SchemaRef>> {
-        let current = self.table.snapshot()?.snapshot().arrow_schema();
-        let added: Vec<Field> = columns
-            .fields()
-            .iter()
-            .filter(|f| current.field_with_name(f.name()).is_err())
-            .map(|f| f.as_ref().clone())
-            .collect();
-        if added.is_empty() {
-            return Ok(None);
+    /// Applies a schema change that needs existing rows rewritten (a widened type, an added
+    /// column with a default) in one commit of its own: new metadata, every live row rewritten
+    /// in the new schema. Old versions keep their files and schema for time travel.
+    async fn rewrite_for(&mut self, evolution: &evolve::Evolution) -> Result<()> {
+        tracing::info!(
+            table = %self.name,
+            added = ?evolution.added,
+            widened = ?evolution.widened,
+            "schema change: rewriting existing rows in the new schema"
+        );
+        let snapshot = self.table.snapshot()?.clone();
+        let old_schema = snapshot.snapshot().arrow_schema();
+        let views: Vec<LogicalFileView> = snapshot.log_data().iter().collect();
+        let mut live = Vec::new();
+        for f in &views {
+            let rows = files::read_live(&self.table, f, &old_schema).await?;
+            live.push(align(&rows, &evolution.schema)?);
         }
-        let mut fields: Vec<Field> = current
-            .fields()
-            .iter()
-            .filter(|f| !is_meta_column(f.name()))
-            .map(|f| f.as_ref().clone())
-            .collect();
-        tracing::info!(table = %self.name, added = ?added.iter().map(|f| f.name()).collect::<Vec<_>>(), "adding columns");
-        fields.extend(added);
-        fields.extend(meta_fields());
-        Ok(Some(Arc::new(Schema::new(fields))))
+        let data = arrow::compute::concat_batches(&evolution.schema, &live)?;
+        let kernel: StructType = evolution.schema.as_ref().try_into_kernel()?;
+        let metadata = snapshot.metadata().clone().with_schema(&kernel)?;
+        let mut actions = vec![Action::Metadata(metadata)];
+        actions.extend(views.iter().map(|f| Action::Remove(f.remove_action(true))));
+        if data.num_rows() > 0 {
+            let adds = files::write(&self.table, &data, Some(128 * 1024 * 1024)).await?;
+            actions.extend(adds.into_iter().map(Action::Add));
+        }
+        let op = DeltaOperation::Write {
+            mode: deltalake::protocol::SaveMode::Overwrite,
+            partition_by: None,
+            predicate: None,
+        };
+        let done = CommitBuilder::default()
+            .with_actions(actions)
+            .build(Some(&snapshot), self.table.log_store(), op)
+            .await?;
+        self.table.state = Some(done.snapshot());
+        self.loaded = None;
+        Ok(())
     }
 
     async fn commit(&mut self, actions: Vec<Action>) -> Result<u64> {

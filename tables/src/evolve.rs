@@ -1,0 +1,143 @@
+//! Schema evolution: what a new source schema does to a table's schema.
+//!
+//! - a new column is added (before the metadata columns); rows written before it read as the
+//!   column's default (its Avro default), so a non-null default means existing rows are
+//!   rewritten with it — every Delta reader then sees what PostgreSQL shows;
+//! - a column the source dropped stays, null from then on;
+//! - a widened type (int8→…→int64, float→double, decimal with more integer digits at the same
+//!   or larger scale) widens the column; existing rows are rewritten in the wider type, so no
+//!   reader needs Delta's type-widening feature and no value changes;
+//! - a narrower incoming type is read into the table's wider one; anything else is
+//!   incompatible and its records go to the dead-letter table with the reason.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{Field, Schema, SchemaRef};
+pub use connectors::change::widens;
+use connectors::change::{DEFAULT_KEY, is_meta_column, meta_fields};
+
+/// The outcome of comparing a table schema with an incoming source schema.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evolution {
+    /// The table schema after the change (source columns, then metadata columns).
+    pub schema: SchemaRef,
+    pub added: Vec<String>,
+    pub widened: Vec<String>,
+    /// Existing rows must be rewritten (a widened type, or an added column with a default).
+    pub rewrite: bool,
+}
+
+impl Evolution {
+    pub fn is_noop(&self) -> bool {
+        self.added.is_empty() && self.widened.is_empty()
+    }
+}
+
+/// Plans how `table` (its full Arrow schema) takes `incoming` source columns.
+/// `Err` says why the incoming schema cannot be applied.
+pub fn plan(table: &Schema, incoming: &[Field]) -> Result<Evolution, String> {
+    let mut source: Vec<Field> = table
+        .fields()
+        .iter()
+        .filter(|f| !is_meta_column(f.name()))
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let mut added = Vec::new();
+    let mut widened = Vec::new();
+    let mut rewrite = false;
+    for f in incoming {
+        match source.iter_mut().find(|c| c.name() == f.name()) {
+            None => {
+                rewrite |= f.metadata().contains_key(DEFAULT_KEY);
+                added.push(f.name().clone());
+                source.push(f.clone());
+            }
+            Some(c) if c.data_type() == f.data_type() || widens(f.data_type(), c.data_type()) => {}
+            Some(c) if widens(c.data_type(), f.data_type()) => {
+                widened.push(f.name().clone());
+                rewrite = true;
+                *c = c.clone().with_data_type(f.data_type().clone());
+            }
+            Some(c) => {
+                return Err(format!(
+                    "column {} changed from {} to {}, which would lose values; only widening (int→bigint, float→double, decimal precision up) is applied",
+                    f.name(),
+                    c.data_type(),
+                    f.data_type()
+                ));
+            }
+        }
+    }
+    source.extend(meta_fields());
+    Ok(Evolution {
+        schema: Arc::new(Schema::new(source)),
+        added,
+        widened,
+        rewrite,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::DataType;
+
+    fn table(fields: Vec<Field>) -> Schema {
+        let mut all = fields;
+        all.extend(meta_fields());
+        Schema::new(all)
+    }
+
+    #[test]
+    fn adds_widens_and_refuses() {
+        let t = table(vec![
+            Field::new("id", DataType::Int32, true),
+            Field::new("price", DataType::Decimal128(10, 2), true),
+            Field::new("w", DataType::Float32, true),
+            Field::new("gone", DataType::Utf8, true),
+        ]);
+        let same = plan(&t, &[Field::new("id", DataType::Int32, true)]).expect("same");
+        assert!(same.is_noop() && !same.rewrite);
+        let add = plan(&t, &[Field::new("tier", DataType::Utf8, true)]).expect("add");
+        assert_eq!((add.added.clone(), add.rewrite), (vec!["tier".to_string()], false));
+        assert_eq!(
+            add.schema.index_of("tier").expect("tier"),
+            4,
+            "before the metadata columns"
+        );
+        let with_default =
+            Field::new("n", DataType::Int32, true).with_metadata([(DEFAULT_KEY.to_string(), "7".to_string())].into());
+        assert!(plan(&t, &[with_default]).expect("default").rewrite);
+        let wide = plan(
+            &t,
+            &[
+                Field::new("id", DataType::Int64, true),
+                Field::new("price", DataType::Decimal128(14, 2), true),
+                Field::new("w", DataType::Float64, true),
+            ],
+        )
+        .expect("widen");
+        assert_eq!(wide.widened, vec!["id", "price", "w"]);
+        assert!(wide.rewrite);
+        assert_eq!(
+            wide.schema.field_with_name("price").expect("price").data_type(),
+            &DataType::Decimal128(14, 2)
+        );
+        // narrower incoming types are read into the wider column
+        assert!(
+            plan(&t, &[Field::new("id", DataType::Int16, true)])
+                .expect("narrow")
+                .is_noop()
+        );
+        assert!(plan(&t, &[Field::new("id", DataType::Utf8, true)]).is_err());
+        assert!(
+            plan(&t, &[Field::new("price", DataType::Decimal128(10, 3), true)]).is_err(),
+            "scale up loses integer digits"
+        );
+        assert!(plan(&t, &[Field::new("w", DataType::Int64, true)]).is_err());
+    }
+}
+
+#[cfg(test)]
+#[path = "evolve_tests.rs"]
+mod writer_tests;
