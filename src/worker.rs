@@ -215,13 +215,19 @@ async fn apply_records(
 ) -> anyhow::Result<usize> {
     let (writers, dlq_writer, offsets, schemas) = (&mut *sinks.writers, &mut *sinks.dlq, sinks.offsets, sinks.schemas);
     let known = schemas.clone();
-    let guard: connectors::SchemaGuard =
-        Arc::new(
-            move |table: &str, fields: &[arrow::datatypes::Field]| match lock(&known).get(table) {
-                Some(schema) => tables::evolve::plan(schema, fields).map(|_| ()),
-                None => Ok(()),
-            },
-        );
+    let guard: connectors::SchemaGuard = Arc::new(move |table: &str, fields: &[arrow::datatypes::Field]| {
+        let mut known = lock(&known);
+        match known.get(table) {
+            Some(schema) => tables::evolve::plan(schema, fields).map(|_| ()),
+            None => {
+                // a table this batch creates: its first schema is the one the rest must fit
+                let mut all = fields.to_vec();
+                all.extend(connectors::change::meta_fields());
+                known.insert(table.to_string(), Arc::new(arrow::datatypes::Schema::new(all)));
+                Ok(())
+            }
+        }
+    });
     let mut decoder = BatchDecoder::new(cache.clone(), cfg.kafka.group_id.clone()).with_guard(guard);
     for rec in records {
         let Some(table) = cfg.table_for_topic(&rec.topic).map(|t| t.name.clone()) else {

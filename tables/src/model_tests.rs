@@ -618,7 +618,15 @@ async fn model_zz_profile_rows() {
     use deltalake::datafusion::prelude::SessionContext;
     let fx = Fixture::new(DeleteMode::Soft);
     let mut w = fx.writer().await;
-    apply(&mut w, &batch(&[up(0, 1, "a", 1), up(1, 2, "b", 2)])).await;
+    for k in 0..12 {
+        apply(
+            &mut w,
+            &batch(&[up(2 * k, 1, "a", 1), up(2 * k + 1, 2 + k as i32, "b", 2)]),
+        )
+        .await;
+    }
+    let mut handle = fx.lake.open(TABLE, None).await.unwrap();
+    let ctx0 = SessionContext::new();
     for _ in 0..3 {
         let t = std::time::Instant::now();
         let table = fx.lake.open(TABLE, None).await.unwrap();
@@ -636,5 +644,21 @@ async fn model_zz_profile_rows() {
         let _ = df.collect().await.unwrap();
         let t5 = t.elapsed();
         eprintln!("open {t1:?} ctx {t2:?} provider {t3:?} plan {t4:?} collect {t5:?}");
+        let t = std::time::Instant::now();
+        handle.update_state().await.unwrap();
+        let t1 = t.elapsed();
+        let _ = ctx0.deregister_table("t");
+        handle.update_datafusion_session(&ctx0.state()).unwrap();
+        ctx0.register_table("t", handle.table_provider().await.unwrap())
+            .unwrap();
+        let t3 = t.elapsed();
+        let df = ctx0
+            .sql("SELECT id, name, amount, ts, __op, __deleted, __kafka_offset FROM t ORDER BY id")
+            .await
+            .unwrap();
+        let t4 = t.elapsed();
+        let _ = df.collect().await.unwrap();
+        let t5 = t.elapsed();
+        eprintln!("  reuse: update {t1:?} provider {t3:?} plan {t4:?} collect {t5:?}");
     }
 }

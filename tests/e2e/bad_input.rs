@@ -123,3 +123,93 @@ async fn bad_records_go_to_the_dead_letter_table() {
     );
     assert_eq!(n[1][0].as_deref(), Some("5"));
 }
+
+/// A new schema version a table cannot take (decimal `balance` turned into text) goes to the
+/// dead-letter table with the reason; the table and the other records are untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn incompatible_schema_goes_to_the_dead_letter_table() {
+    let loaded = load_prefix(&unique("incompat")).await;
+    let fx = fixture();
+    let topic = format!("{}dbz.public.customers", loaded.prefix);
+    let (v1_id, _, v1_schema) = fx
+        .schemas
+        .iter()
+        .find(|(_, subject, _)| subject == "dbz.public.customers-value")
+        .expect("customers value schema");
+    let mut schema: serde_json::Value = serde_json::from_str(v1_schema).expect("schema json");
+    let balance = schema["fields"][0]["type"][1]["fields"]
+        .as_array_mut()
+        .expect("Value fields")
+        .iter_mut()
+        .find(|f| f["name"] == "balance")
+        .expect("balance");
+    balance["type"] = serde_json::json!("string");
+    // a subject of its own: the registry's compatibility check would (rightly) refuse it
+    let settings = schema_registry_converter::async_impl::schema_registry::SrSettings::new(registry());
+    let bad_id = schema_registry_converter::async_impl::schema_registry::post_schema(
+        &settings,
+        format!("{}incompatible-value", loaded.prefix),
+        schema_registry_converter::schema_registry_common::SuppliedSchema::new(
+            None,
+            schema_registry_converter::schema_registry_common::SchemaType::Avro,
+            schema.to_string(),
+        ),
+    )
+    .await
+    .expect("register")
+    .id;
+    let good: Vec<_> = fx
+        .events
+        .iter()
+        .filter(|e| e.topic == "dbz.public.customers")
+        .take(40)
+        .collect();
+    let reframe = |b: &[u8], id: Option<u32>| -> Vec<u8> {
+        let (fid, payload) = connectors::frame::split(b).expect("frame");
+        connectors::frame::frame(id.unwrap_or(loaded.ids[&fid]), payload)
+    };
+    let producer = cormorant::fixture::producer(&brokers()).expect("producer");
+    for (i, e) in good.iter().enumerate() {
+        let k = reframe(e.key.as_deref().expect("key"), None);
+        // record 30 arrives with the incompatible schema id (same bytes: text and bytes share a layout)
+        let id = (i == 30).then_some(bad_id);
+        let v = reframe(e.value.as_deref().expect("value"), id);
+        producer
+            .send(
+                FutureRecord::to(&topic).partition(0).key(&k).payload(&v),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("produce");
+    }
+    let _ = v1_id;
+    let cfg = config(
+        &loaded.prefix,
+        Storage::Local,
+        DeleteMode::Soft,
+        WriteMode::Mor,
+        "incompat",
+    );
+    let stats = run_until_caught_up(&cfg).await;
+    assert_eq!(stats.dead_letters, 1);
+    let ctx = cormorant::query::session(&cfg).await.expect("session");
+    let dlq = batches_as_pg(
+        &cormorant::query::run_sql(&ctx, "SELECT error_kind, error FROM _dlq")
+            .await
+            .expect("q")
+            .remove(0),
+    );
+    assert_eq!(dlq[1][0].as_deref(), Some("incompatible_schema"));
+    assert!(
+        dlq[1][1].as_deref().unwrap_or("").contains("balance"),
+        "{:?}",
+        dlq[1][1]
+    );
+    let n = batches_as_pg(
+        &cormorant::query::run_sql(&ctx, "SELECT count(*) FROM customers")
+            .await
+            .expect("q")
+            .remove(0),
+    );
+    assert_eq!(n[1][0].as_deref(), Some("39"));
+}
