@@ -19,6 +19,7 @@ use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
 
 use connectors::change::{ChangeBatch, SourceOffset, app_id};
+use deltalake::DeltaTable;
 use futures::FutureExt;
 
 use crate::test_support::*;
@@ -297,6 +298,9 @@ struct Run<'a> {
     fx: Fixture,
     w: TableWriter,
     model: Model,
+    /// A reader's handle on the table, opened after the first batch and updated before each
+    /// read (a fresh load now and then, and after crashes).
+    reader: Option<DeltaTable>,
     /// Next offset to read = every record below it is applied.
     applied: usize,
     /// Offset ranges delivered so far.
@@ -309,13 +313,11 @@ impl Run<'_> {
     async fn deliver(&mut self, start: usize, end: usize) -> Result<(), String> {
         self.log
             .push(format!("apply [{start}, {end}): {}", show(self.recs, start, end)));
-        let t = std::time::Instant::now();
         let a = self
             .w
             .apply(&delivery(self.recs, start, end))
             .await
             .map_err(|e| format!("apply failed: {e}"))?;
-        T_APPLY.fetch_add(t.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
         if a.rows_skipped
             != (start..self.applied)
                 .filter(|o| !matches!(self.recs[*o], Rec::Tombstone))
@@ -331,7 +333,7 @@ impl Run<'_> {
         }
         self.applied = end;
         self.delivered.push((start, end));
-        self.check().await
+        self.check(false).await
     }
 
     /// Re-delivers offsets that are all applied: nothing may be committed or change.
@@ -342,7 +344,8 @@ impl Run<'_> {
             let end = self.rng.range(1, self.applied as u64) as usize;
             (self.rng.below(end as u64) as usize, end)
         };
-        self.log.push(format!("redeliver [{start}, {end})"));
+        self.log
+            .push(format!("redeliver [{start}, {end}): {}", show(self.recs, start, end)));
         let a = self
             .w
             .apply(&delivery(self.recs, start, end))
@@ -353,7 +356,7 @@ impl Run<'_> {
                 "a redelivery of applied offsets committed or applied rows: {a:?}"
             ));
         }
-        self.check().await
+        self.check(false).await
     }
 
     /// The process dies after writing a batch's data file (and, MoR, a deletion vector) but
@@ -386,20 +389,16 @@ impl Run<'_> {
             "crash (orphan {}) and restart",
             if junk { "junk" } else { "parquet + dv" }
         ));
-        let t = std::time::Instant::now();
         self.w = self.fx.writer().await;
-        T_CRASH.fetch_add(t.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
-        self.check().await
+        self.check(true).await
     }
 
     /// An eager compaction from another handle; it must not change what a query returns.
     async fn compact(&mut self) -> Result<(), String> {
         let mut table = self.fx.lake.open(TABLE, None).await.map_err(|e| format!("open: {e}"))?;
-        let t = std::time::Instant::now();
         let r = compact(&mut table, &eager())
             .await
             .map_err(|e| format!("compaction failed: {e}"))?;
-        T_COMPACT.fetch_add(t.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
         self.log.push(format!(
             "compact: version {:?}, files -{} +{}, rows {}",
             r.version, r.files_removed, r.files_added, r.rows_written
@@ -407,16 +406,16 @@ impl Run<'_> {
         if r.conflicted {
             return Err("compaction conflicted without a concurrent writer".into());
         }
-        self.check().await
+        self.check(false).await
     }
 
-    async fn check(&mut self) -> Result<(), String> {
-        let t = std::time::Instant::now();
-        let actual = self.fx.rows().await;
-        T_ROWS.fetch_add(t.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
-        let t = std::time::Instant::now();
-        let _ = self.w.next_offset(&app_id(STREAM, 0)).await;
-        T_NEXT.fetch_add(t.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+    /// The table (through deltalake's DataFusion provider) against the model; `fresh`: load
+    /// the table anew rather than update the reader's handle.
+    async fn check(&mut self, fresh: bool) -> Result<(), String> {
+        if fresh || self.reader.is_none() || self.rng.percent(20) {
+            self.reader = Some(self.fx.lake.open(TABLE, None).await.map_err(|e| format!("open: {e}"))?);
+        }
+        let actual = rows_of(self.reader.as_mut().expect("opened")).await;
         let expected = self.model.render();
         if actual != expected {
             return Err(format!(
@@ -467,7 +466,8 @@ impl Run<'_> {
             }
             self.deliver(start, end).await?;
         }
-        self.between_batches().await
+        self.between_batches().await?;
+        self.check(true).await
     }
 }
 
@@ -517,6 +517,7 @@ async fn sequence(seed: u64, log: &mut Vec<String>) -> Result<(), String> {
                 soft: deletes == DeleteMode::Soft,
                 rows: BTreeMap::new(),
             },
+            reader: None,
             applied: 0,
             delivered: Vec::new(),
             log,
@@ -561,25 +562,7 @@ fn record_regression(seed: u64) {
 }
 
 /// This shard's share of the regression seeds (first), then of the seed range.
-static T_ROWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static T_NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static T_APPLY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static T_COMPACT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static T_CRASH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 async fn shard(i: u64) {
-    let t0 = std::time::Instant::now();
-    shard2(i).await;
-    eprintln!(
-        "shard {i} {:?} rows {} next {} apply {} compact {} crash {}",
-        t0.elapsed(),
-        T_ROWS.load(std::sync::atomic::Ordering::Relaxed) / 1000,
-        T_NEXT.load(std::sync::atomic::Ordering::Relaxed) / 1000,
-        T_APPLY.load(std::sync::atomic::Ordering::Relaxed) / 1000,
-        T_COMPACT.load(std::sync::atomic::Ordering::Relaxed) / 1000,
-        T_CRASH.load(std::sync::atomic::Ordering::Relaxed) / 1000
-    );
-}
-async fn shard2(i: u64) {
     let first = env_u64("CORMORANT_MODEL_SEED", 1);
     let count = env_u64("CORMORANT_MODEL_SEQUENCES", 1000);
     let regressions = regression_seeds();
@@ -611,54 +594,4 @@ async fn model_shard_2() {
 #[tokio::test]
 async fn model_shard_3() {
     shard(3).await;
-}
-
-#[tokio::test]
-async fn model_zz_profile_rows() {
-    use deltalake::datafusion::prelude::SessionContext;
-    let fx = Fixture::new(DeleteMode::Soft);
-    let mut w = fx.writer().await;
-    for k in 0..12 {
-        apply(
-            &mut w,
-            &batch(&[up(2 * k, 1, "a", 1), up(2 * k + 1, 2 + k as i32, "b", 2)]),
-        )
-        .await;
-    }
-    let mut handle = fx.lake.open(TABLE, None).await.unwrap();
-    let ctx0 = SessionContext::new();
-    for _ in 0..3 {
-        let t = std::time::Instant::now();
-        let table = fx.lake.open(TABLE, None).await.unwrap();
-        let t1 = t.elapsed();
-        let ctx = SessionContext::new();
-        let t2 = t.elapsed();
-        table.update_datafusion_session(&ctx.state()).unwrap();
-        ctx.register_table("t", table.table_provider().await.unwrap()).unwrap();
-        let t3 = t.elapsed();
-        let df = ctx
-            .sql("SELECT id, name, amount, ts, __op, __deleted, __kafka_offset FROM t ORDER BY id")
-            .await
-            .unwrap();
-        let t4 = t.elapsed();
-        let _ = df.collect().await.unwrap();
-        let t5 = t.elapsed();
-        eprintln!("open {t1:?} ctx {t2:?} provider {t3:?} plan {t4:?} collect {t5:?}");
-        let t = std::time::Instant::now();
-        handle.update_state().await.unwrap();
-        let t1 = t.elapsed();
-        let _ = ctx0.deregister_table("t");
-        handle.update_datafusion_session(&ctx0.state()).unwrap();
-        ctx0.register_table("t", handle.table_provider().await.unwrap())
-            .unwrap();
-        let t3 = t.elapsed();
-        let df = ctx0
-            .sql("SELECT id, name, amount, ts, __op, __deleted, __kafka_offset FROM t ORDER BY id")
-            .await
-            .unwrap();
-        let t4 = t.elapsed();
-        let _ = df.collect().await.unwrap();
-        let t5 = t.elapsed();
-        eprintln!("  reuse: update {t1:?} provider {t3:?} plan {t4:?} collect {t5:?}");
-    }
 }

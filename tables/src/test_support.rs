@@ -10,6 +10,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use connectors::change::{ChangeBatch, ChangeKind, Position, SourceOffset, meta_fields};
+use deltalake::DeltaTable;
 use deltalake::datafusion::prelude::SessionContext;
 
 use crate::Lake;
@@ -230,8 +231,7 @@ impl Fixture {
 
     /// Every row of the table, ordered by key, with the source and the interesting meta columns.
     pub(crate) async fn rows(&self) -> Vec<String> {
-        self.query("SELECT id, name, amount, ts, __op, __deleted, __kafka_offset FROM t ORDER BY id")
-            .await
+        self.query(ROWS_SQL).await
     }
 
     /// The `add` and `remove` actions of commit `version`, as (adds, removes) paths.
@@ -255,6 +255,21 @@ impl Fixture {
         }
         (adds, removes)
     }
+}
+
+/// What [`Fixture::rows`] reads.
+pub(crate) const ROWS_SQL: &str = "SELECT id, name, amount, ts, __op, __deleted, __kafka_offset FROM t ORDER BY id";
+
+/// [`Fixture::rows`] through a long-lived handle on the table, brought up to date first: an
+/// incremental log replay instead of a fresh load, for tests that read after every step.
+pub(crate) async fn rows_of(table: &mut DeltaTable) -> Vec<String> {
+    table.update_state().await.expect("table updates");
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state()).expect("session");
+    ctx.register_table("t", table.table_provider().await.expect("provider"))
+        .expect("register");
+    let batches = ctx.sql(ROWS_SQL).await.expect("plan").collect().await.expect("query");
+    render(&batches)
 }
 
 pub(crate) fn render(batches: &[RecordBatch]) -> Vec<String> {

@@ -128,6 +128,11 @@ impl TableWriter {
         self.loaded.as_ref().map(|l| l.index.len())
     }
 
+    /// Approximate heap bytes of the primary-key index, if loaded.
+    pub fn index_heap_bytes(&self) -> Option<usize> {
+        self.loaded.as_ref().map(|l| l.index.heap_bytes())
+    }
+
     async fn refresh(&mut self) -> Result<()> {
         if self.table.version().is_none() {
             // not created yet (maybe by another worker since): look without loading a missing log

@@ -1,0 +1,184 @@
+//! Table-engine measurements, run on demand (`cargo bench --profile dev --bench lake`, or
+//! `--release` when a release build is affordable); results are appended to
+//! `benches/results.md`.
+//!
+//! 1. Write amplification: 100,000 rows loaded, then 100,000 updates of random keys in batches
+//!    of 1,000, in copy-on-write and in merge-on-read; bytes written to storage (data files
+//!    and deletion vectors) per byte of change data (Arrow size of the batches).
+//! 2. Restart on 1,000,000 keys: a fresh writer's first apply, which builds the primary-key
+//!    index from the table, and the index's memory per key.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Decimal128Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use connectors::change::{ChangeBatch, ChangeKind, Position, SourceOffset, meta_fields};
+use tables::{DeleteMode, Lake, TableWriter, WriteMode, WriterOptions};
+
+/// xorshift64*: a seeded generator, so every run measures the same workload.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+fn columns() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("amount", DataType::Decimal128(12, 2), true),
+        Field::new("payload", DataType::Utf8, true),
+    ]))
+}
+
+/// Upserts of `ids` at stream offsets starting at `first_offset`.
+fn upserts(ids: &[i64], first_offset: i64, rng: &mut Rng) -> ChangeBatch {
+    let n = ids.len();
+    let offsets: Vec<i64> = (0..n as i64).map(|i| first_offset + i).collect();
+    let payload: Vec<String> = (0..n).map(|_| format!("{:0>96x}", rng.next())).collect();
+    let arrays: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids.to_vec())),
+        Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("name-{i}")))),
+        Arc::new(
+            Decimal128Array::from_iter_values((0..n).map(|_| (rng.next() % 1_000_000) as i128))
+                .with_precision_and_scale(12, 2)
+                .expect("decimal"),
+        ),
+        Arc::new(StringArray::from_iter_values(payload)),
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n("u", n))),
+        Arc::new(BooleanArray::from(vec![false; n])),
+        Arc::new(TimestampMicrosecondArray::from_iter_values(offsets.iter().map(|o| o * 1000)).with_timezone("UTC")),
+        Arc::new(Int64Array::from(vec![None::<i64>; n])),
+        Arc::new(Int32Array::from(vec![0; n])),
+        Arc::new(Int64Array::from(offsets.clone())),
+    ];
+    let mut fields: Vec<Field> = columns().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(meta_fields());
+    ChangeBatch {
+        columns: columns(),
+        key_columns: vec!["id".into()],
+        data: RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("batch"),
+        kinds: vec![ChangeKind::Upsert; n],
+        positions: offsets
+            .iter()
+            .map(|o| Position {
+                partition: 0,
+                offset: *o,
+            })
+            .collect(),
+        unavailable: Vec::new(),
+        offsets: vec![SourceOffset {
+            stream: "bench:t".into(),
+            partition: 0,
+            next_offset: first_offset + n as i64,
+        }],
+    }
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == "_delta_log") {
+            continue;
+        }
+        total += if path.is_dir() {
+            dir_bytes(&path)
+        } else {
+            entry.metadata().map(|m| m.len()).unwrap_or(0)
+        };
+    }
+    total
+}
+
+async fn write_amplification(mode: WriteMode, root: &Path) -> anyhow::Result<(u64, u64, f64)> {
+    let lake_dir = root.join(format!("wa-{mode:?}"));
+    let lake = Lake::new(&lake_dir.to_string_lossy(), Default::default())?;
+    let opts = WriterOptions {
+        deletes: DeleteMode::Soft,
+        mode,
+    };
+    let mut w = TableWriter::open(&lake, "t", opts).await?;
+    let mut rng = Rng(42);
+    let keys = 100_000i64;
+    let ids: Vec<i64> = (0..keys).collect();
+    w.apply(&upserts(&ids, 0, &mut rng)).await?;
+    let before = dir_bytes(&lake_dir.join("t"));
+    let mut input = 0u64;
+    let mut offset = keys;
+    let started = Instant::now();
+    for _ in 0..100 {
+        let ids: Vec<i64> = (0..1000).map(|_| (rng.next() % keys as u64) as i64).collect();
+        let b = upserts(&ids, offset, &mut rng);
+        offset += 1000;
+        input += b.data.get_array_memory_size() as u64;
+        w.apply(&b).await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let written = dir_bytes(&lake_dir.join("t")) - before;
+    Ok((written, input, secs))
+}
+
+async fn restart(root: &Path) -> anyhow::Result<(f64, f64, f64)> {
+    let lake_dir = root.join("restart");
+    let lake = Lake::new(&lake_dir.to_string_lossy(), Default::default())?;
+    let opts = WriterOptions {
+        deletes: DeleteMode::Soft,
+        mode: WriteMode::Mor,
+    };
+    let mut rng = Rng(7);
+    let keys = 1_000_000i64;
+    {
+        let mut w = TableWriter::open(&lake, "t", opts).await?;
+        for chunk in 0..10 {
+            let ids: Vec<i64> = (chunk * 100_000..(chunk + 1) * 100_000).collect();
+            w.apply(&upserts(&ids, chunk * 100_000, &mut rng)).await?;
+        }
+    }
+    let started = Instant::now();
+    let mut w = TableWriter::open(&lake, "t", opts).await?;
+    w.apply(&upserts(&[5, 500_000], keys, &mut rng)).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let keys_indexed = w.indexed_keys().unwrap_or(0) as f64;
+    let bytes = w.index_heap_bytes().unwrap_or(0) as f64;
+    Ok((secs, keys_indexed, bytes / keys_indexed.max(1.0)))
+}
+
+fn main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    let root = std::env::temp_dir().join(format!("cormorant-bench-lake-{}", std::process::id()));
+    let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
+    let date = chrono::Utc::now().format("%Y-%m-%d");
+    let mut lines = Vec::new();
+    let mut results = BTreeMap::new();
+    for mode in [WriteMode::Cow, WriteMode::Mor] {
+        let (written, input, secs) = rt.block_on(write_amplification(mode, &root))?;
+        results.insert(format!("{mode:?}"), written);
+        lines.push(format!(
+            "| {date} | {profile} | write amplification, 100k updates of 100k keys, {mode:?} | {written} bytes written / {input} bytes of changes = {:.1}x | {secs:.1} s |",
+            written as f64 / input as f64
+        ));
+    }
+    let (secs, keys, per_key) = rt.block_on(restart(&root))?;
+    lines.push(format!(
+        "| {date} | {profile} | restart on {keys} keys: open + first apply (index built from the table) | {per_key:.0} bytes/key in the index | {secs:.2} s |"
+    ));
+    let text = lines.join("\n") + "\n";
+    print!("{text}");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results.md");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(text.as_bytes())?;
+    let _ = std::fs::remove_dir_all(root);
+    Ok(())
+}
