@@ -3,7 +3,7 @@
 //!
 //! Run on demand: `cargo bench --bench apply` (release build; over an hour cold on 2 cores)
 //! or `cargo run --profile dev --bench apply` equivalent: `cargo bench --profile dev --bench apply`.
-//! Results are appended to `benches/results.md`.
+//! Results are appended to `benches/results/apply.md`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -83,7 +83,7 @@ async fn run() -> anyhow::Result<()> {
         n / (decode_secs + apply_secs)
     );
     print!("date | profile | batch | events | commits | decode ev/s | apply ev/s | total ev/s\n{line}");
-    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results.md");
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results/apply.md");
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(results)?;
     f.write_all(line.as_bytes())?;
     let _ = std::fs::remove_dir_all(lake_dir);

@@ -1,6 +1,6 @@
 //! Table-engine measurements, run on demand (`cargo bench --profile dev --bench lake`, or
 //! `--release` when a release build is affordable); results are appended to
-//! `benches/results.md`.
+//! `benches/results/lake.md`.
 //!
 //! 1. Write amplification: 100,000 rows loaded, then 100,000 updates of random keys in batches
 //!    of 1,000, in copy-on-write and in merge-on-read; bytes written to storage (data files
@@ -176,7 +176,7 @@ fn main() -> anyhow::Result<()> {
     ));
     let text = lines.join("\n") + "\n";
     print!("{text}");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results.md");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results/lake.md");
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     f.write_all(text.as_bytes())?;
     let _ = std::fs::remove_dir_all(root);
