@@ -1,0 +1,161 @@
+//! The query engine: every table in the lake registered in one DataFusion session, time
+//! travel ([`time_travel`]), the `history` and `table_changes` functions ([`functions`]), the
+//! `tumble`/`hop`/`session` window functions ([`windows`]), and result printing.
+//!
+//! Tables are registered as Delta providers at their latest version when the session starts;
+//! soft-deleted rows are visible with `__deleted = true` (filter on it for live rows), exactly
+//! as any other Delta reader sees them.
+
+pub mod functions;
+pub mod time_travel;
+pub mod windows;
+
+use std::io::Write;
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::DFParser;
+use tables::Lake;
+
+use crate::config::Config;
+
+/// Output format of query results.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Csv,
+    Json,
+    Ndjson,
+}
+
+/// A DataFusion session with every lake table registered.
+pub async fn session(cfg: &Config) -> anyhow::Result<SessionContext> {
+    let lake = Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
+    let ctx = SessionContext::new_with_config(
+        SessionConfig::new()
+            .with_information_schema(true)
+            .with_extension(Arc::new(lake.clone())),
+    );
+    functions::register(&ctx);
+    windows::register(&ctx);
+    let mut names = lake.list_tables().await?;
+    for t in &cfg.tables {
+        if !names.contains(&t.name) {
+            names.push(t.name.clone());
+        }
+    }
+    for name in names {
+        let table = match lake.open(&name, None).await {
+            Ok(t) => t,
+            Err(tables::TableError::NotFound(_)) => continue, // configured but not written yet
+            Err(e) => return Err(e.into()),
+        };
+        table.update_datafusion_session(&ctx.state())?;
+        let provider = table.table_provider().await?;
+        ctx.register_table(name.as_str(), provider)?;
+    }
+    Ok(ctx)
+}
+
+/// The lake a session reads (set by [`session`]).
+pub fn lake_of(state: &datafusion::execution::session_state::SessionState) -> anyhow::Result<Arc<Lake>> {
+    state
+        .config()
+        .get_extension::<Lake>()
+        .ok_or_else(|| anyhow::anyhow!("this session was not created by cormorant::query::session"))
+}
+
+/// Registers the versions of tables that `sql` names with VERSION/TIMESTAMP AS OF and returns
+/// the statement rewritten to use them.
+pub async fn prepare_time_travel(ctx: &SessionContext, sql: &str) -> anyhow::Result<String> {
+    let (rewritten, versions) = time_travel::rewrite(sql).map_err(|e| anyhow::anyhow!(e))?;
+    if versions.is_empty() {
+        return Ok(sql.to_string());
+    }
+    let lake = lake_of(&ctx.state())?;
+    for v in versions {
+        if ctx.table_exist(v.alias.as_str())? {
+            continue;
+        }
+        let table = open_as_of(&lake, &v.table, &v.as_of).await?;
+        table.update_datafusion_session(&ctx.state())?;
+        ctx.register_table(v.alias.as_str(), table.table_provider().await?)?;
+    }
+    Ok(rewritten)
+}
+
+/// `table` as of a version or a time, with errors that say what exists.
+pub async fn open_as_of(lake: &Lake, table: &str, as_of: &time_travel::AsOf) -> anyhow::Result<deltalake::DeltaTable> {
+    let latest = lake.open(table, None).await?;
+    let newest = latest.version().unwrap_or(0);
+    match as_of {
+        time_travel::AsOf::Version(v) => {
+            if *v > newest {
+                anyhow::bail!("{table} has no version {v}: its versions are 0..={newest} (see history('{table}'))");
+            }
+            lake.open(table, Some(*v)).await.map_err(|e| {
+                anyhow::anyhow!("{table} VERSION AS OF {v} cannot be read ({e}); it may have been vacuumed or checkpointed away — see history('{table}')")
+            })
+        }
+        time_travel::AsOf::Timestamp(text) => {
+            let at = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
+                anyhow::anyhow!("TIMESTAMP AS OF '{text}': {e}; use RFC 3339, e.g. '2026-11-21T20:00:00Z'")
+            })?;
+            let mut t = lake.open(table, None).await?;
+            t.load_with_datetime(at.with_timezone(&chrono::Utc)).await.map_err(|e| {
+                anyhow::anyhow!("{table} TIMESTAMP AS OF '{text}': {e}; the table's first commit may be later — see history('{table}')")
+            })?;
+            Ok(t)
+        }
+    }
+}
+
+/// Runs every statement in `sql`; returns the batches of each.
+pub async fn run_sql(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<Vec<RecordBatch>>> {
+    let sql = prepare_time_travel(ctx, sql).await?;
+    let statements = DFParser::parse_sql(&sql)?;
+    let mut out = Vec::new();
+    for stmt in statements {
+        let plan = ctx.state().statement_to_plan(stmt).await?;
+        let df = ctx.execute_logical_plan(plan).await?;
+        out.push(df.collect().await?);
+    }
+    Ok(out)
+}
+
+/// Prints `batches` in `format` to `w`.
+pub fn print(batches: &[RecordBatch], format: Format, w: &mut dyn Write) -> anyhow::Result<()> {
+    match format {
+        Format::Table => {
+            writeln!(w, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
+        }
+        Format::Csv => {
+            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut *w);
+            if batches.is_empty() {
+                return Ok(());
+            }
+            for b in batches {
+                writer.write(b)?;
+            }
+        }
+        Format::Json => {
+            let mut writer = arrow::json::ArrayWriter::new(&mut *w);
+            for b in batches {
+                writer.write(b)?;
+            }
+            writer.finish()?;
+            writeln!(w)?;
+        }
+        Format::Ndjson => {
+            let mut writer = arrow::json::LineDelimitedWriter::new(&mut *w);
+            for b in batches {
+                writer.write(b)?;
+            }
+            writer.finish()?;
+        }
+    }
+    Ok(())
+}
