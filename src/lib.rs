@@ -8,4 +8,5 @@ pub mod config;
 pub mod fixture;
 pub mod query;
 pub mod registry;
+pub mod shell;
 pub mod worker;

@@ -42,9 +42,9 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
     },
-    /// Run SQL over the lake's tables.
+    /// Run SQL over the lake's tables: an interactive shell, or the statements of -c / -f.
     ///
-    /// Example: cormorant sql -c "SELECT * FROM customers WHERE NOT __deleted ORDER BY id" --format csv
+    /// Example: cormorant sql -c "SELECT * FROM customers VERSION AS OF 3 WHERE NOT __deleted ORDER BY id" --format csv
     Sql {
         /// Statement(s) to run; may be repeated
         #[arg(short = 'c', long = "command")]
@@ -150,11 +150,10 @@ async fn real_main() -> anyhow::Result<()> {
             if let Some(f) = file {
                 statements.push(std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?);
             }
-            anyhow::ensure!(
-                !statements.is_empty(),
-                "the interactive shell is not built yet: pass statements with -c SQL or -f FILE"
-            );
             let ctx = query::session(&cfg).await?;
+            if statements.is_empty() {
+                return cormorant::shell::run(&ctx, format).await;
+            }
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             for sql in statements {

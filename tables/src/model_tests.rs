@@ -412,7 +412,7 @@ impl Run<'_> {
     /// The table (through deltalake's DataFusion provider) against the model; `fresh`: load
     /// the table anew rather than update the reader's handle.
     async fn check(&mut self, fresh: bool) -> Result<(), String> {
-        if fresh || self.reader.is_none() || self.rng.percent(15) {
+        if fresh || self.reader.is_none() || self.rng.percent(10) {
             self.reader = Some(self.fx.lake.open(TABLE, None).await.map_err(|e| format!("open: {e}"))?);
         }
         let actual = rows_of(self.reader.as_mut().expect("opened")).await;
@@ -434,8 +434,8 @@ impl Run<'_> {
     }
 
     async fn between_batches(&mut self) -> Result<(), String> {
-        // none (40%), one (50%) or two (10%) steps
-        for _ in 0..[0, 0, 0, 0, 1, 1, 1, 1, 1, 2][self.rng.below(10) as usize] {
+        // none (50%), one (40%) or two (10%) steps
+        for _ in 0..[0, 0, 0, 0, 0, 1, 1, 1, 1, 2][self.rng.below(10) as usize] {
             match self.rng.below(3) {
                 0 => self.crash().await?,
                 1 => self.redeliver().await?,
