@@ -5,4 +5,5 @@ mod bad_input;
 mod compaction;
 mod fixture_replay;
 mod restart;
+mod sql;
 mod support;
