@@ -211,6 +211,14 @@ pub fn pg_text(col: &dyn Array, row: usize) -> Option<String> {
     }
     Some(match col.data_type() {
         DataType::Boolean => if col.as_boolean().value(row) { "t" } else { "f" }.to_string(),
+        DataType::Timestamp(unit, tz) if *unit != TimeUnit::Microsecond => {
+            let micros = arrow::compute::cast(
+                &col.slice(row, 1),
+                &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            )
+            .expect("timestamp cast");
+            return pg_text(micros.as_ref(), 0);
+        }
         DataType::Timestamp(TimeUnit::Microsecond, tz) => {
             let v = col
                 .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
