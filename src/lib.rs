@@ -8,5 +8,7 @@ pub mod config;
 pub mod fixture;
 pub mod query;
 pub mod registry;
+pub mod replay;
 pub mod shell;
+pub mod status;
 pub mod worker;

@@ -34,6 +34,29 @@ enum Command {
         #[arg(long)]
         until_caught_up: bool,
     },
+    /// Re-read a bounded range of a table's topic (backfill, rebuild) with a progress bar.
+    ///
+    /// Example: cormorant replay --table customers --from earliest --into customers_rebuilt
+    Replay {
+        #[arg(long)]
+        table: String,
+        /// earliest | RFC 3339 time | partition:offset,…
+        #[arg(long, default_value = "earliest")]
+        from: cormorant::replay::Bound,
+        /// latest (the end when the replay starts) | RFC 3339 time | partition:offset,… (exclusive)
+        #[arg(long, default_value = "latest")]
+        to: cormorant::replay::Bound,
+        /// Write into this table instead (built fresh from the range)
+        #[arg(long)]
+        into: Option<String>,
+    },
+    /// Per table: version, rows, files, deletion-vector share, last commit, lag per partition.
+    ///
+    /// Example: cormorant status --format json
+    Status {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Compact tables now: rewrite files with many deleted rows and bin small files.
     ///
     /// Example: cormorant compact --table customers
@@ -123,6 +146,25 @@ async fn real_main() -> anyhow::Result<()> {
             });
             let stats = cormorant::worker::run(&cfg, until_caught_up, stop).await?;
             tracing::info!(?stats, "worker stopped");
+        }
+        Command::Replay { table, from, to, into } => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            let s = cormorant::replay::replay(&cfg, &table, &from, &to, into.as_deref(), true).await?;
+            println!(
+                "replayed {} events into {} in {:.1}s ({:.0} events/s): {} commits, {} dead letters, table version {}",
+                s.events,
+                s.table,
+                s.seconds,
+                s.events as f64 / s.seconds.max(1e-9),
+                s.commits,
+                s.dead_letters,
+                s.version.map_or("-".to_string(), |v| v.to_string())
+            );
+        }
+        Command::Status { format } => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            let batch = cormorant::status::status(&cfg).await?;
+            query::print(&[batch], format, &mut std::io::stdout())?;
         }
         Command::Compact { table } => {
             let cfg = Config::load(cli.config.as_deref())?;

@@ -33,8 +33,8 @@ pub struct RunStats {
     pub commits: u64,
 }
 
-type Offsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
-type Schemas = Arc<Mutex<HashMap<String, arrow::datatypes::SchemaRef>>>;
+pub(crate) type Offsets = Arc<Mutex<HashMap<(String, i32), i64>>>;
+pub(crate) type Schemas = Arc<Mutex<HashMap<String, arrow::datatypes::SchemaRef>>>;
 
 /// Runs the worker until `stop` is set (or, with `until_caught_up`, until everything that was
 /// in the topics at start is committed).
@@ -177,11 +177,11 @@ async fn compact_due(
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn options(t: &TableConfig) -> WriterOptions {
+pub(crate) fn options(t: &TableConfig) -> WriterOptions {
     WriterOptions {
         deletes: t.deletes,
         mode: t.mode,
@@ -196,17 +196,17 @@ fn caught_up(targets: &HashMap<(String, i32), i64>, offsets: &Offsets) -> bool {
 }
 
 /// Where a batch's results go.
-struct Sinks<'a> {
-    writers: &'a mut HashMap<String, TableWriter>,
-    dlq: &'a mut TableWriter,
+pub(crate) struct Sinks<'a> {
+    pub(crate) writers: &'a mut HashMap<String, TableWriter>,
+    pub(crate) dlq: &'a mut TableWriter,
     /// next offsets applied, per (topic, partition)
-    offsets: &'a Offsets,
+    pub(crate) offsets: &'a Offsets,
     /// table schemas as of their last commit
-    schemas: &'a Schemas,
+    pub(crate) schemas: &'a Schemas,
 }
 
 /// Decodes and applies one poll's records. Returns the number of dead letters.
-async fn apply_records(
+pub(crate) async fn apply_records(
     cfg: &Config,
     cache: &Arc<SchemaCache>,
     sinks: &mut Sinks<'_>,

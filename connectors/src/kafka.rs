@@ -122,39 +122,7 @@ impl KafkaSource {
         wait: Duration,
         linger: Duration,
     ) -> Result<Vec<RawRecord>, ConnectorError> {
-        let mut out = Vec::new();
-        let start = Instant::now();
-        let mut deadline = start + wait;
-        while out.len() < max {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match tokio::time::timeout(deadline - now, self.consumer.recv()).await {
-                Err(_) => break,
-                Ok(Err(e)) => {
-                    if out.is_empty() {
-                        return Err(kafka_err(e));
-                    }
-                    tracing::warn!(error = %e, "consumer error");
-                    break;
-                }
-                Ok(Ok(m)) => {
-                    if out.is_empty() {
-                        deadline = Instant::now() + linger;
-                    }
-                    out.push(RawRecord {
-                        topic: m.topic().to_string(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        value: m.payload().map(<[u8]>::to_vec),
-                        timestamp_ms: m.timestamp().to_millis(),
-                    });
-                }
-            }
-        }
-        Ok(out)
+        poll_batch(&self.consumer, max, wait, linger).await
     }
 
     /// Partition ids of `topic`.
@@ -198,4 +166,115 @@ fn partitions<C: ClientContext>(
         )));
     }
     Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// Up to `max` records from `consumer`; waits at most `wait` for the first and `linger` after it.
+async fn poll_batch<C: ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    max: usize,
+    wait: Duration,
+    linger: Duration,
+) -> Result<Vec<RawRecord>, ConnectorError> {
+    let mut out = Vec::new();
+    let mut deadline = Instant::now() + wait;
+    while out.len() < max {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match tokio::time::timeout(deadline - now, consumer.recv()).await {
+            Err(_) => break,
+            Ok(Err(e)) => {
+                if out.is_empty() {
+                    return Err(kafka_err(e));
+                }
+                tracing::warn!(error = %e, "consumer error");
+                break;
+            }
+            Ok(Ok(m)) => {
+                if out.is_empty() {
+                    deadline = Instant::now() + linger;
+                }
+                out.push(RawRecord {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    timestamp_ms: m.timestamp().to_millis(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A consumer outside any group (replay, status): explicit partition assignment, no commits,
+/// so it never disturbs a running worker.
+pub struct RangeReader {
+    consumer: StreamConsumer,
+}
+
+impl RangeReader {
+    pub fn new(settings: &KafkaSettings) -> Result<Self, ConnectorError> {
+        let mut cfg = settings.client_config();
+        // librdkafka needs a group id even for manual assignment; it is never joined or committed
+        cfg.set("group.id", format!("{}-replay", settings.group_id));
+        Ok(Self {
+            consumer: cfg.create().map_err(kafka_err)?,
+        })
+    }
+
+    pub fn partitions(&self, topic: &str, timeout: Duration) -> Result<Vec<i32>, ConnectorError> {
+        partitions(self.consumer.client(), topic, timeout)
+    }
+
+    pub fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), ConnectorError> {
+        self.consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .map_err(kafka_err)
+    }
+
+    /// The first offset at or after `ts_ms` per partition (`None`: no record that late).
+    pub fn offsets_for_time(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        ts_ms: i64,
+        timeout: Duration,
+    ) -> Result<Vec<(i32, Option<i64>)>, ConnectorError> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(ts_ms))
+                .map_err(kafka_err)?;
+        }
+        let found = self.consumer.offsets_for_times(tpl, timeout).map_err(kafka_err)?;
+        Ok(found
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => (e.partition(), Some(o)),
+                _ => (e.partition(), None),
+            })
+            .collect())
+    }
+
+    /// Reads `topic` from the given start offsets.
+    pub fn assign(&self, topic: &str, starts: &[(i32, i64)]) -> Result<(), ConnectorError> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in starts {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
+                .map_err(kafka_err)?;
+        }
+        self.consumer.assign(&tpl).map_err(kafka_err)
+    }
+
+    pub async fn poll_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+        linger: Duration,
+    ) -> Result<Vec<RawRecord>, ConnectorError> {
+        poll_batch(&self.consumer, max, wait, linger).await
+    }
 }
