@@ -16,7 +16,19 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub lake: LakeConfig,
     pub compaction: CompactionConfig,
+    pub metrics: MetricsConfig,
     pub tables: Vec<TableConfig>,
+    /// `kafka.topic_pattern` compiled once (it is matched for every record).
+    #[serde(skip)]
+    compiled_pattern: std::sync::OnceLock<Option<regex::Regex>>,
+}
+
+/// `[metrics]`: where `cormorant run` serves Prometheus metrics (`/metrics`); off when unset.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct MetricsConfig {
+    /// e.g. "127.0.0.1:9464"
+    pub address: Option<String>,
 }
 
 /// `[compaction]`: inline compaction between batches and the thresholds `cormorant compact`
@@ -109,6 +121,9 @@ impl Default for LakeConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct TableConfig {
     pub name: String,
+    /// The topic; may be left out for a table that `kafka.topic_pattern` names (the entry then
+    /// only overrides its mode and deletes).
+    #[serde(default)]
     pub topic: String,
     #[serde(default)]
     pub mode: WriteMode,
@@ -134,7 +149,19 @@ impl Config {
         let cfg: Config = fig
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}; see the README's config section"))?;
+        if let Some(p) = &cfg.kafka.topic_pattern {
+            let re = regex::Regex::new(p).map_err(|e| anyhow::anyhow!("kafka.topic_pattern {p:?}: {e}"))?;
+            anyhow::ensure!(
+                p.starts_with('^') && re.captures_len() > 1,
+                "kafka.topic_pattern {p:?} must start with '^' and have a capture group naming the table, e.g. \"^dbz\\.public\\.(.*)$\""
+            );
+        }
         for t in &cfg.tables {
+            anyhow::ensure!(
+                !t.topic.is_empty() || cfg.kafka.topic_pattern.is_some(),
+                "table {:?} has no topic: set topic, or kafka.topic_pattern to name tables from topics",
+                t.name
+            );
             if t.name.starts_with('_') {
                 anyhow::bail!(
                     "table name {:?} is reserved (names starting with '_' are Cormorant's own)",
@@ -145,8 +172,32 @@ impl Config {
         Ok(cfg)
     }
 
-    /// The table fed by `topic`, if any.
-    pub fn table_for_topic(&self, topic: &str) -> Option<&TableConfig> {
-        self.tables.iter().find(|t| t.topic == topic)
+    /// The table fed by `topic`: an explicit `[[tables]]` entry, else the first capture group
+    /// of `kafka.topic_pattern` (with the mode and deletes of an entry of that name, if any).
+    pub fn table_for_topic(&self, topic: &str) -> Option<TableConfig> {
+        if let Some(t) = self.tables.iter().find(|t| t.topic == topic) {
+            return Some(t.clone());
+        }
+        let pattern = self.topic_regex()?;
+        let name = pattern.captures(topic)?.get(1)?.as_str().to_string();
+        let base = self.tables.iter().find(|t| t.name == name && t.topic.is_empty());
+        Some(TableConfig {
+            name: name.clone(),
+            topic: topic.to_string(),
+            mode: base.map(|b| b.mode).unwrap_or_default(),
+            deletes: base.map(|b| b.deletes).unwrap_or_default(),
+        })
+    }
+
+    /// `kafka.topic_pattern`, compiled (validated by [`Config::load`]).
+    pub fn topic_regex(&self) -> Option<&regex::Regex> {
+        self.compiled_pattern
+            .get_or_init(|| {
+                self.kafka
+                    .topic_pattern
+                    .as_deref()
+                    .and_then(|p| regex::Regex::new(p).ok())
+            })
+            .as_ref()
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod fixture;
+pub mod metrics;
 pub mod query;
 pub mod registry;
 pub mod replay;

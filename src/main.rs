@@ -20,8 +20,17 @@ struct Cli {
     /// Config file (default: ./cormorant.toml if present)
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -110,20 +119,24 @@ enum Command {
     },
 }
 
-fn init_logs() {
+fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CORMORANT_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,deltalake=warn,datafusion=warn,buoyant_kernel=off")
     });
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    init_logs();
-    match real_main().await {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match real_main(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -132,8 +145,7 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn real_main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { until_caught_up } => {
             let cfg = Config::load(cli.config.as_deref())?;

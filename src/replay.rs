@@ -111,23 +111,30 @@ pub async fn replay(
     into: Option<&str>,
     progress: bool,
 ) -> anyhow::Result<ReplaySummary> {
-    let source = cfg
-        .tables
-        .iter()
-        .find(|t| t.name == table)
-        .with_context(|| format!("table {table} is not in the config; add a [[tables]] entry with its topic"))?;
-    let target = into.unwrap_or(table).to_string();
-    let mut run_cfg = cfg.clone();
-    run_cfg.tables = vec![TableConfig {
-        name: target.clone(),
-        ..source.clone()
-    }];
     let settings = KafkaSettings {
         brokers: cfg.kafka.brokers.clone(),
         group_id: cfg.kafka.group_id.clone(),
         properties: cfg.kafka.properties.clone(),
     };
     let reader = RangeReader::new(&settings)?;
+    let source = match cfg.tables.iter().find(|t| t.name == table && !t.topic.is_empty()) {
+        Some(t) => t.clone(),
+        // a table named by kafka.topic_pattern: the topic that maps to it
+        None => reader
+            .topics(Duration::from_secs(10))?
+            .iter()
+            .filter_map(|topic| cfg.table_for_topic(topic))
+            .find(|t| t.name == table)
+            .with_context(|| format!("no topic feeds table {table}: add a [[tables]] entry with its topic"))?,
+    };
+    let source = &source;
+    let target = into.unwrap_or(table).to_string();
+    let mut run_cfg = cfg.clone();
+    run_cfg.tables = vec![TableConfig {
+        name: target.clone(),
+        ..source.clone()
+    }];
+
     let topic = source.topic.clone();
     let parts = reader.partitions(&topic, Duration::from_secs(10))?;
     let mut marks = HashMap::new();
@@ -213,6 +220,7 @@ pub async fn replay(
         idle = 0;
         let n = in_range.len() as u64;
         let mut sinks = Sinks {
+            lake: &lake,
             writers: &mut writers,
             dlq: &mut dlq,
             offsets: &offsets,

@@ -40,39 +40,69 @@ pub(crate) type Schemas = Arc<Mutex<HashMap<String, arrow::datatypes::SchemaRef>
 /// in the topics at start is committed).
 pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> anyhow::Result<RunStats> {
     anyhow::ensure!(
-        !cfg.tables.is_empty(),
-        "no tables configured: add a [[tables]] entry (name, topic) to the config file"
+        !cfg.tables.is_empty() || cfg.kafka.topic_pattern.is_some(),
+        "no tables configured: add a [[tables]] entry (name, topic) or kafka.topic_pattern to the config file"
     );
     let lake = Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
     let group = cfg.kafka.group_id.clone();
-    let mut writers: HashMap<String, TableWriter> = HashMap::new();
-    for t in &cfg.tables {
-        let w = TableWriter::open(&lake, &t.name, options(t)).await?;
-        writers.insert(t.name.clone(), w);
+    if let Some(addr) = &cfg.metrics.address {
+        let addr = addr
+            .parse()
+            .with_context(|| format!("metrics.address {addr:?} is not host:port"))?;
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(addr).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        });
     }
+    let mut writers: HashMap<String, TableWriter> = HashMap::new();
     let mut dlq_writer = TableWriter::open(&lake, DLQ_TABLE, WriterOptions::default()).await?;
 
     let offsets: Offsets = Arc::new(Mutex::new(HashMap::new()));
     let lookup_map = offsets.clone();
     let lookup: OffsetLookup =
         Arc::new(move |topic: &str, p: i32| lookup_map.lock().ok()?.get(&(topic.to_string(), p)).copied());
+    let mut properties = cfg.kafka.properties.clone();
+    if cfg.kafka.topic_pattern.is_some() {
+        // notice topics created while running within seconds, not librdkafka's default 5 minutes
+        properties
+            .entry("topic.metadata.refresh.interval.ms".into())
+            .or_insert_with(|| "5000".into());
+    }
     let source = KafkaSource::new(
         &KafkaSettings {
             brokers: cfg.kafka.brokers.clone(),
             group_id: group.clone(),
-            properties: cfg.kafka.properties.clone(),
+            properties,
         },
         lookup,
     )?;
-    // Where each partition stands, from the tables; and what "caught up" means.
+    // The topics there are now; where each partition stands, from the tables; and what
+    // "caught up" means.
+    let mut present: Vec<TableConfig> = cfg.tables.iter().filter(|t| !t.topic.is_empty()).cloned().collect();
+    if cfg.kafka.topic_pattern.is_some() {
+        for topic in source.topics(Duration::from_secs(10))? {
+            if !present.iter().any(|t| t.topic == topic)
+                && let Some(t) = cfg.table_for_topic(&topic)
+            {
+                present.push(t);
+            }
+        }
+    }
     let mut targets: HashMap<(String, i32), i64> = HashMap::new();
-    for t in &cfg.tables {
+    for t in &present {
         let parts = source
             .partitions(&t.topic, Duration::from_secs(10))
             .with_context(|| format!("table {}: reading topic {}", t.name, t.topic))?;
+        let writer = match writers.entry(t.name.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(TableWriter::open(&lake, &t.name, options(t)).await?)
+            }
+        };
         for p in parts {
             let app = connectors::change::app_id(&format!("{group}:{}", t.topic), p);
-            if let Some(next) = writers[&t.name].next_offset(&app).await? {
+            if let Some(next) = writer.next_offset(&app).await? {
                 lock(&offsets).insert((t.topic.clone(), p), next);
             }
             if until_caught_up {
@@ -81,7 +111,13 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
             }
         }
     }
-    let topics: Vec<String> = cfg.tables.iter().map(|t| t.topic.clone()).collect();
+    let mut topics: Vec<String> = cfg
+        .tables
+        .iter()
+        .filter(|t| !t.topic.is_empty())
+        .map(|t| t.topic.clone())
+        .collect();
+    topics.extend(cfg.kafka.topic_pattern.clone());
     source.subscribe(&topics)?;
     tracing::info!(?topics, group, lake = %lake.root(), "worker started");
 
@@ -129,18 +165,35 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
             continue;
         }
         let n = records.len();
+        let batch_started = std::time::Instant::now();
         let mut sinks = Sinks {
+            lake: &lake,
             writers: &mut writers,
             dlq: &mut dlq_writer,
             offsets: &offsets,
             schemas: &schemas,
         };
         let letters = apply_records(cfg, &cache, &mut sinks, records, &mut stats).await?;
+        crate::metrics::METRICS
+            .batch_seconds
+            .with_label_values(&["*"])
+            .observe(batch_started.elapsed().as_secs_f64());
         stats.batches += 1;
         stats.records += n as u64;
         stats.dead_letters += letters as u64;
         let done: Vec<(String, i32, i64)> = lock(&offsets).iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
         source.commit(&done);
+        for (topic, p, next) in &done {
+            if let (Some(t), Ok((_, high))) = (
+                cfg.table_for_topic(topic),
+                source.watermarks(topic, *p, Duration::from_secs(2)),
+            ) {
+                crate::metrics::METRICS
+                    .lag
+                    .with_label_values(&[t.name.as_str(), &p.to_string()])
+                    .set(high - next);
+            }
+        }
         if cfg.compaction.inline {
             compact_due(cfg, &lake, &writers, &mut commits_since_compaction).await;
         }
@@ -167,6 +220,11 @@ async fn compact_due(
             Ok(mut table) => match tables::compact(&mut table, &cfg.compaction.options).await {
                 Ok(r) if r.version.is_some() => {
                     tracing::info!(table = %name, version = ?r.version, removed = r.files_removed, added = r.files_added, "compacted");
+                    let m = &crate::metrics::METRICS;
+                    m.compactions.with_label_values(&[name.as_str()]).inc();
+                    m.compaction_bytes
+                        .with_label_values(&[name.as_str()])
+                        .inc_by(r.bytes_written);
                     *last = r.version.unwrap_or(version);
                 }
                 Ok(_) => {}
@@ -197,6 +255,8 @@ fn caught_up(targets: &HashMap<(String, i32), i64>, offsets: &Offsets) -> bool {
 
 /// Where a batch's results go.
 pub(crate) struct Sinks<'a> {
+    pub(crate) lake: &'a Lake,
+    /// writers by table name; a table named by `kafka.topic_pattern` gets one on first use
     pub(crate) writers: &'a mut HashMap<String, TableWriter>,
     pub(crate) dlq: &'a mut TableWriter,
     /// next offsets applied, per (topic, partition)
@@ -214,6 +274,7 @@ pub(crate) async fn apply_records(
     stats: &mut RunStats,
 ) -> anyhow::Result<usize> {
     let (writers, dlq_writer, offsets, schemas) = (&mut *sinks.writers, &mut *sinks.dlq, sinks.offsets, sinks.schemas);
+    let lake = sinks.lake;
     let known = schemas.clone();
     let guard: connectors::SchemaGuard = Arc::new(move |table: &str, fields: &[arrow::datatypes::Field]| {
         let mut known = lock(&known);
@@ -233,6 +294,10 @@ pub(crate) async fn apply_records(
         let Some(table) = cfg.table_for_topic(&rec.topic).map(|t| t.name.clone()) else {
             continue;
         };
+        crate::metrics::METRICS
+            .events_read
+            .with_label_values(&[table.as_str()])
+            .inc();
         let mut delay = Duration::from_millis(500);
         loop {
             match decoder.push(&table, rec.clone()).await {
@@ -247,6 +312,15 @@ pub(crate) async fn apply_records(
     }
     let decoded = decoder.finish()?;
     let letters = decoded.dead_letters.len();
+    for d in &decoded.dead_letters {
+        let table = cfg
+            .table_for_topic(&d.record.topic)
+            .map_or(d.record.topic.clone(), |t| t.name);
+        crate::metrics::METRICS
+            .dead_letters
+            .with_label_values(&[table.as_str()])
+            .inc();
+    }
     if !decoded.dead_letters.is_empty() {
         let batch = dlq::to_batch(&decoded.dead_letters)?;
         let positions: Vec<Position> = decoded
@@ -293,13 +367,34 @@ pub(crate) async fn apply_records(
         }
     }
     for (table, batch) in decoded.tables {
+        if !writers.contains_key(&table) {
+            // a table named by kafka.topic_pattern, first seen in this batch
+            let topic = batch
+                .offsets
+                .first()
+                .and_then(|o| o.stream.rsplit_once(':'))
+                .map(|(_, t)| t.to_string());
+            let Some(tc) = topic.and_then(|t| cfg.table_for_topic(&t)) else {
+                continue;
+            };
+            tracing::info!(table, topic = %tc.topic, "new table from a topic");
+            writers.insert(table.clone(), TableWriter::open(lake, &table, options(&tc)).await?);
+        }
         let Some(writer) = writers.get_mut(&table) else {
             continue;
         };
+        let commit_started = std::time::Instant::now();
         let applied = writer
             .apply(&batch)
             .await
             .with_context(|| format!("applying a batch to table {table}; the worker stops so that nothing is skipped — fix the cause and restart, it resumes from the table's offsets"))?;
+        let m = &crate::metrics::METRICS;
+        m.commit_seconds
+            .with_label_values(&[table.as_str()])
+            .observe(commit_started.elapsed().as_secs_f64());
+        m.rows_applied
+            .with_label_values(&[table.as_str()])
+            .inc_by((applied.rows_in - applied.rows_skipped) as u64);
         if applied.version.is_some() {
             stats.commits += 1;
             if let Ok(s) = writer.table().snapshot() {

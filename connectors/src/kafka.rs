@@ -130,6 +130,11 @@ impl KafkaSource {
         partitions(self.consumer.client(), topic, timeout)
     }
 
+    /// Every topic on the broker.
+    pub fn topics(&self, timeout: Duration) -> Result<Vec<String>, ConnectorError> {
+        topics(self.consumer.client(), timeout)
+    }
+
     /// `(low, high)` watermarks of one partition.
     pub fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), ConnectorError> {
         self.consumer
@@ -147,6 +152,14 @@ impl KafkaSource {
             tracing::debug!(error = %e, "group offset commit failed (informational only)");
         }
     }
+}
+
+fn topics<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    timeout: Duration,
+) -> Result<Vec<String>, ConnectorError> {
+    let md = client.fetch_metadata(None, timeout).map_err(kafka_err)?;
+    Ok(md.topics().iter().map(|t| t.name().to_string()).collect())
 }
 
 fn partitions<C: ClientContext>(
@@ -227,6 +240,11 @@ impl RangeReader {
 
     pub fn partitions(&self, topic: &str, timeout: Duration) -> Result<Vec<i32>, ConnectorError> {
         partitions(self.consumer.client(), topic, timeout)
+    }
+
+    /// Every topic on the broker.
+    pub fn topics(&self, timeout: Duration) -> Result<Vec<String>, ConnectorError> {
+        topics(self.consumer.client(), timeout)
     }
 
     pub fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), ConnectorError> {

@@ -1,0 +1,98 @@
+//! Prometheus metrics of the worker, served at `GET /metrics` on `[metrics] address`.
+//!
+//! Counters are per table: events read, rows applied, dead letters; histograms of batch and
+//! commit latency; a lag gauge per topic partition; compaction runs and bytes written.
+
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub events_read: IntCounterVec,
+    pub rows_applied: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub batch_seconds: HistogramVec,
+    pub commit_seconds: HistogramVec,
+    pub lag: IntGaugeVec,
+    pub compactions: IntCounterVec,
+    pub compaction_bytes: IntCounterVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &["table"]).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("registered once");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str) -> HistogramVec {
+    let buckets = vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["table"]).expect("valid metric");
+    r.register(Box::new(h.clone())).expect("registered once");
+    h
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let registry = Registry::new();
+    let lag = IntGaugeVec::new(
+        Opts::new(
+            "cormorant_lag_records",
+            "high watermark minus the next offset the table has applied",
+        ),
+        &["table", "partition"],
+    )
+    .expect("valid metric");
+    registry.register(Box::new(lag.clone())).expect("registered once");
+    Metrics {
+        events_read: counter(&registry, "cormorant_events_read_total", "records read from the topic"),
+        rows_applied: counter(
+            &registry,
+            "cormorant_rows_applied_total",
+            "change rows committed to the table",
+        ),
+        dead_letters: counter(
+            &registry,
+            "cormorant_dead_letters_total",
+            "records sent to the dead-letter table",
+        ),
+        batch_seconds: histogram(
+            &registry,
+            "cormorant_batch_seconds",
+            "time to decode and apply one batch",
+        ),
+        commit_seconds: histogram(
+            &registry,
+            "cormorant_commit_seconds",
+            "time of one table's apply and Delta commit",
+        ),
+        compactions: counter(&registry, "cormorant_compactions_total", "compaction commits"),
+        compaction_bytes: counter(
+            &registry,
+            "cormorant_compaction_bytes_written_total",
+            "bytes written by compaction",
+        ),
+        lag,
+        registry,
+    }
+});
+
+/// The metrics in Prometheus's text format.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&METRICS.registry.gather(), &mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Serves `/metrics` on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async { ([("content-type", "text/plain; version=0.0.4")], render()) }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "metrics at /metrics");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
