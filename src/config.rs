@@ -201,3 +201,26 @@ impl Config {
             .as_ref()
     }
 }
+
+impl KafkaConfig {
+    /// Connection settings for the connectors crate.
+    pub fn settings(&self) -> connectors::kafka::KafkaSettings {
+        connectors::kafka::KafkaSettings {
+            brokers: self.brokers.clone(),
+            group_id: self.group_id.clone(),
+            properties: self.properties.clone(),
+        }
+    }
+}
+
+impl RegistryConfig {
+    /// Connection settings for the connectors crate.
+    pub fn settings(&self) -> connectors::registry::RegistrySettings {
+        connectors::registry::RegistrySettings {
+            url: self.url.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            bearer_token: self.bearer_token.clone(),
+        }
+    }
+}

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use connectors::kafka::{KafkaSettings, RangeReader};
-use connectors::registry::{RegistrySettings, SchemaCache};
+use connectors::kafka::RangeReader;
+use connectors::registry::SchemaCache;
 use indicatif::{ProgressBar, ProgressStyle};
 use tables::{Lake, TableWriter, WriterOptions};
 
@@ -111,11 +111,7 @@ pub async fn replay(
     into: Option<&str>,
     progress: bool,
 ) -> anyhow::Result<ReplaySummary> {
-    let settings = KafkaSettings {
-        brokers: cfg.kafka.brokers.clone(),
-        group_id: cfg.kafka.group_id.clone(),
-        properties: cfg.kafka.properties.clone(),
-    };
+    let settings = cfg.kafka.settings();
     let reader = RangeReader::new(&settings)?;
     let source = match cfg.tables.iter().find(|t| t.name == table && !t.topic.is_empty()) {
         Some(t) => t.clone(),
@@ -159,12 +155,7 @@ pub async fn replay(
         TableWriter::open(&lake, &target, options(&run_cfg.tables[0])).await?,
     );
     let mut dlq = TableWriter::open(&lake, DLQ_TABLE, WriterOptions::default()).await?;
-    let cache = Arc::new(SchemaCache::new(&RegistrySettings {
-        url: cfg.registry.url.clone(),
-        username: cfg.registry.username.clone(),
-        password: cfg.registry.password.clone(),
-        bearer_token: cfg.registry.bearer_token.clone(),
-    })?);
+    let cache = Arc::new(SchemaCache::new(&cfg.registry.settings())?);
     let offsets = Arc::new(Mutex::new(HashMap::new()));
     let schemas = Arc::new(Mutex::new(HashMap::new()));
     if let Ok(s) = writers[&target].table().snapshot() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use connectors::kafka::{KafkaSettings, RangeReader};
+use connectors::kafka::RangeReader;
 use tables::Lake;
 
 use crate::config::Config;
@@ -21,12 +21,7 @@ pub async fn status(cfg: &Config) -> anyhow::Result<RecordBatch> {
             names.push(t.name.clone());
         }
     }
-    let reader = RangeReader::new(&KafkaSettings {
-        brokers: cfg.kafka.brokers.clone(),
-        group_id: cfg.kafka.group_id.clone(),
-        properties: cfg.kafka.properties.clone(),
-    })
-    .ok();
+    let reader = RangeReader::new(&cfg.kafka.settings()).ok();
     let (mut table, mut version, mut rows, mut files, mut dv_share, mut last, mut lag) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for name in names {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use connectors::kafka::{KafkaSettings, KafkaSource, OffsetLookup};
-use connectors::registry::{RegistrySettings, SchemaCache};
+use connectors::registry::SchemaCache;
 use connectors::{BatchDecoder, Position, RawRecord, SourceOffset, dlq};
 use tables::{Lake, TableWriter, WriterOptions};
 
@@ -121,12 +121,7 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
     source.subscribe(&topics)?;
     tracing::info!(?topics, group, lake = %lake.root(), "worker started");
 
-    let cache = Arc::new(SchemaCache::new(&RegistrySettings {
-        url: cfg.registry.url.clone(),
-        username: cfg.registry.username.clone(),
-        password: cfg.registry.password.clone(),
-        bearer_token: cfg.registry.bearer_token.clone(),
-    })?);
+    let cache = Arc::new(SchemaCache::new(&cfg.registry.settings())?);
     // Table schemas as of their last commit: a record whose schema a table cannot take goes to
     // the dead-letter table with the reason instead of stopping the worker.
     let schemas: Schemas = Arc::new(Mutex::new(HashMap::new()));

@@ -476,5 +476,5 @@ impl TableDecoder {
 }
 
 #[cfg(test)]
-#[path = "debezium_tests.rs"]
+#[path = "debezium_tests/mod.rs"]
 mod tests;

@@ -1,18 +1,9 @@
 //! Compaction: live rows unchanged, deletion vectors folded in, old versions still readable,
 //! and a compaction that raced a writer's delete never brings the row back.
 
-use super::{CompactionOptions, commit, compact, prepare};
+use super::{commit, compact, prepare};
 use crate::test_support::*;
 use crate::writer::{DeleteMode, WriteMode};
-
-fn eager() -> CompactionOptions {
-    CompactionOptions {
-        deleted_fraction: 0.01,
-        small_file_bytes: 1 << 30,
-        target_file_bytes: 1 << 30,
-        max_seconds: 60,
-    }
-}
 
 async fn mor_table_with_deletes() -> (Fixture, crate::TableWriter) {
     let fx = Fixture::new(DeleteMode::Hard);

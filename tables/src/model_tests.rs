@@ -22,9 +22,9 @@ use connectors::change::{ChangeBatch, SourceOffset, app_id};
 use deltalake::DeltaTable;
 use futures::FutureExt;
 
+use crate::compact;
 use crate::test_support::*;
 use crate::writer::{DeleteMode, TableWriter, WriteMode};
-use crate::{CompactionOptions, compact};
 
 /// Keys are 1..=KEYS.
 const KEYS: u64 = 6;
@@ -282,15 +282,6 @@ fn show(recs: &[Rec], start: usize, end: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // One sequence
 // ---------------------------------------------------------------------------------------------
-
-fn eager() -> CompactionOptions {
-    CompactionOptions {
-        deleted_fraction: 0.01,
-        small_file_bytes: 1 << 30,
-        target_file_bytes: 1 << 30,
-        max_seconds: 60,
-    }
-}
 
 struct Run<'a> {
     rng: Rng,

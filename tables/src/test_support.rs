@@ -314,3 +314,13 @@ tokio::task_local! {
     /// The write mode a scenario runs under (every scenario runs in both).
     pub(crate) static MODE: WriteMode;
 }
+
+/// Compaction thresholds that make every file a candidate.
+pub(crate) fn eager() -> crate::CompactionOptions {
+    crate::CompactionOptions {
+        deleted_fraction: 0.01,
+        small_file_bytes: 1 << 30,
+        target_file_bytes: 1 << 30,
+        max_seconds: 60,
+    }
+}
