@@ -104,11 +104,26 @@ pub async fn open_as_of(lake: &Lake, table: &str, as_of: &time_travel::AsOf) -> 
             let at = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
                 anyhow::anyhow!("TIMESTAMP AS OF '{text}': {e}; use RFC 3339, e.g. '2026-11-21T20:00:00Z'")
             })?;
-            let mut t = lake.open(table, None).await?;
-            t.load_with_datetime(at.with_timezone(&chrono::Utc)).await.map_err(|e| {
-                anyhow::anyhow!("{table} TIMESTAMP AS OF '{text}': {e}; the table's first commit may be later — see history('{table}')")
-            })?;
-            Ok(t)
+            // the newest commit at or before that time, by the commit times history() shows
+            // (file modification times can trail them by milliseconds)
+            let history = functions::history(lake, table).await?;
+            let versions = history.column(0).as_any().downcast_ref::<arrow::array::Int64Array>();
+            let times = history
+                .column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::TimestampMillisecondArray>();
+            let (Some(versions), Some(times)) = (versions, times) else {
+                anyhow::bail!("cannot read the history of {table}");
+            };
+            let wanted = at.timestamp_millis();
+            let version = (0..history.num_rows())
+                .filter(|i| arrow::array::Array::is_valid(times, *i) && times.value(*i) <= wanted)
+                .map(|i| versions.value(i))
+                .max()
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{table} has no commit at or before '{text}'; its first commit is later — see history('{table}')")
+                })?;
+            Ok(lake.open(table, Some(version as u64)).await?)
         }
     }
 }
