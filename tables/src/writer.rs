@@ -21,7 +21,9 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, new_null_array};
 use arrow::compute::interleave;
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use connectors::change::{ChangeBatch, ChangeKind, DELETED, OP, SourceOffset, align, is_meta_column, meta_fields};
+use connectors::change::{
+    ChangeBatch, ChangeKind, DELETED, OP, Position, SourceOffset, align, is_meta_column, meta_fields,
+};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, LogicalFileView, MetadataExt, StructType, TableFeatures, Transaction};
@@ -267,22 +269,7 @@ impl TableWriter {
             }
             self.create(&batch.columns, &batch.key_columns).await?;
         }
-        // Offsets already recorded: skip what was applied before.
-        let mut applied_to: HashMap<i32, i64> = HashMap::new();
-        let mut txns = Vec::new();
-        for o in &batch.offsets {
-            let current = self.next_offset(&o.app_id()).await?.unwrap_or(-1);
-            applied_to.insert(o.partition, current);
-            if o.next_offset > current {
-                txns.push(o.clone());
-            }
-        }
-        let keep: Vec<usize> = (0..batch.len())
-            .filter(|i| {
-                let p = batch.positions[*i];
-                p.offset >= applied_to.get(&p.partition).copied().unwrap_or(-1)
-            })
-            .collect();
+        let (txns, keep) = self.unapplied(&batch.positions, &batch.offsets).await?;
         let mut applied = Applied {
             rows_in: batch.len(),
             rows_skipped: batch.len() - keep.len(),
@@ -585,11 +572,37 @@ impl TableWriter {
         })
     }
 
+    /// Against the offsets the table recorded: the `txn` offsets that move forward, and the
+    /// indexes (ascending) of the rows not applied yet (at or past their partition's offset).
+    async fn unapplied(
+        &self,
+        positions: &[Position],
+        offsets: &[SourceOffset],
+    ) -> Result<(Vec<SourceOffset>, Vec<usize>)> {
+        let mut applied_to: HashMap<i32, i64> = HashMap::new();
+        let mut txns = Vec::new();
+        for o in offsets {
+            let current = self.next_offset(&o.app_id()).await?.unwrap_or(-1);
+            applied_to.insert(o.partition, current);
+            if o.next_offset > current {
+                txns.push(o.clone());
+            }
+        }
+        let keep = positions
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.offset >= applied_to.get(&p.partition).copied().unwrap_or(-1))
+            .map(|(i, _)| i)
+            .collect();
+        Ok((txns, keep))
+    }
+
     /// Appends rows as they are (dead letters), skipping positions below the recorded offsets.
+    /// `positions` and `offsets` belong to one stream (the worker appends per topic).
     pub async fn append(
         &mut self,
         data: &RecordBatch,
-        positions: &[connectors::Position],
+        positions: &[Position],
         offsets: &[SourceOffset],
     ) -> Result<Applied> {
         self.refresh().await?;
@@ -603,25 +616,8 @@ impl TableWriter {
                 .with_columns(kernel.fields().cloned())
                 .await?;
         }
-        let mut applied_to = HashMap::new();
-        let mut txns = Vec::new();
-        for o in offsets {
-            let current = self.next_offset(&o.app_id()).await?.unwrap_or(-1);
-            applied_to.insert((o.stream.clone(), o.partition), current);
-            if o.next_offset > current {
-                txns.push(o.clone());
-            }
-        }
-        let keep: Vec<bool> = positions
-            .iter()
-            .zip(offsets.iter().cycle())
-            .map(|(p, _)| {
-                offsets
-                    .iter()
-                    .filter(|o| o.partition == p.partition)
-                    .all(|o| p.offset >= applied_to.get(&(o.stream.clone(), o.partition)).copied().unwrap_or(-1))
-            })
-            .collect();
+        let (txns, keep) = self.unapplied(positions, offsets).await?;
+        let keep: Vec<bool> = (0..positions.len()).map(|i| keep.binary_search(&i).is_ok()).collect();
         let data = arrow::compute::filter_record_batch(data, &arrow::array::BooleanArray::from(keep))?;
         if txns.is_empty() && data.num_rows() == 0 {
             return Ok(Applied::default());
