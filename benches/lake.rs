@@ -19,7 +19,7 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema};
-use connectors::change::{ChangeBatch, ChangeKind, Position, SourceOffset, meta_fields};
+use change::{ChangeBatch, ChangeKind, Position, SourceOffset, meta_fields};
 use tables::{DeleteMode, Lake, TableWriter, WriteMode, WriterOptions};
 
 /// xorshift64*: a seeded generator, so every run measures the same workload.
@@ -79,7 +79,7 @@ fn upserts(ids: &[i64], first_offset: i64, rng: &mut Rng) -> ChangeBatch {
             .collect(),
         unavailable: Vec::new(),
         offsets: vec![SourceOffset {
-            stream: "bench:t".into(),
+            stream: change::StreamId::new("bench", "t"),
             partition: 0,
             next_offset: first_offset + n as i64,
         }],
@@ -108,6 +108,7 @@ async fn write_amplification(mode: WriteMode, root: &Path) -> anyhow::Result<(u6
     let opts = WriterOptions {
         deletes: DeleteMode::Soft,
         mode,
+        ..Default::default()
     };
     let mut w = TableWriter::open(&lake, "t", opts).await?;
     let mut rng = Rng(42);
@@ -136,6 +137,7 @@ async fn restart(root: &Path) -> anyhow::Result<(f64, f64, f64)> {
     let opts = WriterOptions {
         deletes: DeleteMode::Soft,
         mode: WriteMode::Mor,
+        ..Default::default()
     };
     let mut rng = Rng(7);
     let keys = 1_000_000i64;

@@ -64,6 +64,8 @@ pub struct KafkaConfig {
     pub topic_pattern: Option<String>,
     /// Most records applied in one commit.
     pub batch_max_records: usize,
+    /// Most bytes (record keys + values) in one batch.
+    pub batch_max_bytes: usize,
     /// How long a batch waits for more records after its first one.
     pub batch_linger_ms: u64,
 }
@@ -75,7 +77,8 @@ impl Default for KafkaConfig {
             group_id: "cormorant".into(),
             properties: HashMap::new(),
             topic_pattern: None,
-            batch_max_records: 20_000,
+            batch_max_records: 50_000,
+            batch_max_bytes: 32 * 1024 * 1024,
             batch_linger_ms: 500,
         }
     }
@@ -129,6 +132,10 @@ pub struct TableConfig {
     pub mode: WriteMode,
     #[serde(default)]
     pub deletes: DeleteMode,
+    /// Look every key up in every partition's file group: for a topic whose partition count
+    /// changed before Cormorant recorded it (a change while running is detected by itself).
+    #[serde(default)]
+    pub keys_move_partitions: bool,
 }
 
 impl Config {
@@ -186,6 +193,7 @@ impl Config {
             topic: topic.to_string(),
             mode: base.map(|b| b.mode).unwrap_or_default(),
             deletes: base.map(|b| b.deletes).unwrap_or_default(),
+            keys_move_partitions: base.is_some_and(|b| b.keys_move_partitions),
         })
     }
 
@@ -203,6 +211,15 @@ impl Config {
 }
 
 impl KafkaConfig {
+    /// How the consumer cuts batches.
+    pub fn limits(&self) -> connectors::kafka::BatchLimits {
+        connectors::kafka::BatchLimits {
+            max_records: self.batch_max_records.max(1),
+            max_bytes: self.batch_max_bytes.max(1),
+            linger: std::time::Duration::from_millis(self.batch_linger_ms),
+        }
+    }
+
     /// Connection settings for the connectors crate.
     pub fn settings(&self) -> connectors::kafka::KafkaSettings {
         connectors::kafka::KafkaSettings {

@@ -1,12 +1,14 @@
 //! Cormorant: Debezium change streams from Kafka into Delta Lake tables you can query.
 //!
-//! The binary's glue: [`config`], the streaming [`worker`], the [`query`] engine and the
-//! test/quickstart schema [`registry`]. The data path itself lives in the `connectors`
+//! The library behind the binary: [`config`], the decode-and-apply [`pipeline`] (fed by the
+//! streaming [`worker`], by [`replay`] and by the benchmarks), the [`query`] engine and the
+//! test/quickstart schema [`registry`]. The pieces of the data path live in the `connectors`
 //! (stream → `ChangeBatch`) and `tables` (`ChangeBatch` → Delta) crates.
 
 pub mod config;
 pub mod fixture;
 pub mod metrics;
+pub mod pipeline;
 pub mod query;
 pub mod registry;
 pub mod replay;

@@ -18,6 +18,22 @@ pub struct Metrics {
     pub lag: IntGaugeVec,
     pub compactions: IntCounterVec,
     pub compaction_bytes: IntCounterVec,
+    /// keys in the primary-key index of the partitions this worker owns
+    pub index_keys: IntGaugeVec,
+    /// approximate heap bytes of that index
+    pub index_bytes: IntGaugeVec,
+    /// source partitions whose index is loaded
+    pub partitions_owned: IntGaugeVec,
+    /// commits lost to another writer and made again at a later version without a new plan
+    pub commits_rebased: IntCounterVec,
+    /// batches planned again because another writer touched the same files or offsets
+    pub commits_replanned: IntCounterVec,
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), &["table"]).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("registered once");
+    g
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounterVec {
@@ -72,6 +88,31 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &registry,
             "cormorant_compaction_bytes_written_total",
             "bytes written by compaction",
+        ),
+        index_keys: gauge(
+            &registry,
+            "cormorant_index_keys",
+            "keys in the primary-key index of the owned partitions",
+        ),
+        index_bytes: gauge(
+            &registry,
+            "cormorant_index_bytes",
+            "approximate heap bytes of the primary-key index",
+        ),
+        partitions_owned: gauge(
+            &registry,
+            "cormorant_partitions_indexed",
+            "source partitions whose keys are indexed",
+        ),
+        commits_rebased: counter(
+            &registry,
+            "cormorant_commits_rebased_total",
+            "commits that lost a race and were made again at the next version without re-planning",
+        ),
+        commits_replanned: counter(
+            &registry,
+            "cormorant_commits_replanned_total",
+            "batches planned again because a concurrent commit touched the same files or offsets",
         ),
         lag,
         registry,

@@ -2,21 +2,22 @@
 //!
 //! It reads with its own consumer outside the worker's group (explicit assignment, no offset
 //! commits), so a running worker is never disturbed; librdkafka fetches the partitions in
-//! parallel. Into the table itself it is idempotent — records below the table's `txn` offsets
+//! parallel, and the records go through the same pipeline as the worker's. Into the table itself it is idempotent — records below the table's `txn` offsets
 //! are skipped — and `--into NEW` builds a fresh table from the range.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use connectors::kafka::RangeReader;
-use connectors::registry::SchemaCache;
+use connectors::kafka::{Assignment, KafkaSource, RawBatch};
 use indicatif::{ProgressBar, ProgressStyle};
-use tables::{Lake, TableWriter, WriterOptions};
+use tables::Lake;
+use tokio::sync::mpsc;
 
 use crate::config::{Config, TableConfig};
-use crate::worker::{DLQ_TABLE, RunStats, Sinks, apply_records, options};
+use crate::pipeline::Pipeline;
 
 /// One end of a replay range.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +69,7 @@ pub struct ReplaySummary {
 }
 
 fn resolve(
-    reader: &RangeReader,
+    reader: &KafkaSource,
     topic: &str,
     parts: &[i32],
     bound: &Bound,
@@ -112,7 +113,7 @@ pub async fn replay(
     progress: bool,
 ) -> anyhow::Result<ReplaySummary> {
     let settings = cfg.kafka.settings();
-    let reader = RangeReader::new(&settings)?;
+    let reader = Arc::new(KafkaSource::reader(&settings)?);
     let source = match cfg.tables.iter().find(|t| t.name == table && !t.topic.is_empty()) {
         Some(t) => t.clone(),
         // a table named by kafka.topic_pattern: the topic that maps to it
@@ -123,13 +124,13 @@ pub async fn replay(
             .find(|t| t.name == table)
             .with_context(|| format!("no topic feeds table {table}: add a [[tables]] entry with its topic"))?,
     };
-    let source = &source;
     let target = into.unwrap_or(table).to_string();
     let mut run_cfg = cfg.clone();
     run_cfg.tables = vec![TableConfig {
         name: target.clone(),
         ..source.clone()
     }];
+    run_cfg.kafka.topic_pattern = None;
 
     let topic = source.topic.clone();
     let parts = reader.partitions(&topic, Duration::from_secs(10))?;
@@ -139,7 +140,7 @@ pub async fn replay(
     }
     let starts = resolve(&reader, &topic, &parts, from, &marks, true)?;
     let ends = resolve(&reader, &topic, &parts, to, &marks, false)?;
-    let mut pending: HashMap<i32, i64> = parts
+    let pending: HashMap<i32, i64> = parts
         .iter()
         .filter(|p| starts[p] < ends[p])
         .map(|p| (*p, ends[p]))
@@ -149,19 +150,39 @@ pub async fn replay(
     tracing::info!(table, target, topic, ?starts, ?ends, total, "replay range");
 
     let lake = Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
-    let mut writers: HashMap<String, TableWriter> = HashMap::new();
-    writers.insert(
-        target.clone(),
-        TableWriter::open(&lake, &target, options(&run_cfg.tables[0])).await?,
-    );
-    let mut dlq = TableWriter::open(&lake, DLQ_TABLE, WriterOptions::default()).await?;
-    let cache = Arc::new(SchemaCache::new(&cfg.registry.settings())?);
-    let offsets = Arc::new(Mutex::new(HashMap::new()));
-    let schemas = Arc::new(Mutex::new(HashMap::new()));
-    if let Ok(s) = writers[&target].table().snapshot() {
-        crate::worker::lock(&schemas).insert(target.clone(), s.snapshot().arrow_schema());
+    let stop = Arc::new(AtomicBool::new(false));
+    let pipeline = Pipeline::new(&run_cfg, &lake, &run_cfg.tables, Assignment::everything(), stop.clone()).await?;
+    let done = pipeline.progress();
+    let bar = progress_bar(progress, total);
+    let started = Instant::now();
+    let (raw_tx, raw_rx) = mpsc::channel(1);
+    let (tx, rx) = mpsc::channel(1);
+    let applying = tokio::spawn(pipeline.run(rx));
+    let poller = if assignment.is_empty() {
+        None
+    } else {
+        reader.assign(&topic, &assignment)?;
+        Some(reader.clone().start(cfg.kafka.limits(), raw_tx, stop.clone())?)
+    };
+    let fed = feed_range(raw_rx, tx, pending, &bar).await;
+    stop.store(true, Ordering::Relaxed);
+    if let Some(p) = poller {
+        let _ = tokio::task::spawn_blocking(move || p.join()).await;
     }
-    let bar = if progress {
+    let stats = applying.await??;
+    bar.finish_and_clear();
+    Ok(ReplaySummary {
+        table: target.clone(),
+        events: fed,
+        dead_letters: stats.dead_letters,
+        commits: stats.commits.max(done.stats().commits),
+        seconds: started.elapsed().as_secs_f64(),
+        version: lake.open(&target, None).await.ok().and_then(|t| t.version()),
+    })
+}
+
+fn progress_bar(visible: bool, total: i64) -> ProgressBar {
+    let bar = if visible {
         ProgressBar::new(total.max(0) as u64)
     } else {
         ProgressBar::hidden()
@@ -173,63 +194,44 @@ pub async fn replay(
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let started = Instant::now();
-    let mut stats = RunStats::default();
-    if !assignment.is_empty() {
-        reader.assign(&topic, &assignment)?;
-    }
-    let mut idle = 0;
+    bar
+}
+
+/// Forwards the records inside the range to the pipeline until every partition reached its
+/// end (or the range's last offsets turn out not to exist); returns how many it forwarded.
+async fn feed_range(
+    mut raw: mpsc::Receiver<RawBatch>,
+    tx: mpsc::Sender<RawBatch>,
+    mut pending: HashMap<i32, i64>,
+    bar: &ProgressBar,
+) -> u64 {
+    let mut fed = 0u64;
     while !pending.is_empty() {
-        let records = reader
-            .poll_batch(
-                cfg.kafka.batch_max_records,
-                Duration::from_secs(1),
-                Duration::from_millis(cfg.kafka.batch_linger_ms),
-            )
-            .await?;
-        let mut in_range = Vec::with_capacity(records.len());
-        for r in records {
+        // offsets can have holes (compacted topics, transaction markers): give up waiting for
+        // the range's last offsets after a quiet spell
+        let Ok(Some(batch)) = tokio::time::timeout(Duration::from_secs(10), raw.recv()).await else {
+            tracing::warn!(?pending, "no more records in range; the last offsets may not exist");
+            break;
+        };
+        let mut in_range = RawBatch::default();
+        for r in batch.records {
             if let Some(end) = pending.get(&r.partition).copied() {
                 if r.offset + 1 >= end {
                     pending.remove(&r.partition);
                 }
                 if r.offset < end {
-                    in_range.push(r);
+                    in_range.bytes += r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len);
+                    in_range.records.push(r);
                 }
             }
         }
-        if in_range.is_empty() {
-            idle += 1;
-            // offsets can have holes (compacted topics, transaction markers): give up waiting
-            // for the range's last offsets after a quiet spell
-            if idle >= 10 {
-                tracing::warn!(?pending, "no more records in range; the last offsets may not exist");
-                break;
-            }
-            continue;
+        let n = in_range.records.len() as u64;
+        if n > 0 && tx.send(in_range).await.is_err() {
+            break; // the pipeline failed; it reports why
         }
-        idle = 0;
-        let n = in_range.len() as u64;
-        let mut sinks = Sinks {
-            lake: &lake,
-            writers: &mut writers,
-            dlq: &mut dlq,
-            offsets: &offsets,
-            schemas: &schemas,
-        };
-        let letters = apply_records(&run_cfg, &cache, &mut sinks, in_range, &mut stats).await?;
-        stats.records += n;
-        stats.dead_letters += letters as u64;
+        fed += n;
         bar.inc(n);
         bar.set_message(format!("{} partitions left", pending.len()));
     }
-    bar.finish_and_clear();
-    Ok(ReplaySummary {
-        table: target.clone(),
-        events: stats.records,
-        dead_letters: stats.dead_letters,
-        commits: stats.commits,
-        seconds: started.elapsed().as_secs_f64(),
-        version: lake.open(&target, None).await.ok().and_then(|t| t.version()),
-    })
+    fed
 }

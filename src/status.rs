@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use connectors::kafka::RangeReader;
+use connectors::kafka::KafkaSource;
 use tables::Lake;
 
 use crate::config::Config;
@@ -21,7 +21,7 @@ pub async fn status(cfg: &Config) -> anyhow::Result<RecordBatch> {
             names.push(t.name.clone());
         }
     }
-    let reader = RangeReader::new(&cfg.kafka.settings()).ok();
+    let reader = KafkaSource::reader(&cfg.kafka.settings()).ok();
     let (mut table, mut version, mut rows, mut files, mut dv_share, mut last, mut lag) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for name in names {
@@ -48,7 +48,7 @@ pub async fn status(cfg: &Config) -> anyhow::Result<RecordBatch> {
             match reader.partitions(&tc.topic, Duration::from_secs(5)) {
                 Ok(parts) => {
                     for p in parts {
-                        let app = connectors::change::app_id(&format!("{}:{}", cfg.kafka.group_id, tc.topic), p);
+                        let app = change::StreamId::new(&cfg.kafka.group_id, &tc.topic).app_id(p);
                         let next = snapshot.transaction_version(t.log_store().as_ref(), &app).await?;
                         match reader.watermarks(&tc.topic, p, Duration::from_secs(5)) {
                             Ok((low, high)) => lags.push(format!("{p}:{}", high - next.unwrap_or(low))),

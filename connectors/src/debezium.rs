@@ -21,19 +21,20 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow::compute::{concat_batches, filter_record_batch};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Field, Schema};
 
 use crate::avro::default::{DEFAULT_KEY, default_text};
 use crate::avro::plan::Record;
 use crate::avro::{Column, Plan, Reader};
-use crate::change::{ChangeBatch, ChangeKind, Position, SourceOffset, align, meta_fields, widens};
 use crate::error::ConnectorError;
+use change::{ChangeBatch, ChangeKind, Position, SourceOffset, StreamId, meta_fields};
 
 /// One record as read from the stream, independent of the Kafka client.
 #[derive(Clone, Debug)]
 pub struct RawRecord {
-    pub topic: String,
+    /// Shared by every record of the topic (one allocation per topic, not per record).
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
@@ -188,7 +189,8 @@ struct Segment {
     columns: Vec<Column>,
     /// key schema id → (key field index → column index) for deletes.
     key_maps: HashMap<u32, Vec<Option<usize>>>,
-    ops: Vec<String>,
+    /// `__op` of each row (one of the codes `kind` accepted; static, no allocation per row)
+    ops: Vec<&'static str>,
     ts: Vec<Option<i64>>,
     lsn: Vec<Option<i64>>,
     kinds: Vec<ChangeKind>,
@@ -271,10 +273,36 @@ impl Segment {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<RecordBatch, ConnectorError> {
+    /// The segment's good rows as a batch (offsets are set by the table decoder).
+    fn into_batch(mut self, key_columns: &[String]) -> Result<ChangeBatch, ConnectorError> {
+        let data = self.data()?;
+        let mut renumber = Vec::with_capacity(self.good.len());
+        let mut n = 0;
+        for g in &self.good {
+            renumber.push(n);
+            n += usize::from(*g);
+        }
+        let keep = |i: &usize| self.good[*i];
+        Ok(ChangeBatch {
+            columns: Arc::new(Schema::new(self.fields.clone())),
+            key_columns: key_columns.to_vec(),
+            data,
+            kinds: (0..self.good.len()).filter(keep).map(|i| self.kinds[i]).collect(),
+            positions: (0..self.good.len()).filter(keep).map(|i| self.positions[i]).collect(),
+            unavailable: self
+                .unavailable
+                .iter()
+                .filter(|(r, _)| self.good[*r])
+                .map(|(r, c)| (renumber[*r], *c))
+                .collect(),
+            offsets: Vec::new(),
+        })
+    }
+
+    fn data(&mut self) -> Result<RecordBatch, ConnectorError> {
         let mut arrays: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
         let deleted: BooleanArray = self.kinds.iter().map(|k| Some(*k != ChangeKind::Upsert)).collect();
-        arrays.push(Arc::new(StringArray::from_iter_values(self.ops.iter())));
+        arrays.push(Arc::new(StringArray::from_iter_values(self.ops.iter().copied())));
         arrays.push(Arc::new(deleted));
         arrays.push(Arc::new(
             TimestampMicrosecondArray::from_iter(self.ts.iter().map(|t| t.and_then(|ms| ms.checked_mul(1000))))
@@ -301,17 +329,17 @@ impl Segment {
 
 /// Builds the [`ChangeBatch`] of one table from its records.
 pub struct TableDecoder {
-    stream: String,
+    stream: StreamId,
     key_columns: Vec<String>,
     segments: Vec<Segment>,
     offsets: BTreeMap<i32, i64>,
 }
 
 impl TableDecoder {
-    /// `stream` is the opaque stream id written into `txn` app ids (e.g. `<group>:<topic>`).
-    pub fn new(stream: impl Into<String>) -> Self {
+    /// `stream` names the `txn` app ids the batch's offsets are recorded under.
+    pub fn new(stream: StreamId) -> Self {
         Self {
-            stream: stream.into(),
+            stream,
             key_columns: Vec::new(),
             segments: Vec::new(),
             offsets: BTreeMap::new(),
@@ -338,10 +366,12 @@ impl TableDecoder {
             return Ok(()); // tombstone: the delete before it did the work
         };
         let scanned = scan(&env, value_bytes)?;
-        let kind = match scanned.op {
-            "c" | "r" | "u" => ChangeKind::Upsert,
-            "d" => ChangeKind::Delete,
-            "t" => ChangeKind::Truncate,
+        let (kind, op) = match scanned.op {
+            "c" => (ChangeKind::Upsert, "c"),
+            "r" => (ChangeKind::Upsert, "r"),
+            "u" => (ChangeKind::Upsert, "u"),
+            "d" => (ChangeKind::Delete, "d"),
+            "t" => (ChangeKind::Truncate, "t"),
             "m" => return Ok(()),
             other => return Err(ConnectorError::NotDebezium(format!("unknown op {other:?}"))),
         };
@@ -382,7 +412,7 @@ impl TableDecoder {
             _ => Ok(()),
         };
         seg.pad();
-        seg.ops.push(scanned.op.to_string());
+        seg.ops.push(op);
         seg.ts.push(scanned.ts_ms);
         seg.lsn.push(scanned.lsn);
         seg.kinds.push(kind);
@@ -412,66 +442,18 @@ impl TableDecoder {
                 next_offset: *o,
             })
             .collect();
-        // Union of columns: first appearance fixes the position, the newest type wins.
-        let mut columns: Vec<Field> = Vec::new();
-        for seg in &self.segments {
-            for f in &seg.fields {
-                match columns.iter_mut().find(|c| c.name() == f.name()) {
-                    // the wider of two versions' types holds both versions' values
-                    Some(c) if widens(f.data_type(), c.data_type()) => {}
-                    Some(c) => *c = f.clone(),
-                    None => columns.push(f.clone()),
-                }
-            }
-        }
-        let columns: SchemaRef = Arc::new(Schema::new(columns));
-        let mut full: Vec<Field> = columns.fields().iter().map(|f| f.as_ref().clone()).collect();
-        full.extend(meta_fields());
-        let full = Arc::new(Schema::new(full));
-        let mut kinds = Vec::new();
-        let mut positions = Vec::new();
-        let mut unavailable = Vec::new();
-        let mut batches = Vec::new();
+        let mut parts = Vec::with_capacity(self.segments.len());
         for seg in self.segments {
-            let base = kinds.len();
-            let col_map: Vec<usize> = seg
-                .fields
-                .iter()
-                .map(|f| columns.index_of(f.name()).unwrap_or(usize::MAX))
-                .collect();
-            // renumber rows past the filtered-out ones
-            let mut new_index = Vec::with_capacity(seg.good.len());
-            let mut n = 0;
-            for g in &seg.good {
-                new_index.push(n);
-                if *g {
-                    n += 1;
-                }
-            }
-            for (i, g) in seg.good.iter().enumerate() {
-                if *g {
-                    kinds.push(seg.kinds[i]);
-                    positions.push(seg.positions[i]);
-                }
-            }
-            for (row, col) in &seg.unavailable {
-                if seg.good[*row] {
-                    unavailable.push((base + new_index[*row], col_map[*col]));
-                }
-            }
-            let batch = seg.finish()?;
-            batches.push(align(&batch, &full).map_err(|e| ConnectorError::IncompatibleSchema(e.to_string()))?);
+            parts.push(seg.into_batch(&self.key_columns)?);
         }
-        let data = concat_batches(&full, &batches).map_err(|e| ConnectorError::UnsupportedType(e.to_string()))?;
-        Ok(Some(ChangeBatch {
-            columns,
-            key_columns: self.key_columns,
-            data,
-            kinds,
-            positions,
-            unavailable,
-            offsets,
-        }))
+        let incompatible = |e: change::ChangeError| ConnectorError::IncompatibleSchema(e.to_string());
+        let batch = ChangeBatch::concat(parts).map_err(incompatible)?;
+        let mut batch = batch.unwrap_or_else(|| {
+            ChangeBatch::offsets_only(Arc::new(Schema::empty()), self.key_columns.clone(), Vec::new())
+        });
+        batch.offsets = offsets;
+        batch.key_columns = self.key_columns;
+        Ok(Some(batch))
     }
 }
 

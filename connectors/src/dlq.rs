@@ -50,7 +50,7 @@ pub fn to_batch(letters: &[DeadLetter]) -> Result<RecordBatch, ConnectorError> {
     let now = chrono::Utc::now().timestamp_micros();
     let r = |f: fn(&DeadLetter) -> Option<&str>| StringArray::from_iter(letters.iter().map(f));
     let cols: Vec<Arc<dyn arrow::array::Array>> = vec![
-        Arc::new(r(|d| Some(d.record.topic.as_str()))),
+        Arc::new(r(|d| Some(d.record.topic.as_ref()))),
         Arc::new(Int32Array::from_iter_values(letters.iter().map(|d| d.record.partition))),
         Arc::new(Int64Array::from_iter_values(letters.iter().map(|d| d.record.offset))),
         Arc::new(BinaryArray::from_iter(letters.iter().map(|d| d.record.key.as_deref()))),

@@ -1,35 +1,46 @@
-//! Kafka consumer: group membership, rebalances, batched polling.
+//! Kafka consumer: group membership, rebalances, and batches cut by count, bytes and time.
 //!
 //! The TABLE, not Kafka, owns the offsets (DESIGN: exactly-once). On every partition
 //! assignment the consumer positions each partition at the offset the caller's
-//! [`OffsetLookup`] returns — the next offset recorded in the table's `txn` actions — and only
-//! falls back to the earliest offset for partitions no table has seen. Group offset commits are
-//! made after Delta commits only so that standard lag tooling works; they are never read back.
+//! [`OffsetLookup`] returns — read from the table's `txn` actions at that moment — and falls
+//! back to the group's committed offset (never ahead of the table: it is committed after the
+//! table) when the table cannot be read, or to the earliest offset for partitions no table has
+//! seen. Group offset commits exist so that standard lag tooling works.
+//!
+//! The consumer runs on a thread of its own ([`KafkaSource::start`]): it polls, cuts batches
+//! and hands them to a bounded channel. When the channel is full it pauses its partitions and
+//! keeps polling (so heartbeats and rebalances are served) until there is room again, which
+//! bounds memory without leaving the group. Rebalance callbacks run on that thread too: a
+//! revocation drops the revoked partitions' records that were not handed over yet and updates
+//! the shared [`Assignment`], which the pipeline consults before applying anything.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
+use tokio::sync::mpsc;
 
 use crate::debezium::RawRecord;
 use crate::error::ConnectorError;
 
-/// Where the table says a partition should resume (next offset to read), if it knows.
-pub type OffsetLookup = Arc<dyn Fn(&str, i32) -> Option<i64> + Send + Sync>;
+/// Where the table says a partition should resume (next offset to read): `Ok(None)` when the
+/// table has never seen the partition, `Err` when the table cannot be read right now.
+pub type OffsetLookup = Arc<dyn Fn(&str, i32) -> Result<Option<i64>, String> + Send + Sync>;
 
 /// Connection settings (DESIGN `[kafka]`).
 #[derive(Clone, Debug, Default)]
 pub struct KafkaSettings {
     pub brokers: String,
     pub group_id: String,
-    /// Passed to librdkafka as is (security.protocol, sasl.*, ssl.*, …).
+    /// Passed to librdkafka as is (security.protocol, sasl.*, ssl.*, session.timeout.ms, …).
     pub properties: HashMap<String, String>,
 }
 
@@ -54,23 +65,126 @@ fn kafka_err(e: KafkaError) -> ConnectorError {
     ConnectorError::Kafka(e.to_string())
 }
 
-/// Positions assigned partitions from the table's offsets.
+/// How batches are cut: whichever limit is reached first.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLimits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+    /// How long a batch waits for more records after its first one.
+    pub linger: Duration,
+}
+
+/// Records handed over together.
+#[derive(Debug, Default)]
+pub struct RawBatch {
+    pub records: Vec<RawRecord>,
+    /// Key + value bytes.
+    pub bytes: usize,
+}
+
+impl RawBatch {
+    fn push(&mut self, r: RawRecord) {
+        self.bytes += r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len);
+        self.records.push(r);
+    }
+
+    fn full(&self, limits: &BatchLimits) -> bool {
+        self.records.len() >= limits.max_records || self.bytes >= limits.max_bytes
+    }
+
+    fn retain_partitions(&mut self, revoked: &HashSet<(String, i32)>) {
+        self.records
+            .retain(|r| !revoked.contains(&(r.topic.to_string(), r.partition)));
+        self.bytes = self
+            .records
+            .iter()
+            .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
+            .sum();
+    }
+}
+
+/// The partitions this member owns right now, shared between the consumer thread (which
+/// changes it in rebalance callbacks) and the pipeline (which applies nothing else).
+#[derive(Debug, Default)]
+pub struct Assignment {
+    owned: Mutex<HashSet<(String, i32)>>,
+    generation: AtomicU64,
+}
+
+impl Assignment {
+    /// An assignment that owns every partition and never changes (replay, tools).
+    pub fn everything() -> Arc<Self> {
+        let a = Self::default();
+        a.generation.store(u64::MAX, Ordering::SeqCst);
+        Arc::new(a)
+    }
+
+    fn static_all(&self) -> bool {
+        self.generation.load(Ordering::SeqCst) == u64::MAX
+    }
+
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.static_all() || lock(&self.owned).contains(&(topic.to_string(), partition))
+    }
+
+    /// The owned partitions of `topic`.
+    pub fn partitions(&self, topic: &str) -> Vec<i32> {
+        lock(&self.owned)
+            .iter()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| *p)
+            .collect()
+    }
+
+    /// Bumped by every rebalance.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    fn update(&self, change: impl FnOnce(&mut HashSet<(String, i32)>)) {
+        change(&mut lock(&self.owned));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Positions assigned partitions from the table's offsets; drops revoked records.
 pub struct TableOffsetsContext {
     lookup: OffsetLookup,
+    assignment: Arc<Assignment>,
+    /// the batch being filled on the consumer thread
+    pending: Mutex<RawBatch>,
+    /// partitions are paused because the pipeline is full
+    paused: AtomicBool,
 }
 
 impl ClientContext for TableOffsetsContext {}
 
+impl TableOffsetsContext {
+    fn position(&self, topic: &str, partition: i32) -> Offset {
+        match (self.lookup)(topic, partition) {
+            Ok(Some(o)) => Offset::Offset(o),
+            Ok(None) => Offset::Beginning,
+            Err(e) => {
+                tracing::warn!(topic, partition, error = %e, "cannot read the table's offset; resuming from the group's committed offset (the table skips anything it already has)");
+                Offset::Stored
+            }
+        }
+    }
+}
+
 impl ConsumerContext for TableOffsetsContext {
+    // Overridden whole (not `pre_rebalance`): the default would assign the unpositioned list.
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let mut positioned = TopicPartitionList::new();
                 for e in tpl.elements() {
-                    let offset = match (self.lookup)(e.topic(), e.partition()) {
-                        Some(o) => Offset::Offset(o),
-                        None => Offset::Beginning,
-                    };
+                    let offset = self.position(e.topic(), e.partition());
                     tracing::info!(
                         topic = e.topic(),
                         partition = e.partition(),
@@ -81,13 +195,35 @@ impl ConsumerContext for TableOffsetsContext {
                         tracing::error!(%err, "cannot position partition");
                     }
                 }
-                if let Err(e) = consumer.assign(&positioned) {
+                let parts = partition_set(tpl);
+                let result = if cooperative {
+                    self.assignment.update(|owned| owned.extend(parts));
+                    consumer.incremental_assign(&positioned)
+                } else {
+                    self.assignment.update(|owned| *owned = parts);
+                    consumer.assign(&positioned)
+                };
+                if let Err(e) = result {
                     tracing::error!(error = %e, "assign failed");
+                }
+                if self.paused.load(Ordering::SeqCst)
+                    && let Err(e) = consumer.pause(&positioned)
+                {
+                    tracing::warn!(error = %e, "pause of new partitions failed");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!(partitions = tpl.count(), "partitions revoked");
-                if let Err(e) = consumer.unassign() {
+                let revoked = partition_set(tpl);
+                tracing::info!(partitions = revoked.len(), "partitions revoked");
+                lock(&self.pending).retain_partitions(&revoked);
+                let result = if cooperative {
+                    self.assignment.update(|owned| owned.retain(|p| !revoked.contains(p)));
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    self.assignment.update(HashSet::clear);
+                    consumer.unassign()
+                };
+                if let Err(e) = result {
                     tracing::error!(error = %e, "unassign failed");
                 }
             }
@@ -96,18 +232,52 @@ impl ConsumerContext for TableOffsetsContext {
     }
 }
 
-/// A consumer-group member reading the configured topics.
+fn partition_set(tpl: &TopicPartitionList) -> HashSet<(String, i32)> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}
+
+/// A consumer-group member (or, for replay, a reader of explicit ranges outside any group).
 pub struct KafkaSource {
-    consumer: StreamConsumer<TableOffsetsContext>,
+    consumer: BaseConsumer<TableOffsetsContext>,
 }
 
 impl KafkaSource {
+    /// A group member; `lookup` positions assigned partitions.
     pub fn new(settings: &KafkaSettings, lookup: OffsetLookup) -> Result<Self, ConnectorError> {
-        let consumer: StreamConsumer<TableOffsetsContext> = settings
-            .client_config()
-            .create_with_context(TableOffsetsContext { lookup })
-            .map_err(kafka_err)?;
-        Ok(Self { consumer })
+        Self::with_config(settings.client_config(), lookup, Arc::new(Assignment::default()))
+    }
+
+    /// A reader outside any group (replay, status): explicit assignment, no commits, so it
+    /// never disturbs a running worker.
+    pub fn reader(settings: &KafkaSettings) -> Result<Self, ConnectorError> {
+        let mut cfg = settings.client_config();
+        // librdkafka needs a group id even for manual assignment; it is never joined or committed
+        cfg.set("group.id", format!("{}-replay", settings.group_id));
+        Self::with_config(cfg, Arc::new(|_: &str, _| Ok(None)), Assignment::everything())
+    }
+
+    fn with_config(
+        cfg: ClientConfig,
+        lookup: OffsetLookup,
+        assignment: Arc<Assignment>,
+    ) -> Result<Self, ConnectorError> {
+        let ctx = TableOffsetsContext {
+            lookup,
+            assignment,
+            pending: Mutex::new(RawBatch::default()),
+            paused: AtomicBool::new(false),
+        };
+        Ok(Self {
+            consumer: cfg.create_with_context(ctx).map_err(kafka_err)?,
+        })
+    }
+
+    /// The partitions this member owns (changes with every rebalance).
+    pub fn assignment(&self) -> Arc<Assignment> {
+        self.consumer.context().assignment.clone()
     }
 
     pub fn subscribe(&self, topics: &[String]) -> Result<(), ConnectorError> {
@@ -115,138 +285,46 @@ impl KafkaSource {
         self.consumer.subscribe(&refs).map_err(kafka_err)
     }
 
-    /// Up to `max` records; waits at most `wait` for the first and `linger` after it.
-    pub async fn poll_batch(
-        &self,
-        max: usize,
-        wait: Duration,
-        linger: Duration,
-    ) -> Result<Vec<RawRecord>, ConnectorError> {
-        poll_batch(&self.consumer, max, wait, linger).await
+    /// Reads `topic` from the given start offsets (readers only).
+    pub fn assign(&self, topic: &str, starts: &[(i32, i64)]) -> Result<(), ConnectorError> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in starts {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
+                .map_err(kafka_err)?;
+        }
+        self.consumer.assign(&tpl).map_err(kafka_err)
     }
 
     /// Partition ids of `topic`.
     pub fn partitions(&self, topic: &str, timeout: Duration) -> Result<Vec<i32>, ConnectorError> {
-        partitions(self.consumer.client(), topic, timeout)
+        let md = self
+            .consumer
+            .client()
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(kafka_err)?;
+        let t = md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| {
+            ConnectorError::Kafka(format!("topic {topic} not found; create it or fix the table's topic"))
+        })?;
+        if let Some(e) = t.error() {
+            return Err(ConnectorError::Kafka(format!(
+                "topic {topic}: {:?}; create it or fix the table's topic",
+                rdkafka::error::RDKafkaErrorCode::from(e)
+            )));
+        }
+        Ok(t.partitions().iter().map(|p| p.id()).collect())
     }
 
     /// Every topic on the broker.
     pub fn topics(&self, timeout: Duration) -> Result<Vec<String>, ConnectorError> {
-        topics(self.consumer.client(), timeout)
+        let md = self
+            .consumer
+            .client()
+            .fetch_metadata(None, timeout)
+            .map_err(kafka_err)?;
+        Ok(md.topics().iter().map(|t| t.name().to_string()).collect())
     }
 
     /// `(low, high)` watermarks of one partition.
-    pub fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), ConnectorError> {
-        self.consumer
-            .fetch_watermarks(topic, partition, timeout)
-            .map_err(kafka_err)
-    }
-
-    /// Records the applied positions in the group (for lag tooling only).
-    pub fn commit(&self, offsets: &[(String, i32, i64)]) {
-        let mut tpl = TopicPartitionList::new();
-        for (t, p, o) in offsets {
-            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
-        }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            tracing::debug!(error = %e, "group offset commit failed (informational only)");
-        }
-    }
-}
-
-fn topics<C: ClientContext>(
-    client: &rdkafka::client::Client<C>,
-    timeout: Duration,
-) -> Result<Vec<String>, ConnectorError> {
-    let md = client.fetch_metadata(None, timeout).map_err(kafka_err)?;
-    Ok(md.topics().iter().map(|t| t.name().to_string()).collect())
-}
-
-fn partitions<C: ClientContext>(
-    client: &rdkafka::client::Client<C>,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<i32>, ConnectorError> {
-    let md = client.fetch_metadata(Some(topic), timeout).map_err(kafka_err)?;
-    let t =
-        md.topics().iter().find(|t| t.name() == topic).ok_or_else(|| {
-            ConnectorError::Kafka(format!("topic {topic} not found; create it or fix the table's topic"))
-        })?;
-    if let Some(e) = t.error() {
-        return Err(ConnectorError::Kafka(format!(
-            "topic {topic}: {:?}; create it or fix the table's topic",
-            rdkafka::error::RDKafkaErrorCode::from(e)
-        )));
-    }
-    Ok(t.partitions().iter().map(|p| p.id()).collect())
-}
-
-/// Up to `max` records from `consumer`; waits at most `wait` for the first and `linger` after it.
-async fn poll_batch<C: ConsumerContext + 'static>(
-    consumer: &StreamConsumer<C>,
-    max: usize,
-    wait: Duration,
-    linger: Duration,
-) -> Result<Vec<RawRecord>, ConnectorError> {
-    let mut out = Vec::new();
-    let mut deadline = Instant::now() + wait;
-    while out.len() < max {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        match tokio::time::timeout(deadline - now, consumer.recv()).await {
-            Err(_) => break,
-            Ok(Err(e)) => {
-                if out.is_empty() {
-                    return Err(kafka_err(e));
-                }
-                tracing::warn!(error = %e, "consumer error");
-                break;
-            }
-            Ok(Ok(m)) => {
-                if out.is_empty() {
-                    deadline = Instant::now() + linger;
-                }
-                out.push(RawRecord {
-                    topic: m.topic().to_string(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec),
-                    timestamp_ms: m.timestamp().to_millis(),
-                });
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// A consumer outside any group (replay, status): explicit partition assignment, no commits,
-/// so it never disturbs a running worker.
-pub struct RangeReader {
-    consumer: StreamConsumer,
-}
-
-impl RangeReader {
-    pub fn new(settings: &KafkaSettings) -> Result<Self, ConnectorError> {
-        let mut cfg = settings.client_config();
-        // librdkafka needs a group id even for manual assignment; it is never joined or committed
-        cfg.set("group.id", format!("{}-replay", settings.group_id));
-        Ok(Self {
-            consumer: cfg.create().map_err(kafka_err)?,
-        })
-    }
-
-    pub fn partitions(&self, topic: &str, timeout: Duration) -> Result<Vec<i32>, ConnectorError> {
-        partitions(self.consumer.client(), topic, timeout)
-    }
-
-    /// Every topic on the broker.
-    pub fn topics(&self, timeout: Duration) -> Result<Vec<String>, ConnectorError> {
-        topics(self.consumer.client(), timeout)
-    }
-
     pub fn watermarks(&self, topic: &str, partition: i32, timeout: Duration) -> Result<(i64, i64), ConnectorError> {
         self.consumer
             .fetch_watermarks(topic, partition, timeout)
@@ -277,22 +355,113 @@ impl RangeReader {
             .collect())
     }
 
-    /// Reads `topic` from the given start offsets.
-    pub fn assign(&self, topic: &str, starts: &[(i32, i64)]) -> Result<(), ConnectorError> {
+    /// Records the applied positions in the group (for lag tooling only), for partitions
+    /// this member still owns.
+    pub fn commit(&self, offsets: &[(String, i32, i64)]) {
+        let assignment = self.assignment();
         let mut tpl = TopicPartitionList::new();
-        for (p, o) in starts {
-            tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
-                .map_err(kafka_err)?;
+        for (t, p, o) in offsets.iter().filter(|(t, p, _)| assignment.owns(t, *p)) {
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
         }
-        self.consumer.assign(&tpl).map_err(kafka_err)
+        if tpl.count() == 0 {
+            return;
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "group offset commit failed (informational only)");
+        }
     }
 
-    pub async fn poll_batch(
-        &self,
-        max: usize,
-        wait: Duration,
-        linger: Duration,
-    ) -> Result<Vec<RawRecord>, ConnectorError> {
-        poll_batch(&self.consumer, max, wait, linger).await
+    /// Polls on a thread of its own until `stop` is set or `tx` is closed, handing batches
+    /// cut by `limits` to `tx`. Returns when the thread is done (after leaving the group).
+    pub fn start(
+        self: Arc<Self>,
+        limits: BatchLimits,
+        tx: mpsc::Sender<RawBatch>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("kafka-poll".into())
+            .spawn(move || self.poll_loop(limits, tx, stop))
+    }
+
+    fn set_paused(&self, paused: bool) {
+        let ctx = self.consumer.context();
+        if ctx.paused.swap(paused, Ordering::SeqCst) == paused {
+            return;
+        }
+        let Ok(assigned) = self.consumer.assignment() else {
+            return;
+        };
+        let result = if paused {
+            self.consumer.pause(&assigned)
+        } else {
+            self.consumer.resume(&assigned)
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, paused, "pause/resume failed");
+        }
+    }
+
+    fn poll_loop(&self, limits: BatchLimits, tx: mpsc::Sender<RawBatch>, stop: Arc<AtomicBool>) {
+        let ctx = self.consumer.context();
+        let mut topics: HashSet<Arc<str>> = HashSet::new();
+        let mut first_at: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(100);
+        while !stop.load(Ordering::SeqCst) {
+            let due = {
+                let pending = lock(&ctx.pending);
+                !pending.records.is_empty()
+                    && (pending.full(&limits) || first_at.is_some_and(|t| t.elapsed() >= limits.linger))
+            };
+            if due {
+                let batch = std::mem::take(&mut *lock(&ctx.pending));
+                match tx.try_send(batch) {
+                    Ok(()) => {
+                        first_at = None;
+                        self.set_paused(false);
+                    }
+                    Err(mpsc::error::TrySendError::Full(batch)) => {
+                        *lock(&ctx.pending) = batch;
+                        self.set_paused(true);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                }
+            }
+            let wait = match first_at {
+                Some(t) if !ctx.paused.load(Ordering::SeqCst) => limits.linger.saturating_sub(t.elapsed()),
+                _ => Duration::from_millis(100),
+            };
+            match self.consumer.poll(wait.max(Duration::from_millis(1))) {
+                None => {}
+                Some(Ok(m)) => {
+                    backoff = Duration::from_millis(100);
+                    let topic = match topics.get(m.topic()) {
+                        Some(t) => t.clone(),
+                        None => {
+                            let t: Arc<str> = m.topic().into();
+                            topics.insert(t.clone());
+                            t
+                        }
+                    };
+                    lock(&ctx.pending).push(RawRecord {
+                        topic,
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        timestamp_ms: m.timestamp().to_millis(),
+                    });
+                    first_at.get_or_insert_with(Instant::now);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        // records read but not handed over are dropped: a later run re-reads them from the
+        // table's offsets
+        self.consumer.unsubscribe();
     }
 }

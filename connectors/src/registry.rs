@@ -58,13 +58,14 @@ impl SchemaCache {
         Ok(plan)
     }
 
-    fn cached(&self, id: u32) -> Option<Arc<Plan>> {
+    /// The plan of schema `id` if it is cached (never asks the registry).
+    pub fn get(&self, id: u32) -> Option<Arc<Plan>> {
         self.plans.lock().ok()?.get(&id).cloned()
     }
 
     /// The plan of schema `id`: from the cache, else from the registry with retries.
     pub async fn plan(&self, id: u32) -> Result<Arc<Plan>, ConnectorError> {
-        if let Some(p) = self.cached(id) {
+        if let Some(p) = self.get(id) {
             return Ok(p);
         }
         let mut delay = Duration::from_millis(200);

@@ -216,7 +216,7 @@ async fn scan(t: &DeltaTable) -> anyhow::Result<RecordBatch> {
     let schema: SchemaRef = t.snapshot()?.snapshot().arrow_schema();
     let aligned = batches
         .iter()
-        .map(|b| connectors::change::align(b, &schema))
+        .map(|b| change::align(b, &schema))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(arrow::compute::concat_batches(&schema, &aligned)?)
 }
@@ -250,16 +250,16 @@ pub async fn changes(lake: &Lake, table: &str, from: u64, to: u64) -> anyhow::Re
         true,
     ));
     let out_schema = Arc::new(Schema::new(out_fields));
-    let deleted_col = schema.index_of(connectors::change::DELETED).ok();
+    let deleted_col = schema.index_of(change::DELETED).ok();
     let mut prev = match from {
         0 => RecordBatch::new_empty(schema.clone()),
-        v => connectors::change::align(&scan(&lake.open(table, Some(v - 1)).await?).await?, &schema)?,
+        v => change::align(&scan(&lake.open(table, Some(v - 1)).await?).await?, &schema)?,
     };
     let mut parts = Vec::new();
     for v in from..=to {
         let t = lake.open(table, Some(v)).await?;
         let when = t.snapshot()?.version_timestamp(v);
-        let cur = connectors::change::align(&scan(&t).await?, &schema)?;
+        let cur = change::align(&scan(&t).await?, &schema)?;
         parts.push(diff(&prev, &cur, &keys, deleted_col, v, when, &out_schema)?);
         prev = cur;
     }

@@ -68,7 +68,7 @@ async fn a_delete_racing_a_compaction_is_never_undone() {
     let (fx, mut w) = mor_table_with_deletes().await;
     let mut table = fx.lake.open("orders", None).await.expect("open");
     // the compaction reads and writes the live rows (key 3 among them) ...
-    let prepared = prepare(&mut table, &eager())
+    let prepared = prepare(&mut table, &eager(), None)
         .await
         .expect("prepare")
         .expect("work to do");

@@ -82,28 +82,51 @@ pub async fn read(store: &dyn ObjectStore, d: &DeletionVectorDescriptor) -> Resu
     Ok(bitmap)
 }
 
-/// Writes `bitmap` to a new file under the table root and returns its descriptor.
-pub async fn write(store: &dyn ObjectStore, bitmap: &RoaringTreemap) -> Result<DeletionVectorDescriptor> {
-    let mut dv = KernelDeletionVector::new();
-    dv.add_deleted_row_indexes(bitmap.iter());
+/// Writes `bitmaps` into ONE new file under the table root (one object per commit, however
+/// many files it touches) and returns their descriptors, in order.
+pub async fn write_all(store: &dyn ObjectStore, bitmaps: &[&RoaringTreemap]) -> Result<Vec<DeletionVectorDescriptor>> {
+    if bitmaps.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut buf: Vec<u8> = Vec::new();
     let mut writer = StreamingDeletionVectorWriter::new(&mut buf);
-    let written = writer
-        .write_deletion_vector(dv)
-        .map_err(|e| dv_error(format!("serializing deletion vector: {e}")))?;
+    let mut written = Vec::with_capacity(bitmaps.len());
+    for bitmap in bitmaps {
+        let mut dv = KernelDeletionVector::new();
+        dv.add_deleted_row_indexes(bitmap.iter());
+        written.push(
+            writer
+                .write_deletion_vector(dv)
+                .map_err(|e| dv_error(format!("serializing deletion vector: {e}")))?,
+        );
+    }
     writer.finalize().map_err(|e| dv_error(e.to_string()))?;
-    let uuid = uuid::Uuid::new_v4();
-    let descriptor = DeletionVectorDescriptor {
-        storage_type: StorageType::UuidRelativePath,
-        path_or_inline_dv: z85::encode(uuid.as_bytes()),
-        offset: Some(written.offset),
-        size_in_bytes: written.size_in_bytes,
-        cardinality: written.cardinality,
-    };
+    let encoded = z85::encode(uuid::Uuid::new_v4().as_bytes());
+    let descriptors: Vec<DeletionVectorDescriptor> = written
+        .into_iter()
+        .map(|w| DeletionVectorDescriptor {
+            storage_type: StorageType::UuidRelativePath,
+            path_or_inline_dv: encoded.clone(),
+            offset: Some(w.offset),
+            size_in_bytes: w.size_in_bytes,
+            cardinality: w.cardinality,
+        })
+        .collect();
     store
-        .put(&Path::from(relative_path(&descriptor)?), bytes::Bytes::from(buf).into())
+        .put(
+            &Path::from(relative_path(&descriptors[0])?),
+            bytes::Bytes::from(buf).into(),
+        )
         .await?;
-    Ok(descriptor)
+    Ok(descriptors)
+}
+
+/// Writes one vector to a new file and returns its descriptor.
+pub async fn write(store: &dyn ObjectStore, bitmap: &RoaringTreemap) -> Result<DeletionVectorDescriptor> {
+    write_all(store, &[bitmap])
+        .await?
+        .pop()
+        .ok_or_else(|| dv_error("no descriptor written"))
 }
 
 #[cfg(test)]
@@ -129,6 +152,19 @@ mod tests {
         let size = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
         assert_eq!(size, d.size_in_bytes as usize);
         assert_eq!(bytes.len(), 1 + 4 + size + 4, "version + size + (magic+data) + crc");
+    }
+
+    #[tokio::test]
+    async fn several_vectors_share_one_file() {
+        let store = object_store::memory::InMemory::new();
+        let a: RoaringTreemap = [0u64, 3].into_iter().collect();
+        let b: RoaringTreemap = (10u64..5000).collect();
+        let ds = write_all(&store, &[&a, &b]).await.expect("write");
+        assert_eq!(ds.len(), 2);
+        assert_eq!(ds[0].path_or_inline_dv, ds[1].path_or_inline_dv);
+        assert!(ds[1].offset > ds[0].offset);
+        assert_eq!(read(&store, &ds[0]).await.expect("a"), a);
+        assert_eq!(read(&store, &ds[1]).await.expect("b"), b);
     }
 
     #[tokio::test]

@@ -18,6 +18,14 @@ pub enum TableError {
     Schema { table: String, reason: String },
     #[error("deletion vector error: {0}")]
     DeletionVector(String),
+    #[error("change batch error: {0}")]
+    Change(#[from] change::ChangeError),
+    #[error("the table's log cannot be followed: {0}; the writer reloads the table from its latest version")]
+    LogGap(String),
+    #[error(
+        "inconsistent table state: {0}; restart the worker (it rebuilds its index from the table), and report this if it recurs"
+    )]
+    Corrupt(String),
     #[error("invalid lake location {0:?}: use a path, file://…, or s3://bucket/prefix")]
     BadUri(String),
     #[error("table {0} does not exist in the lake; run `cormorant run` to create it, or check the name with `\\dt`")]

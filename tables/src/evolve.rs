@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
-pub use connectors::change::widens;
-use connectors::change::{DEFAULT_KEY, is_meta_column, meta_fields};
+pub use change::widens;
+use change::{DEFAULT_KEY, is_meta_column, meta_fields};
 
 /// The outcome of comparing a table schema with an incoming source schema.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,6 +75,74 @@ pub fn plan(table: &Schema, incoming: &[Field]) -> Result<Evolution, String> {
         widened,
         rewrite,
     })
+}
+
+impl crate::writer::TableWriter {
+    /// Applies a schema change that needs existing rows rewritten (a widened type, an added
+    /// column with a default) in one commit of its own: new metadata, every live row rewritten
+    /// in the new schema, each partition's rows into that partition's new files. Old versions
+    /// keep their files and schema for time travel. The index is rebuilt afterwards (the key
+    /// columns may have widened).
+    pub(crate) async fn rewrite_for(&mut self, evolution: &Evolution) -> crate::error::Result<()> {
+        use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+        use deltalake::kernel::{Action, MetadataExt, StructType};
+
+        tracing::info!(
+            table = %self.name,
+            added = ?evolution.added,
+            widened = ?evolution.widened,
+            "schema change: rewriting existing rows in the new schema"
+        );
+        let snapshot = self.table.snapshot()?.clone();
+        let old_schema = snapshot.snapshot().arrow_schema();
+        let store = self.table.log_store().object_store(None);
+        #[allow(deprecated)] // the Arrow-array replacement does not build Add actions
+        let adds: Vec<deltalake::kernel::Add> = snapshot.log_data().iter().map(|f| f.add_action()).collect();
+        let mut by_partition: std::collections::BTreeMap<Option<i32>, Vec<arrow::array::RecordBatch>> =
+            std::collections::BTreeMap::new();
+        for add in &adds {
+            let rows = crate::files::read_live(store.clone(), add, &old_schema).await?;
+            by_partition
+                .entry(crate::index::partition_of(add))
+                .or_default()
+                .push(change::align(&rows, &evolution.schema)?);
+        }
+        let kernel: StructType = evolution.schema.as_ref().try_into_kernel()?;
+        let metadata = snapshot.metadata().clone().with_schema(&kernel)?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut actions = vec![Action::Metadata(metadata)];
+        actions.extend(adds.iter().map(|a| Action::Remove(crate::writer::remove_of(a, now))));
+        for (partition, batches) in by_partition {
+            let data = arrow::compute::concat_batches(&evolution.schema, &batches)?;
+            if data.num_rows() > 0 {
+                let written = crate::files::write(&self.table, &data, Some(128 * 1024 * 1024), partition).await?;
+                actions.extend(written.into_iter().map(Action::Add));
+            }
+        }
+        let op = deltalake::protocol::DeltaOperation::Write {
+            mode: deltalake::protocol::SaveMode::Overwrite,
+            partition_by: None,
+            predicate: None,
+        };
+        match crate::commit::try_commit(&mut self.table, &actions, op).await? {
+            crate::commit::Outcome::Committed(_) => {}
+            crate::commit::Outcome::Lost => {
+                // another writer moved first (maybe with the same change): re-plan on retry
+                return Err(crate::error::TableError::Delta(
+                    deltalake::DeltaTableError::VersionAlreadyExists(snapshot.version() + 1),
+                ));
+            }
+        }
+        let loaded = self.state.as_ref().map(|s| s.index.partitions()).unwrap_or_default();
+        self.state = None;
+        self.version = None;
+        self.txns.clear();
+        self.sync().await?;
+        if !loaded.is_empty() {
+            self.load_partitions(&loaded).await?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
-use connectors::change::{ChangeBatch, DEFAULT_KEY};
+use change::{ChangeBatch, DEFAULT_KEY};
 
 use crate::test_support::*;
 use crate::writer::{DeleteMode, WriteMode};

@@ -1,4 +1,10 @@
 //! Reading and writing one table's data files.
+//!
+//! Reads come in three shapes, from cheapest to dearest: the key columns only (to index a
+//! file), selected rows (the previous values a soft delete or a TOASTed cell needs, read with
+//! a row selection so untouched pages are skipped), and whole files (copy-on-write rewrites,
+//! compaction). Writes produce one file per call, tagged with the source partition it belongs
+//! to, with Parquet settings chosen for this workload (see [`writer_properties`]).
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -6,30 +12,62 @@ use std::sync::Arc;
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Schema, SchemaRef};
-use connectors::change::align;
+use change::align;
 use deltalake::DeltaTable;
-use deltalake::kernel::{Add, LogicalFileView};
+use deltalake::kernel::Add;
 use deltalake::operations::write::WriterStatsConfig;
 use deltalake::operations::write::writer::{DeltaWriter, WriterConfig};
 use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
 #[allow(deprecated)] // its replacement needs a hand-written AsyncFileReader; this one is still correct
 use parquet::arrow::async_reader::ParquetObjectReader;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::PageIndexPolicy;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::error::Result;
+use crate::index::PARTITION_TAG;
 
-/// Every row of one data file (deletion vector NOT applied), aligned to `schema` (older
-/// files lack added columns: they read null), projected to `only` when given.
+/// Where a data file is and how big.
+#[derive(Clone, Debug)]
+pub struct FileRef {
+    pub path: Path,
+    pub size: u64,
+}
+
+impl FileRef {
+    /// From an `add` action (its path is URL-encoded and relative to the table root).
+    pub fn of(add: &Add) -> Self {
+        let path = Path::from_url_path(&add.path).unwrap_or_else(|_| Path::from(add.path.as_str()));
+        Self {
+            path,
+            size: add.size.max(0) as u64,
+        }
+    }
+}
+
+/// Every row (deletion vector NOT applied) of a file, or the rows `rows` selects (ascending),
+/// aligned to `schema` (older files lack added columns: they read their default), projected
+/// to `only` when given.
 pub async fn read(
-    table: &DeltaTable,
-    f: &LogicalFileView,
+    store: Arc<dyn ObjectStore>,
+    file: &FileRef,
     schema: &SchemaRef,
     only: Option<&[String]>,
+    rows: Option<&[u32]>,
 ) -> Result<RecordBatch> {
-    let store = table.log_store().object_store(None);
     #[allow(deprecated)]
-    let reader = ParquetObjectReader::new(store, f.object_store_path()).with_file_size(f.size() as u64);
-    let mut builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+    let reader = ParquetObjectReader::new(store, file.path.clone()).with_file_size(file.size);
+    let policy = if rows.is_some() {
+        PageIndexPolicy::Optional
+    } else {
+        PageIndexPolicy::Skip
+    };
+    let options = ArrowReaderOptions::new().with_page_index_policy(policy);
+    let mut builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
     let target: SchemaRef = match only {
         Some(cols) => Arc::new(Schema::new(
             cols.iter()
@@ -44,7 +82,10 @@ pub async fn read(
         let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
         builder = builder.with_projection(mask);
     }
-    let batches: Vec<RecordBatch> = builder.build()?.try_collect().await?;
+    if let Some(rows) = rows {
+        builder = builder.with_row_selection(selection(rows));
+    }
+    let batches: Vec<RecordBatch> = builder.with_batch_size(64 * 1024).build()?.try_collect().await?;
     let aligned = batches
         .iter()
         .map(|b| align(b, &target))
@@ -52,13 +93,30 @@ pub async fn read(
     Ok(arrow::compute::concat_batches(&target, &aligned)?)
 }
 
-/// The live rows of one data file: [`read`] with its deletion vector applied.
-pub async fn read_live(table: &DeltaTable, f: &LogicalFileView, schema: &SchemaRef) -> Result<RecordBatch> {
-    let rows = read(table, f, schema, None).await?;
-    match f.deletion_vector_descriptor() {
+/// A row selection picking the ascending `rows`.
+fn selection(rows: &[u32]) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut at = 0usize;
+    for &r in rows {
+        let r = r as usize;
+        if r < at {
+            continue; // duplicate
+        }
+        if r > at {
+            selectors.push(RowSelector::skip(r - at));
+        }
+        selectors.push(RowSelector::select(1));
+        at = r + 1;
+    }
+    RowSelection::from(selectors)
+}
+
+/// The live rows of a file: [`read`] with its deletion vector applied.
+pub async fn read_live(store: Arc<dyn ObjectStore>, add: &Add, schema: &SchemaRef) -> Result<RecordBatch> {
+    let rows = read(store.clone(), &FileRef::of(add), schema, None, None).await?;
+    match &add.deletion_vector {
         Some(d) => {
-            let store = table.log_store().object_store(None);
-            let deleted = crate::dv::read(store.as_ref(), &d).await?;
+            let deleted = crate::dv::read(store.as_ref(), d).await?;
             let keep: BooleanArray = (0..rows.num_rows())
                 .map(|i| Some(!deleted.contains(i as u64)))
                 .collect();
@@ -68,21 +126,69 @@ pub async fn read_live(table: &DeltaTable, f: &LogicalFileView, schema: &SchemaR
     }
 }
 
+/// Parquet settings for Cormorant's files: statistics at page level (with the page index) so
+/// readers can prune pages and selected-row reads skip them; compression as measured in
+/// `benches/` (see the README's performance section).
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(1024 * 1024))
+        .build()
+}
+
 /// Writes `data` as new data file(s) of the table (rolled at `target_size` bytes, one file
-/// when `None`) and returns their `add` actions, with statistics.
-pub async fn write(table: &DeltaTable, data: &RecordBatch, target_size: Option<u64>) -> Result<Vec<Add>> {
+/// when `None`), tagged with the source `partition` when given, and returns their `add`s with
+/// statistics.
+pub async fn write(
+    table: &DeltaTable,
+    data: &RecordBatch,
+    target_size: Option<u64>,
+    partition: Option<i32>,
+) -> Result<Vec<Add>> {
     let snapshot = table.snapshot()?;
     let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
     let config = WriterConfig::new(
         data.schema(),
         Vec::new(),
-        None,
+        Some(writer_properties()),
         target_size.and_then(NonZeroU64::new),
-        None,
+        Some(64 * 1024),
         stats.num_indexed_cols,
         stats.stats_columns,
     );
     let mut writer = DeltaWriter::new(table.log_store().object_store(None), config);
     writer.write(data).await?;
-    Ok(writer.close().await?)
+    let mut adds = writer.close().await?;
+    if let Some(p) = partition {
+        for add in &mut adds {
+            add.tags
+                .get_or_insert_with(Default::default)
+                .insert(PARTITION_TAG.to_string(), Some(p.to_string()));
+        }
+    }
+    Ok(adds)
+}
+
+/// Deletes files written for a commit that will never be made (best effort: a file left
+/// behind is unreferenced and vacuum removes it).
+pub async fn discard(store: &dyn ObjectStore, adds: &[Add]) {
+    for add in adds {
+        if let Err(e) = store.delete(&FileRef::of(add).path).await {
+            tracing::debug!(path = %add.path, error = %e, "could not delete an unused file");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selections_skip_between_rows() {
+        let s = selection(&[0, 1, 5, 5, 9]);
+        let v: Vec<RowSelector> = s.into();
+        let shape: Vec<(bool, usize)> = v.iter().map(|r| (r.skip, r.row_count)).collect();
+        assert_eq!(shape, vec![(false, 2), (true, 3), (false, 1), (true, 3), (false, 1)]);
+    }
 }

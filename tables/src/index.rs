@@ -1,23 +1,31 @@
-//! The primary-key index: key → (file, row position) of the key's one current row.
+//! The primary-key index of the partitions one writer owns: key → (file, row) of the key's
+//! one current row, plus the files of those partitions.
+//!
+//! Every data file belongs to exactly one source partition (its `cormorant.partition` tag), and
+//! a key always arrives on the same partition, so the index is a set of independent
+//! per-partition maps: a worker loads the partitions it is assigned and drops them on
+//! revocation, and workers of one consumer group never index the same key.
+//!
+//! Memory: a key is a 16-byte [`KeyId`] and a location 8 bytes, in an open-addressing table
+//! (hashbrown, 1 control byte per slot, ≤ 87.5 % load) — about 25–50 bytes per key depending
+//! on where the table's capacity sits between two powers of two, with no allocation per key.
 //!
 //! Invariants:
-//! - every key of the table's current snapshot has exactly one entry, pointing at a row that is
-//!   live (in an active file, not covered by a deletion vector);
+//! - every key of a loaded partition has exactly one entry, pointing at a live row (in an
+//!   active file, not covered by that file's deletion vector);
 //! - soft-deleted rows are current rows and stay indexed; hard-deleted keys have no entry;
-//! - keys are encoded with Arrow's row format over the table's key column types, so the same
-//!   key value always yields the same bytes however it reached us.
-//!
-//! It is what makes an upsert cost O(batch) and not O(table): a batch touches only the files
-//! its keys live in.
+//! - `files` holds exactly the active files of the loaded partitions, with their current
+//!   `add` action (deletion-vector descriptor included) and deletion vector.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use arrow::array::{ArrayRef, RecordBatch};
-use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
+use deltalake::kernel::Add;
 use roaring::RoaringTreemap;
 
-use crate::error::{Result, TableError};
+use crate::keys::KeyId;
+
+/// `add.tags` key naming the source partition a data file belongs to.
+pub const PARTITION_TAG: &str = "cormorant.partition";
 
 /// Where a key's current row is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,163 +34,265 @@ pub struct RowLoc {
     pub row: u32,
 }
 
-/// Encodes key columns into comparable bytes.
-pub struct KeyEncoder {
-    columns: Vec<String>,
-    converter: RowConverter,
+/// One active data file of a loaded partition.
+#[derive(Clone, Debug)]
+pub struct FileEntry {
+    /// The file's current `add` action (as in the table).
+    pub add: Add,
+    pub partition: i32,
+    /// Rows in the file (deleted ones included).
+    pub rows: u64,
+    /// Rows hidden by its deletion vector.
+    pub deleted: RoaringTreemap,
 }
 
-impl KeyEncoder {
-    pub fn new(schema: &SchemaRef, columns: &[String], table: &str) -> Result<Self> {
-        if columns.is_empty() {
-            return Err(TableError::Schema {
-                table: table.to_string(),
-                reason: "no primary-key columns; Debezium topics carry the key in the record key".into(),
-            });
-        }
-        let fields = columns
-            .iter()
-            .map(|c| {
-                schema
-                    .field_with_name(c)
-                    .map(|f| SortField::new(f.data_type().clone()))
-                    .map_err(|_| TableError::Schema {
-                        table: table.to_string(),
-                        reason: format!("key column {c} is not in the table"),
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            columns: columns.to_vec(),
-            converter: RowConverter::new(fields)?,
-        })
+impl FileEntry {
+    pub fn path(&self) -> &str {
+        &self.add.path
     }
 
-    pub fn columns(&self) -> &[String] {
-        &self.columns
-    }
-
-    /// The key bytes of every row of `batch` (which must have the key columns).
-    pub fn encode(&self, batch: &RecordBatch) -> Result<Vec<Box<[u8]>>> {
-        let arrays: Vec<ArrayRef> = self
-            .columns
-            .iter()
-            .map(|c| {
-                batch.column_by_name(c).cloned().ok_or_else(|| TableError::Schema {
-                    table: String::new(),
-                    reason: format!("key column {c} missing from data"),
-                })
-            })
-            .collect::<Result<_>>()?;
-        let rows = self.converter.convert_columns(&arrays)?;
-        Ok(rows.iter().map(|r| Box::<[u8]>::from(r.as_ref())).collect())
+    pub fn live_rows(&self) -> u64 {
+        self.rows.saturating_sub(self.deleted.len())
     }
 }
 
-/// Key → row location, plus the file-id table.
+/// The partition a data file belongs to, from its `add` tags (`None`: written before
+/// partition-owned file groups).
+pub fn partition_of(add: &Add) -> Option<i32> {
+    add.tags.as_ref()?.get(PARTITION_TAG)?.as_deref()?.parse().ok()
+}
+
+type KeyMap = hashbrown::HashMap<KeyId, RowLoc>;
+
+/// The index of the loaded partitions.
 #[derive(Default)]
-pub struct PkIndex {
-    keys: HashMap<Box<[u8]>, RowLoc>,
-    /// file id → table-relative path; `None` once the file left the table.
-    files: Vec<Option<String>>,
+pub struct Index {
+    parts: HashMap<i32, KeyMap>,
+    files: HashMap<u32, FileEntry>,
     by_path: HashMap<String, u32>,
-    /// file id → its deletion vector (files without one are absent)
-    deleted: HashMap<u32, RoaringTreemap>,
+    next_file: u32,
 }
 
-impl PkIndex {
+impl Index {
+    /// Keys indexed, over all loaded partitions.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.parts.values().map(KeyMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<RowLoc> {
-        self.keys.get(key).copied()
+    /// Approximate heap bytes (slots × (key + location + control byte), plus file entries).
+    pub fn heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<(KeyId, RowLoc)>() + 1;
+        let keys: usize = self.parts.values().map(|m| m.capacity() * slot).sum();
+        let files: usize = self
+            .files
+            .values()
+            .map(|f| {
+                std::mem::size_of::<FileEntry>()
+                    + f.add.path.len()
+                    + f.add.stats.as_ref().map_or(0, String::len)
+                    + f.deleted.serialized_size()
+            })
+            .sum();
+        keys + files
     }
 
-    pub fn insert(&mut self, key: Box<[u8]>, loc: RowLoc) -> Option<RowLoc> {
-        self.keys.insert(key, loc)
+    pub fn is_loaded(&self, partition: i32) -> bool {
+        self.parts.contains_key(&partition)
     }
 
-    pub fn remove(&mut self, key: &[u8]) -> Option<RowLoc> {
-        self.keys.remove(key)
+    /// The loaded partitions, ascending.
+    pub fn partitions(&self) -> Vec<i32> {
+        let mut p: Vec<i32> = self.parts.keys().copied().collect();
+        p.sort_unstable();
+        p
     }
 
-    /// The id of `path`, registering it if new.
-    pub fn file_id(&mut self, path: &str) -> u32 {
-        if let Some(id) = self.by_path.get(path) {
-            return *id;
+    /// Starts an (empty) partition; its files are added with [`Index::add_file`].
+    pub fn load(&mut self, partition: i32, expected_keys: usize) {
+        self.parts
+            .entry(partition)
+            .or_insert_with(|| KeyMap::with_capacity(expected_keys));
+    }
+
+    /// Drops a partition and its files (revoked).
+    pub fn release(&mut self, partition: i32) {
+        self.parts.remove(&partition);
+        let gone: Vec<u32> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.partition == partition)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(f) = self.files.remove(&id) {
+                self.by_path.remove(f.path());
+            }
         }
-        let id = self.files.len() as u32;
-        self.files.push(Some(path.to_string()));
-        self.by_path.insert(path.to_string(), id);
+    }
+
+    pub fn get(&self, partition: i32, key: KeyId) -> Option<RowLoc> {
+        self.parts.get(&partition)?.get(&key).copied()
+    }
+
+    /// Where `key`, arriving on `partition`, has its current row: in that partition's group,
+    /// or — when `anywhere` (keys moved between partitions, see the writer) — in any loaded
+    /// partition's. Returns the partition the row is in.
+    pub fn find(&self, partition: i32, key: KeyId, anywhere: bool) -> Option<(i32, RowLoc)> {
+        if let Some(loc) = self.get(partition, key) {
+            return Some((partition, loc));
+        }
+        if !anywhere {
+            return None;
+        }
+        self.parts
+            .iter()
+            .filter(|(p, _)| **p != partition)
+            .find_map(|(p, m)| m.get(&key).map(|loc| (*p, *loc)))
+    }
+
+    /// Every key of a partition with its location.
+    pub fn iter_partition(&self, partition: i32) -> impl Iterator<Item = (KeyId, RowLoc)> + '_ {
+        self.parts
+            .get(&partition)
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(k, v)| (*k, *v)))
+    }
+
+    pub fn insert(&mut self, partition: i32, key: KeyId, loc: RowLoc) {
+        if let Some(m) = self.parts.get_mut(&partition) {
+            m.insert(key, loc);
+        }
+    }
+
+    pub fn remove(&mut self, partition: i32, key: KeyId) {
+        if let Some(m) = self.parts.get_mut(&partition) {
+            m.remove(&key);
+        }
+    }
+
+    pub fn file(&self, id: u32) -> Option<&FileEntry> {
+        self.files.get(&id)
+    }
+
+    pub fn file_id(&self, path: &str) -> Option<u32> {
+        self.by_path.get(path).copied()
+    }
+
+    /// The files of a partition.
+    pub fn files_of(&self, partition: i32) -> impl Iterator<Item = (u32, &FileEntry)> {
+        self.files
+            .iter()
+            .filter(move |(_, f)| f.partition == partition)
+            .map(|(id, f)| (*id, f))
+    }
+
+    /// Adds an active file of a loaded partition: `keys[i]` is the key at row `i`; rows in
+    /// its deletion vector are not live and are not indexed. Returns the file's id.
+    pub fn add_file(&mut self, entry: FileEntry, keys: &[KeyId]) -> u32 {
+        let id = self.next_file;
+        self.next_file = self.next_file.wrapping_add(1);
+        if let Some(m) = self.parts.get_mut(&entry.partition) {
+            m.reserve(keys.len());
+            for (row, key) in keys.iter().enumerate() {
+                if !entry.deleted.is_empty() && entry.deleted.contains(row as u64) {
+                    continue;
+                }
+                m.insert(
+                    *key,
+                    RowLoc {
+                        file: id,
+                        row: row as u32,
+                    },
+                );
+            }
+        }
+        self.by_path.insert(entry.path().to_string(), id);
+        self.files.insert(id, entry);
         id
     }
 
-    pub fn path(&self, file: u32) -> Option<&str> {
-        self.files.get(file as usize)?.as_deref()
-    }
-
-    /// Drops every entry pointing into `files` (they were rewritten or removed).
-    pub fn forget_files(&mut self, files: &[u32]) {
-        if files.is_empty() {
-            return;
+    /// Drops files that left the table and every entry pointing into them (one pass over
+    /// each affected partition).
+    pub fn drop_files(&mut self, ids: &[u32]) {
+        let mut by_part: HashMap<i32, HashSet<u32>> = HashMap::new();
+        for id in ids {
+            if let Some(f) = self.files.remove(id) {
+                self.by_path.remove(f.path());
+                by_part.entry(f.partition).or_default().insert(*id);
+            }
         }
-        self.keys.retain(|_, loc| !files.contains(&loc.file));
-        for f in files {
-            self.deleted.remove(f);
-            if let Some(slot) = self.files.get_mut(*f as usize)
-                && let Some(path) = slot.take()
-            {
-                self.by_path.remove(&path);
+        for (p, gone) in by_part {
+            if let Some(m) = self.parts.get_mut(&p) {
+                m.retain(|_, loc| !gone.contains(&loc.file));
             }
         }
     }
 
-    /// All current locations (for truncate).
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], RowLoc)> {
-        self.keys.iter().map(|(k, v)| (k.as_ref(), *v))
-    }
-
-    /// Indexes the rows of a file: `keys[i]` is the key at position `i`; positions in
-    /// `deleted` (the file's deletion vector) are not live and are skipped.
-    pub fn add_file(&mut self, path: &str, keys: Vec<Box<[u8]>>, deleted: Option<RoaringTreemap>) -> Result<()> {
-        let file = self.file_id(path);
-        for (row, key) in keys.into_iter().enumerate() {
-            if deleted.as_ref().is_some_and(|d| d.contains(row as u64)) {
-                continue;
-            }
-            let row = u32::try_from(row).map_err(|_| TableError::Schema {
-                table: String::new(),
-                reason: "data file with more than 2^32 rows".into(),
-            })?;
-            self.keys.insert(key, RowLoc { file, row });
+    /// Replaces a file's `add` (grown deletion vector) and its deleted rows.
+    pub fn update_file(&mut self, id: u32, add: Add, deleted: RoaringTreemap) {
+        if let Some(f) = self.files.get_mut(&id) {
+            f.add = add;
+            f.deleted = deleted;
         }
-        match deleted {
-            Some(d) if !d.is_empty() => {
-                self.deleted.insert(file, d);
-            }
-            _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, partition: i32, rows: u64) -> FileEntry {
+        FileEntry {
+            add: Add {
+                path: path.into(),
+                ..Default::default()
+            },
+            partition,
+            rows,
+            deleted: RoaringTreemap::new(),
         }
-        Ok(())
     }
 
-    /// The deletion vector of `file`, if it has one.
-    pub fn deleted(&self, file: u32) -> Option<&RoaringTreemap> {
-        self.deleted.get(&file)
+    #[test]
+    fn partitions_are_independent_and_released_whole() {
+        let mut ix = Index::default();
+        ix.load(0, 0);
+        ix.load(1, 0);
+        let a = ix.add_file(entry("a", 0, 3), &[10, 11, 12]);
+        let b = ix.add_file(entry("b", 1, 2), &[10, 20]);
+        assert_eq!(ix.get(0, 10), Some(RowLoc { file: a, row: 0 }));
+        assert_eq!(ix.get(1, 10), Some(RowLoc { file: b, row: 0 }));
+        assert_eq!(ix.len(), 5);
+        ix.release(1);
+        assert_eq!(ix.get(1, 10), None);
+        assert_eq!(ix.file_id("b"), None);
+        assert_eq!(ix.len(), 3);
     }
 
-    /// Replaces the deletion vector of `file`.
-    pub fn set_deleted(&mut self, file: u32, bitmap: RoaringTreemap) {
-        self.deleted.insert(file, bitmap);
+    #[test]
+    fn deleted_rows_are_not_indexed_and_dropped_files_forget_their_keys() {
+        let mut ix = Index::default();
+        ix.load(0, 0);
+        let mut e = entry("a", 0, 3);
+        e.deleted.insert(1);
+        let a = ix.add_file(e, &[1, 2, 3]);
+        assert_eq!(ix.get(0, 2), None);
+        let b = ix.add_file(entry("b", 0, 1), &[2]);
+        assert_eq!(ix.file(a).map(FileEntry::live_rows), Some(2));
+        ix.drop_files(&[a]);
+        assert_eq!(ix.get(0, 1), None);
+        assert_eq!(ix.get(0, 2), Some(RowLoc { file: b, row: 0 }));
     }
 
-    /// Approximate heap bytes (for reporting memory per key).
-    pub fn heap_bytes(&self) -> usize {
-        let key_bytes: usize = self.keys.keys().map(|k| k.len()).sum();
-        key_bytes + self.keys.capacity() * (std::mem::size_of::<(Box<[u8]>, RowLoc)>() + 1)
+    #[test]
+    fn partition_tags_parse() {
+        let mut add = Add::default();
+        assert_eq!(partition_of(&add), None);
+        add.tags = Some([(PARTITION_TAG.to_string(), Some("4".to_string()))].into());
+        assert_eq!(partition_of(&add), Some(4));
     }
 }

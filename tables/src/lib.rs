@@ -1,24 +1,35 @@
 //! `tables`: everything about the lake, and nothing about Kafka.
 //!
-//! [`ChangeBatch`](connectors::ChangeBatch)es arrive with opaque stream offsets; the
-//! [`writer`] applies each in one Delta commit using the primary-key [`index`]; [`lake`]
-//! locates tables under the lake URI.
+//! [`ChangeBatch`](change::ChangeBatch)es arrive with opaque stream offsets; the [`writer`]
+//! applies each in one Delta commit using the primary-key [`index`] of the source partitions
+//! it owns. Every data file belongs to one source partition (its `cormorant.partition` tag), so
+//! writers of different partitions never touch the same file; when they race for a version,
+//! the loser follows the winners through the [`log`] instead of rebuilding anything.
+//! [`compact`] rewrites files within one partition's group; [`lake`] locates tables.
 
+pub mod commit;
 pub mod compact;
 pub mod dv;
 pub mod error;
 pub mod evolve;
 mod files;
 pub mod index;
+pub mod keys;
 pub mod lake;
+pub mod log;
 #[cfg(test)]
 mod model_tests;
+pub mod offsets;
+mod plan;
 mod resolve;
+mod state;
 #[cfg(test)]
 mod test_support;
 pub mod writer;
 
-pub use compact::{CompactionOptions, CompactionReport, compact};
+pub use change;
+pub use compact::{CompactionOptions, CompactionReport, compact, compact_partitions};
 pub use error::{Result, TableError};
 pub use lake::Lake;
+pub use offsets::OffsetsWatch;
 pub use writer::{Applied, DeleteMode, TableWriter, WriteMode, WriterOptions};

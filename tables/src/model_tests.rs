@@ -18,7 +18,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::panic::AssertUnwindSafe;
 
-use connectors::change::{ChangeBatch, SourceOffset, app_id};
+use change::{ChangeBatch, SourceOffset};
 use deltalake::DeltaTable;
 use futures::FutureExt;
 
@@ -267,7 +267,7 @@ fn delivery(recs: &[Rec], start: usize, end: usize) -> ChangeBatch {
     }
     let mut b = toast_batch(&changes, &toasted);
     b.offsets = vec![SourceOffset {
-        stream: STREAM.into(),
+        stream: stream(),
         partition: 0,
         next_offset: end as i64,
     }];
@@ -368,7 +368,7 @@ impl Run<'_> {
             let rows: Vec<_> = (1..=KEYS as i32)
                 .map(|id| up(10_000 + i64::from(id), id, "ORPHAN", 1))
                 .collect();
-            crate::files::write(table, &batch(&rows).data, None)
+            crate::files::write(table, &batch(&rows).data, None, Some(0))
                 .await
                 .map_err(|e| format!("writing the orphan file: {e}"))?;
             let bitmap: roaring::RoaringTreemap = (0..3u64).collect();
@@ -413,11 +413,7 @@ impl Run<'_> {
                 "the table differs from the model\n  expected: {expected:#?}\n  actual:   {actual:#?}"
             ));
         }
-        let next = self
-            .w
-            .next_offset(&app_id(STREAM, 0))
-            .await
-            .map_err(|e| e.to_string())?;
+        let next = self.w.next_offset(&app_id(0)).await.map_err(|e| e.to_string())?;
         if next != Some(self.applied as i64) {
             return Err(format!("recorded next offset {next:?}, expected {}", self.applied));
         }

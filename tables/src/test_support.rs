@@ -9,14 +9,22 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
-use connectors::change::{ChangeBatch, ChangeKind, Position, SourceOffset, meta_fields};
+use change::{ChangeBatch, ChangeKind, Position, SourceOffset, meta_fields};
 use deltalake::DeltaTable;
 use deltalake::datafusion::prelude::SessionContext;
 
 use crate::Lake;
 use crate::writer::{Applied, DeleteMode, TableWriter, WriteMode, WriterOptions};
 
-pub(crate) const STREAM: &str = "grp:orders";
+/// The stream the test batches come from.
+pub(crate) fn stream() -> change::StreamId {
+    change::StreamId::new("grp", "orders")
+}
+
+/// The `txn` app id of partition `p` of [`stream`].
+pub(crate) fn app_id(p: i32) -> String {
+    stream().app_id(p)
+}
 pub(crate) const TABLE: &str = "orders";
 /// What Debezium sends for an unchanged TOASTed value; the writer must never store it.
 pub(crate) const UNAVAILABLE: &str = "__debezium_unavailable_value";
@@ -169,7 +177,7 @@ pub(crate) fn make_batch(changes: &[Change], with_note: bool, unavailable: Vec<(
         offsets: next
             .into_iter()
             .map(|(partition, next_offset)| SourceOffset {
-                stream: STREAM.into(),
+                stream: stream(),
                 partition,
                 next_offset,
             })
@@ -213,6 +221,7 @@ impl Fixture {
         let opts = WriterOptions {
             deletes: self.deletes,
             mode: MODE.try_with(|m| *m).unwrap_or(WriteMode::Cow),
+            ..Default::default()
         };
         TableWriter::open(&self.lake, TABLE, opts).await.expect("writer opens")
     }

@@ -1,43 +1,48 @@
 //! Applying a [`ChangeBatch`] to a Delta table: one commit per batch.
 //!
-//! A commit holds the new data file, the file actions for superseded rows, an optional
-//! `metaData` for added columns, and one `txn` per stream partition whose version is the next
-//! offset to read. Rows below a partition's `txn` version were applied before and are skipped,
-//! so re-applying any batch is a no-op (exactly-once with the source's at-least-once).
+//! A commit holds one new data file per source partition the batch touched (each tagged with
+//! its partition), the file actions for superseded rows, an optional `metaData` for added
+//! columns, and one `txn` per stream partition whose version is the next offset to read. Rows
+//! below a partition's `txn` version were applied before and are skipped, so re-applying any
+//! batch is a no-op (exactly-once with the source's at-least-once).
 //!
-//! Both modes share one path: [`resolve`](crate::resolve) finds, through the primary-key
-//! index, the current rows a batch supersedes and builds each touched key's new row. Then
-//! - merge-on-read: the new rows go to a new file and each superseded row's position is added
-//!   to its file's deletion vector (`remove` + `add` of the same path with the grown vector; a
-//!   file whose rows are all deleted is just removed);
-//! - copy-on-write: the files holding superseded rows are rewritten at once, without them,
-//!   into the same new file (MoR with the touched files compacted immediately).
+//! Several writers (workers of one consumer group, a compaction) commit to one table at once.
+//! A commit that loses the race reads the winning commits ([`crate::log`]): when none of them
+//! touched a file this commit removes or read, recorded offsets of the same partitions, or
+//! changed the schema, the same actions are committed at the next version — nothing is
+//! re-planned, nothing rebuilt; the winners are applied to the index as a patch. Otherwise the
+//! batch is planned again against the patched index, and the files written for the lost plan
+//! are deleted.
 //!
-//! Invariant: after every commit the index maps each key of the table to its one live row.
+//! Invariant: after every commit the index maps each key of the loaded partitions to its one
+//! live row.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, new_null_array};
-use arrow::compute::interleave;
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use connectors::change::{
-    ChangeBatch, ChangeKind, DELETED, OP, Position, SourceOffset, align, is_meta_column, meta_fields,
-};
+use change::{ChangeBatch, ChangeKind, Position, SourceOffset, align, meta_fields};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::CommitBuilder;
-use deltalake::kernel::{Action, LogicalFileView, MetadataExt, StructType, TableFeatures, Transaction};
+use deltalake::kernel::{Action, Add, MetadataExt, Remove, StructType, TableFeatures, Transaction};
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, TableProperty};
 
+use crate::commit::{Outcome, try_commit};
 use crate::error::{Result, TableError};
-use crate::index::{KeyEncoder, PkIndex};
+use crate::files;
+use crate::index::FileEntry;
 use crate::lake::Lake;
-use crate::resolve::{Columns, Slots, Src, needs_previous, resolve};
-use crate::{dv, evolve, files};
+use crate::plan::{self, Context, Planned};
+use crate::state::State;
+use crate::{dv, evolve, log};
 
 /// Table property holding the primary-key columns, comma separated.
 pub const PRIMARY_KEY_PROPERTY: &str = "cormorant.primaryKey";
+/// Table property: how many partitions the source stream had when the writers last checked.
+pub const SOURCE_PARTITIONS_PROPERTY: &str = "cormorant.sourcePartitions";
+/// Table property set to `true` once the source's partition count changed: keys may then
+/// arrive on another partition than the one holding their row, and every writer indexes every
+/// partition (correct, but the index no longer divides between workers).
+pub const KEYS_MOVED_PROPERTY: &str = "cormorant.keysMoved";
 
 /// What a delete does to its row.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -65,6 +70,9 @@ pub enum WriteMode {
 pub struct WriterOptions {
     pub deletes: DeleteMode,
     pub mode: WriteMode,
+    /// Look keys up in every partition (set when the topic's partition count changed before
+    /// the table recorded it, e.g. a backfill of a topic whose partitions were added).
+    pub keys_move_partitions: bool,
 }
 
 /// What one `apply` did.
@@ -77,23 +85,52 @@ pub struct Applied {
     pub rows_skipped: usize,
     pub files_added: usize,
     pub files_removed: usize,
-}
-
-/// The index and schema as of one table version.
-struct Loaded {
-    version: u64,
-    schema: SchemaRef,
-    encoder: KeyEncoder,
-    index: PkIndex,
+    /// Bytes of the data files written.
+    pub bytes_written: u64,
+    /// Commits lost to other writers and re-made at a later version without a new plan.
+    pub rebased: u32,
+    /// Plans redone because another writer touched the same files or offsets.
+    pub replanned: u32,
 }
 
 /// Writes change batches into one table. One writer per table per process.
 pub struct TableWriter {
-    name: String,
-    lake: Lake,
-    table: DeltaTable,
-    opts: WriterOptions,
-    loaded: Option<Loaded>,
+    pub(crate) name: String,
+    pub(crate) lake: Lake,
+    pub(crate) table: DeltaTable,
+    pub(crate) opts: WriterOptions,
+    /// The table version `txns` and `state` reflect.
+    pub(crate) version: Option<u64>,
+    /// Recorded next offsets by `txn` app id (`None`: the table has none), as of `version`.
+    pub(crate) txns: HashMap<String, Option<i64>>,
+    /// Keyed tables: schema, encoder and index of the loaded partitions, as of `version`.
+    pub(crate) state: Option<State>,
+}
+
+/// A plan written to storage, ready to commit.
+struct Written {
+    actions: Vec<Action>,
+    /// New files with the keys of their rows, by partition.
+    files: Vec<(Add, i32, Vec<crate::keys::KeyId>)>,
+    /// New `add`s of files that keep a grown deletion vector.
+    readded: Vec<(u32, Add, roaring::RoaringTreemap)>,
+    rows: usize,
+    bytes: u64,
+}
+
+impl Written {
+    /// Deletes what was written for a plan that will never be committed.
+    async fn discard(&self, store: &dyn object_store::ObjectStore) {
+        use object_store::ObjectStoreExt;
+        let adds: Vec<Add> = self.files.iter().map(|(a, _, _)| a.clone()).collect();
+        files::discard(store, &adds).await;
+        if let Some(d) = self.readded.first().and_then(|(_, a, _)| a.deletion_vector.as_ref())
+            && let Ok(path) = dv::relative_path(d)
+            && let Err(e) = store.delete(&object_store::path::Path::from(path)).await
+        {
+            tracing::debug!(error = %e, "could not delete an unused deletion vector");
+        }
+    }
 }
 
 impl TableWriter {
@@ -103,7 +140,9 @@ impl TableWriter {
             lake: lake.clone(),
             table: lake.table(name).await?,
             opts,
-            loaded: None,
+            version: None,
+            txns: HashMap::new(),
+            state: None,
         })
     }
 
@@ -115,27 +154,32 @@ impl TableWriter {
         &self.table
     }
 
-    /// The next offset to read for a stream partition, as recorded in the table.
-    pub async fn next_offset(&self, app_id: &str) -> Result<Option<i64>> {
-        let Ok(snapshot) = self.table.snapshot() else {
-            return Ok(None);
-        };
-        Ok(snapshot
-            .transaction_version(self.table.log_store().as_ref(), app_id)
-            .await?)
+    /// The next offset to read for a stream partition, as recorded in the table at the
+    /// version this writer last saw.
+    pub async fn next_offset(&mut self, app_id: &str) -> Result<Option<i64>> {
+        self.sync().await?;
+        self.txn(app_id).await
     }
 
     /// Number of indexed keys (live rows, soft-deleted included), if the index is loaded.
     pub fn indexed_keys(&self) -> Option<usize> {
-        self.loaded.as_ref().map(|l| l.index.len())
+        self.state
+            .as_ref()
+            .filter(|s| !s.index.partitions().is_empty())
+            .map(|s| s.index.len())
     }
 
     /// Approximate heap bytes of the primary-key index, if loaded.
     pub fn index_heap_bytes(&self) -> Option<usize> {
-        self.loaded.as_ref().map(|l| l.index.heap_bytes())
+        self.state.as_ref().map(|s| s.index.heap_bytes())
     }
 
-    async fn refresh(&mut self) -> Result<()> {
+    /// The partitions whose keys are indexed.
+    pub fn loaded_partitions(&self) -> Vec<i32> {
+        self.state.as_ref().map(|s| s.index.partitions()).unwrap_or_default()
+    }
+
+    pub(crate) async fn refresh(&mut self) -> Result<()> {
         if self.table.version().is_none() {
             // not created yet (maybe by another worker since): look without loading a missing log
             self.table = self.lake.table(&self.name).await?;
@@ -177,52 +221,49 @@ impl TableWriter {
         Ok(())
     }
 
-    fn key_columns(&self) -> Vec<String> {
-        self.table
-            .snapshot()
-            .ok()
-            .and_then(|s| s.metadata().configuration().get(PRIMARY_KEY_PROPERTY).cloned())
+    pub(crate) fn key_columns(&self) -> Vec<String> {
+        self.property(PRIMARY_KEY_PROPERTY)
             .map(|s| s.split(',').map(str::to_string).collect())
             .unwrap_or_default()
     }
 
-    /// Builds the index from the current snapshot when it is missing or stale.
-    async fn ensure_loaded(&mut self) -> Result<()> {
-        let version = self.table.version();
-        if self.loaded.as_ref().is_some_and(|l| Some(l.version) == version) {
+    /// A table property, as of the current snapshot.
+    pub(crate) fn property(&self, key: &str) -> Option<String> {
+        self.table
+            .snapshot()
+            .ok()
+            .and_then(|s| s.metadata().configuration().get(key).cloned())
+    }
+
+    /// Tells the writer how many partitions the source stream has now. The first count is
+    /// recorded in the table; a different one later means keys may now arrive on another
+    /// partition than the one holding their row (Kafka hashes keys modulo the count), so the
+    /// table is marked and every writer from then on indexes and searches every partition.
+    pub async fn note_source_partitions(&mut self, count: usize) -> Result<()> {
+        self.sync().await?;
+        if self.table.version().is_none() {
             return Ok(());
         }
-        let started = std::time::Instant::now();
-        let snapshot = self.table.snapshot()?;
-        let schema = snapshot.snapshot().arrow_schema();
-        let encoder = KeyEncoder::new(&schema, &self.key_columns(), &self.name)?;
-        let mut index = PkIndex::default();
-        let key_cols: Vec<String> = encoder.columns().to_vec();
-        let files: Vec<LogicalFileView> = snapshot.log_data().iter().collect();
-        let store = self.table.log_store().object_store(None);
-        for f in &files {
-            let batch = files::read(&self.table, f, &schema, Some(&key_cols)).await?;
-            let deleted = match f.deletion_vector_descriptor() {
-                Some(d) => Some(dv::read(store.as_ref(), &d).await?),
-                None => None,
-            };
-            index.add_file(&f.path(), encoder.encode(&batch)?, deleted)?;
+        let recorded = self.property(SOURCE_PARTITIONS_PROPERTY);
+        if recorded.as_deref() == Some(count.to_string().as_str()) {
+            return Ok(());
         }
-        tracing::info!(
-            table = %self.name,
-            version,
-            keys = index.len(),
-            files = files.len(),
-            ms = started.elapsed().as_millis() as u64,
-            "primary-key index built"
-        );
-        self.loaded = Some(Loaded {
-            version: version.unwrap_or_default(),
-            schema,
-            encoder,
-            index,
-        });
-        Ok(())
+        let mut props = vec![(SOURCE_PARTITIONS_PROPERTY.to_string(), count.to_string())];
+        if let Some(before) = &recorded {
+            tracing::warn!(table = %self.name, before, now = count, "the source's partition count changed: keys may move between partitions; every worker now indexes every partition of this table");
+            props.push((KEYS_MOVED_PROPERTY.to_string(), "true".to_string()));
+        }
+        let mut md = self.table.snapshot()?.metadata().clone();
+        for (k, v) in props {
+            md = md.add_config_key(k, v)?;
+        }
+        let op = DeltaOperation::SetTableProperties {
+            properties: HashMap::new(),
+        };
+        match try_commit(&mut self.table, &[Action::Metadata(md)], op).await? {
+            Outcome::Committed(_) | Outcome::Lost => {} // lost: the next call sees the winner's
+        }
+        self.sync().await
     }
 
     /// MoR tables need the deletionVectors feature; tables created as CoW get it on first use.
@@ -241,19 +282,19 @@ impl TableWriter {
                 .with_feature(TableFeatures::DeletionVectors)
                 .with_allow_protocol_versions_increase(true)
                 .await?;
+            self.sync().await?;
         }
         Ok(())
     }
 
-    /// Applies `batch` in one commit (retrying on commit conflicts).
+    /// Applies `batch` in one commit (retrying transient failures).
     pub async fn apply(&mut self, batch: &ChangeBatch) -> Result<Applied> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             match self.try_apply(batch).await {
                 Err(e) if e.is_retryable() && attempt < 5 => {
-                    tracing::warn!(table = %self.name, error = %e, attempt, "commit failed, reloading and retrying");
-                    self.loaded = None;
+                    tracing::warn!(table = %self.name, error = %e, attempt, "apply failed, retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
                 }
                 other => return other,
@@ -262,25 +303,65 @@ impl TableWriter {
     }
 
     async fn try_apply(&mut self, batch: &ChangeBatch) -> Result<Applied> {
-        self.refresh().await?;
+        self.sync().await?;
         if self.table.version().is_none() {
             if batch.columns.fields().is_empty() {
                 return Ok(Applied::default()); // nothing to create a table from yet
             }
             self.create(&batch.columns, &batch.key_columns).await?;
+            self.sync().await?;
         }
         let (txns, keep) = self.unapplied(&batch.positions, &batch.offsets).await?;
-        let mut applied = Applied {
-            rows_in: batch.len(),
-            rows_skipped: batch.len() - keep.len(),
-            ..Applied::default()
-        };
         if txns.is_empty() && keep.is_empty() {
-            return Ok(applied);
+            return Ok(Applied {
+                rows_in: batch.len(),
+                rows_skipped: batch.len(),
+                ..Applied::default()
+            });
         }
         if self.opts.mode == WriteMode::Mor {
             self.ensure_dv_feature().await?;
         }
+        self.ensure_state().await?;
+        let metadata = self.evolve(batch).await?;
+        let mut parts: Vec<i32> = batch.partitions();
+        if batch.kinds.contains(&ChangeKind::Truncate) {
+            // a truncate deletes the rows of every partition, owned or not
+            parts.extend(self.table_partitions()?);
+        }
+        self.load_partitions(&parts).await?;
+        let mut applied = Applied {
+            rows_in: batch.len(),
+            ..Applied::default()
+        };
+        let (mut txns, mut keep) = (txns, keep);
+        loop {
+            applied.rows_skipped = batch.len() - keep.len();
+            match self
+                .plan_and_commit(batch, &keep, &txns, metadata.clone(), &mut applied)
+                .await?
+            {
+                Some(version) => {
+                    applied.version = Some(version);
+                    return Ok(applied);
+                }
+                None => {
+                    // another writer touched what this plan read: plan again, from what is
+                    // now recorded
+                    applied.replanned += 1;
+                    (txns, keep) = self.unapplied(&batch.positions, &batch.offsets).await?;
+                    if txns.is_empty() && keep.is_empty() {
+                        applied.rows_skipped = batch.len();
+                        return Ok(applied);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies schema evolution for `batch`'s columns: a rewrite commit of its own when
+    /// existing rows must change, else the new metadata to put in the batch's commit.
+    async fn evolve(&mut self, batch: &ChangeBatch) -> Result<Option<Action>> {
         let fields: Vec<Field> = batch.columns.fields().iter().map(|f| f.as_ref().clone()).collect();
         let current = self.table.snapshot()?.snapshot().arrow_schema();
         let evolution = evolve::plan(&current, &fields).map_err(|reason| TableError::Schema {
@@ -289,300 +370,196 @@ impl TableWriter {
         })?;
         if evolution.rewrite {
             self.rewrite_for(&evolution).await?;
+            self.sync().await?;
+            self.ensure_state().await?;
+            return Ok(None);
         }
-        self.ensure_loaded().await?;
-        let new_columns = (!evolution.rewrite && !evolution.is_noop()).then(|| evolution.schema.clone());
-        let metadata = match &new_columns {
-            Some(schema) => {
-                tracing::info!(table = %self.name, added = ?evolution.added, "adding columns");
-                let kernel: StructType = schema.as_ref().try_into_kernel()?;
-                let md = self.table.snapshot()?.metadata().clone().with_schema(&kernel)?;
-                if let Some(l) = self.loaded.as_mut() {
-                    l.schema = schema.clone();
-                }
-                Some(Action::Metadata(md))
-            }
-            None => None,
-        };
-        let plan = self.plan(batch, &keep).await?;
-        let mut actions: Vec<Action> = Vec::new();
-        actions.extend(metadata);
-        let (adds, written_keys) = self.write(&plan.output).await?;
-        applied.rows_written = plan.output.num_rows();
-        applied.files_added = adds.len();
-        applied.files_removed = plan.removed.len();
-        actions.extend(plan.removed.iter().map(|f| Action::Remove(f.remove_action(true))));
-        actions.extend(plan.readded.iter().cloned().map(Action::Add));
-        actions.extend(adds.iter().cloned().map(Action::Add));
-        let now = chrono::Utc::now().timestamp_millis();
-        actions.extend(txns.iter().map(|o| Action::Txn(txn(o, now))));
-        let base = self.table.version();
-        let version = self.commit(actions).await?;
-        applied.version = Some(version);
-        if base.map(|b| b + 1) != Some(version) {
-            // Another writer (compaction, a second worker) committed in between and the commit
-            // was rebased over it: rebuild the index from the table rather than patch it.
-            self.loaded = None;
-            return Ok(applied);
+        if evolution.is_noop() {
+            return Ok(None);
         }
-        // The index follows the commit.
-        let loaded = self
-            .loaded
-            .as_mut()
-            .ok_or_else(|| TableError::NotFound(self.name.clone()))?;
-        loaded.index.forget_files(&plan.rewritten);
-        for key in &plan.removed_keys {
-            loaded.index.remove(key);
-        }
-        for (file, bitmap) in plan.vectors {
-            loaded.index.set_deleted(file, bitmap);
-        }
-        let mut start = 0;
-        for add in &adds {
-            let n = add_rows(add).unwrap_or(written_keys.len() - start);
-            let keys = written_keys[start..start + n].to_vec();
-            loaded.index.add_file(&add.path, keys, None)?;
-            start += n;
-        }
-        loaded.version = version;
-        Ok(applied)
-    }
-
-    /// Applies a schema change that needs existing rows rewritten (a widened type, an added
-    /// column with a default) in one commit of its own: new metadata, every live row rewritten
-    /// in the new schema. Old versions keep their files and schema for time travel.
-    async fn rewrite_for(&mut self, evolution: &evolve::Evolution) -> Result<()> {
-        tracing::info!(
-            table = %self.name,
-            added = ?evolution.added,
-            widened = ?evolution.widened,
-            "schema change: rewriting existing rows in the new schema"
-        );
-        let snapshot = self.table.snapshot()?.clone();
-        let old_schema = snapshot.snapshot().arrow_schema();
-        let views: Vec<LogicalFileView> = snapshot.log_data().iter().collect();
-        let mut live = Vec::new();
-        for f in &views {
-            let rows = files::read_live(&self.table, f, &old_schema).await?;
-            live.push(align(&rows, &evolution.schema)?);
-        }
-        let data = arrow::compute::concat_batches(&evolution.schema, &live)?;
+        tracing::info!(table = %self.name, added = ?evolution.added, "adding columns");
         let kernel: StructType = evolution.schema.as_ref().try_into_kernel()?;
-        let metadata = snapshot.metadata().clone().with_schema(&kernel)?;
-        let mut actions = vec![Action::Metadata(metadata)];
-        actions.extend(views.iter().map(|f| Action::Remove(f.remove_action(true))));
-        if data.num_rows() > 0 {
-            let adds = files::write(&self.table, &data, Some(128 * 1024 * 1024)).await?;
-            actions.extend(adds.into_iter().map(Action::Add));
+        let md = self.table.snapshot()?.metadata().clone().with_schema(&kernel)?;
+        if let Some(state) = self.state.as_mut() {
+            state.schema = evolution.schema.clone();
         }
-        let op = DeltaOperation::Write {
-            mode: deltalake::protocol::SaveMode::Overwrite,
-            partition_by: None,
-            predicate: None,
-        };
-        let done = CommitBuilder::default()
-            .with_actions(actions)
-            .build(Some(&snapshot), self.table.log_store(), op)
-            .await?;
-        self.table.state = Some(done.snapshot());
-        self.loaded = None;
-        Ok(())
+        Ok(Some(Action::Metadata(md)))
     }
 
-    async fn commit(&mut self, actions: Vec<Action>) -> Result<u64> {
-        let snapshot = self.table.snapshot()?.clone();
-        let op = DeltaOperation::StreamingUpdate {
-            output_mode: OutputMode::Append,
-            query_id: format!("cormorant:{}", self.name),
-            epoch_id: snapshot.version() as i64 + 1,
-        };
-        let done = CommitBuilder::default()
-            .with_actions(actions)
-            .build(Some(&snapshot), self.table.log_store(), op)
-            .await?;
-        let version = done.version();
-        self.table.state = Some(done.snapshot());
-        Ok(version)
-    }
-
-    /// Writes `output` as one data file; returns its `add`s and the key of every written row.
-    async fn write(&self, output: &RecordBatch) -> Result<(Vec<deltalake::kernel::Add>, Vec<Box<[u8]>>)> {
-        if output.num_rows() == 0 {
-            return Ok((Vec::new(), Vec::new()));
-        }
-        let loaded = self
-            .loaded
+    /// Plans, writes and commits; `None` when another writer's commit overlapped and the
+    /// batch must be planned again.
+    async fn plan_and_commit(
+        &mut self,
+        batch: &ChangeBatch,
+        keep: &[usize],
+        txns: &[SourceOffset],
+        metadata: Option<Action>,
+        applied: &mut Applied,
+    ) -> Result<Option<u64>> {
+        let state = self
+            .state
             .as_ref()
             .ok_or_else(|| TableError::NotFound(self.name.clone()))?;
-        let keys = loaded.encoder.encode(output)?;
-        Ok((files::write(&self.table, output, None).await?, keys))
-    }
-
-    /// Resolves the batch against the index and decides the file actions for the mode.
-    async fn plan(&self, batch: &ChangeBatch, keep: &[usize]) -> Result<Plan> {
-        let loaded = self
-            .loaded
-            .as_ref()
-            .ok_or_else(|| TableError::NotFound(self.name.clone()))?;
-        let schema = loaded.schema.clone();
-        let data = align(&batch.data, &schema)?;
-        let index = &loaded.index;
-        let cols = Columns {
-            count: schema.fields().len(),
-            keys: loaded
-                .encoder
-                .columns()
-                .iter()
-                .filter_map(|c| schema.index_of(c).ok())
-                .collect(),
-            meta: (0..schema.fields().len())
-                .filter(|c| {
-                    let name = schema.field(*c).name();
-                    is_meta_column(name) && name != OP && name != DELETED
-                })
-                .collect(),
-            op_flags: [OP, DELETED].iter().filter_map(|c| schema.index_of(c).ok()).collect(),
+        let aligned = ChangeBatch {
+            data: align(&batch.data, &state.schema)?,
+            ..batch.clone()
         };
-        let keys = loaded.encoder.encode(&data)?;
-        let mut unavailable: HashMap<usize, Vec<usize>> = HashMap::new();
-        for (r, c) in &batch.unavailable {
-            if let Some(f) = batch.columns.fields().get(*c)
-                && let Ok(ci) = schema.index_of(f.name())
-            {
-                unavailable.entry(*r).or_default().push(ci);
-            }
-        }
-        let hard = self.opts.deletes == DeleteMode::Hard;
-        let cow = self.opts.mode == WriteMode::Cow;
-        let truncates = keep.iter().any(|i| batch.kinds[*i] == ChangeKind::Truncate);
-
-        // Files to load: CoW rewrites every file holding a superseded row; MoR reads only the
-        // files holding previous values that soft deletes and TOASTed cells need.
-        let (truncate_needs_all, needy_rows) = needs_previous(batch, keep, hard);
-        let mut load: Vec<u32> = if (cow && truncates) || truncate_needs_all {
-            index.iter().map(|(_, l)| l.file).collect()
-        } else if cow {
-            keep.iter()
-                .filter_map(|i| index.get(&keys[*i]))
-                .map(|l| l.file)
-                .collect()
-        } else {
-            needy_rows
-                .iter()
-                .filter_map(|i| index.get(&keys[*i]))
-                .map(|l| l.file)
-                .collect()
-        };
-        load.sort_unstable();
-        load.dedup();
-        let snapshot = self.table.snapshot()?;
-        let files: HashMap<String, LogicalFileView> =
-            snapshot.log_data().iter().map(|f| (f.path().to_string(), f)).collect();
-        let view = |fid: u32| -> Result<&LogicalFileView> {
-            let path = index.path(fid).unwrap_or_default();
-            files.get(path).ok_or_else(|| TableError::Schema {
-                table: self.name.clone(),
-                reason: format!("indexed file {path} is not in the snapshot; the index is stale"),
-            })
-        };
-        let mut sources: Vec<RecordBatch> = vec![data];
-        let mut slot_files = HashMap::new();
-        for fid in &load {
-            slot_files.insert(*fid, sources.len());
-            sources.push(files::read(&self.table, view(*fid)?, &schema, None).await?);
-        }
-        let null_slot = sources.len();
-        let nulls: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .map(|f| new_null_array(f.data_type(), 1))
-            .collect();
-        sources.push(RecordBatch::try_new(schema.clone(), nulls)?);
-        let deleted_slot = sources.len();
-        let marker: Vec<ArrayRef> = schema
-            .fields()
-            .iter()
-            .map(|f| match f.name().as_str() {
-                OP => Arc::new(StringArray::from(vec!["d"])) as ArrayRef,
-                DELETED => Arc::new(BooleanArray::from(vec![true])) as ArrayRef,
-                _ => new_null_array(f.data_type(), 1),
-            })
-            .collect();
-        sources.push(RecordBatch::try_new(schema.clone(), marker)?);
-        let slots = Slots {
-            files: slot_files,
-            null: null_slot,
-            deleted: deleted_slot,
-        };
-        let res = resolve(batch, keep, &keys, index, &cols, &unavailable, hard, &slots);
-
-        let mut superseded: HashMap<u32, Vec<u64>> = HashMap::new();
-        for loc in &res.superseded {
-            superseded.entry(loc.file).or_default().push(u64::from(loc.row));
-        }
-        let mut rows: Vec<Vec<Src>> = Vec::new();
-        let mut removed = Vec::new();
-        let mut readded = Vec::new();
-        let mut rewritten = Vec::new();
-        let mut vectors = Vec::new();
+        let keys = state.encoder.encode(&aligned.data)?;
         let store = self.table.log_store().object_store(None);
-        let mut touched: Vec<u32> = superseded.keys().copied().collect();
-        touched.sort_unstable();
-        for fid in touched {
-            let f = view(fid)?;
-            let mut bitmap = index.deleted(fid).cloned().unwrap_or_default();
-            bitmap.extend(superseded[&fid].iter().copied());
-            removed.push(f.clone());
-            if cow {
-                // keep every live row the batch did not supersede
-                let slot = slots.files[&fid];
-                rows.extend(
-                    (0..sources[slot].num_rows())
-                        .filter(|r| !bitmap.contains(*r as u64))
-                        .map(|r| vec![(slot, r); cols.count]),
-                );
-                rewritten.push(fid);
-            } else if f.num_records().is_some_and(|n| bitmap.len() >= n as u64) {
-                rewritten.push(fid); // every row deleted: drop the file
-            } else {
-                let descriptor = dv::write(store.as_ref(), &bitmap).await?;
-                #[allow(deprecated)] // the Arrow-array replacement does not build Add actions
-                let mut add = f.add_action();
-                add.deletion_vector = Some(descriptor);
-                add.data_change = true;
-                readded.push(add);
-                vectors.push((fid, bitmap));
+        let cx = Context {
+            schema: &state.schema,
+            encoder: &state.encoder,
+            index: &state.index,
+            store: store.clone(),
+            hard: self.opts.deletes == DeleteMode::Hard,
+            cow: self.opts.mode == WriteMode::Cow,
+            anywhere: state.keys_moved,
+        };
+        let planned = plan::plan(&cx, &aligned, keep, &keys).await?;
+        let written = self.write(&planned, txns, metadata).await?;
+        let app_ids: HashSet<String> = txns.iter().map(SourceOffset::app_id).collect();
+        loop {
+            let op = DeltaOperation::StreamingUpdate {
+                output_mode: OutputMode::Append,
+                query_id: format!("cormorant:{}", self.name),
+                epoch_id: self.table.version().map_or(0, |v| v as i64 + 1),
+            };
+            match try_commit(&mut self.table, &written.actions, op).await? {
+                Outcome::Committed(version) => {
+                    applied.rows_written = written.rows;
+                    applied.files_added = written.files.len();
+                    applied.bytes_written = written.bytes;
+                    applied.files_removed = planned.dropped.len() + planned.vectors.len();
+                    self.after_commit(version, &planned, written, txns);
+                    return Ok(Some(version));
+                }
+                Outcome::Lost => {
+                    if self.follow_winners(&planned.touched, &app_ids).await? {
+                        written.discard(store.as_ref()).await;
+                        return Ok(None);
+                    }
+                    applied.rebased += 1;
+                }
             }
         }
-        rows.extend(res.rows);
-        let mut columns = Vec::with_capacity(cols.count);
-        for c in 0..cols.count {
-            let arrays: Vec<&dyn Array> = sources.iter().map(|s| s.column(c).as_ref()).collect();
-            let idx: Vec<(usize, usize)> = rows.iter().map(|r| r[c]).collect();
-            columns.push(interleave(&arrays, &idx)?);
+    }
+
+    /// Writes the plan's files (one per partition, concurrently) and deletion vectors (one
+    /// object for the commit) and lists the commit's actions.
+    async fn write(&self, planned: &Planned, txns: &[SourceOffset], metadata: Option<Action>) -> Result<Written> {
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| TableError::NotFound(self.name.clone()))?;
+        let store = self.table.log_store().object_store(None);
+        let mut actions: Vec<Action> = metadata.into_iter().collect();
+        let now = chrono::Utc::now().timestamp_millis();
+        // files leaving the table, and files re-added with a grown deletion vector
+        let file = |id: &u32| -> Result<&FileEntry> {
+            state
+                .index
+                .file(*id)
+                .ok_or_else(|| TableError::Corrupt(format!("plan names file {id} the index does not hold")))
+        };
+        for id in &planned.dropped {
+            actions.push(Action::Remove(remove_of(&file(id)?.add, now)));
         }
-        let output = RecordBatch::try_new(schema.clone(), columns)?;
-        Ok(Plan {
-            output,
-            removed,
+        let bitmaps: Vec<&roaring::RoaringTreemap> = planned.vectors.iter().map(|(_, b)| b).collect();
+        let descriptors = dv::write_all(store.as_ref(), &bitmaps).await?;
+        let mut readded = Vec::new();
+        for ((id, bitmap), d) in planned.vectors.iter().zip(descriptors) {
+            let old = &file(id)?.add;
+            actions.push(Action::Remove(remove_of(old, now)));
+            let add = Add {
+                deletion_vector: Some(d),
+                data_change: true,
+                ..old.clone()
+            };
+            actions.push(Action::Add(add.clone()));
+            readded.push((*id, add, bitmap.clone()));
+        }
+        let writes = planned.outputs.iter().map(|(p, data)| async move {
+            let adds = files::write(&self.table, data, None, Some(*p)).await?;
+            let keys = state.encoder.encode(data)?;
+            Ok::<_, TableError>((*p, adds, keys))
+        });
+        let mut out = Written {
+            actions: Vec::new(),
+            files: Vec::new(),
             readded,
-            rewritten,
-            vectors,
-            removed_keys: res.removed_keys,
-        })
+            rows: 0,
+            bytes: 0,
+        };
+        for r in futures::future::join_all(writes).await {
+            let (p, adds, keys) = r?;
+            out.rows += keys.len();
+            let mut start = 0;
+            for add in adds {
+                let n = add_rows(&add).unwrap_or(keys.len() - start);
+                out.bytes += add.size.max(0) as u64;
+                actions.push(Action::Add(add.clone()));
+                out.files.push((add, p, keys[start..start + n].to_vec()));
+                start += n;
+            }
+        }
+        actions.extend(txns.iter().map(|o| Action::Txn(txn(o, now))));
+        out.actions = actions;
+        Ok(out)
+    }
+
+    /// After a lost race: reads the winning commits, applies them to offsets and index, and
+    /// says whether they overlap a commit that touched `files` and records `app_ids` (then it
+    /// must be planned again; else the same actions go to the next version).
+    async fn follow_winners(&mut self, files: &HashSet<String>, app_ids: &HashSet<String>) -> Result<bool> {
+        let from = self.version.map_or(0, |v| v + 1);
+        self.table.update_state().await?;
+        let now = self.table.version().unwrap_or(0);
+        let winners = log::read(self.table.log_store().as_ref(), from, now).await?;
+        let overlap = winners.overlaps(files, app_ids);
+        self.absorb(winners).await?;
+        Ok(overlap)
+    }
+
+    /// The index, offsets and schema follow our own commit.
+    fn after_commit(&mut self, version: u64, planned: &Planned, written: Written, txns: &[SourceOffset]) {
+        for o in txns {
+            self.txns.insert(o.app_id(), Some(o.next_offset));
+        }
+        self.version = Some(version);
+        let Some(state) = self.state.as_mut() else { return };
+        if let Ok(s) = self.table.snapshot() {
+            state.schema = s.snapshot().arrow_schema();
+        }
+        let index = &mut state.index;
+        index.drop_files(&planned.dropped);
+        for (id, add, bitmap) in written.readded {
+            index.update_file(id, add, bitmap);
+        }
+        for (p, key) in &planned.removed_keys {
+            index.remove(*p, *key);
+        }
+        for (add, partition, keys) in written.files {
+            let entry = FileEntry {
+                add,
+                partition,
+                rows: keys.len() as u64,
+                deleted: roaring::RoaringTreemap::new(),
+            };
+            index.add_file(entry, &keys);
+        }
     }
 
     /// Against the offsets the table recorded: the `txn` offsets that move forward, and the
     /// indexes (ascending) of the rows not applied yet (at or past their partition's offset).
     async fn unapplied(
-        &self,
+        &mut self,
         positions: &[Position],
         offsets: &[SourceOffset],
     ) -> Result<(Vec<SourceOffset>, Vec<usize>)> {
         let mut applied_to: HashMap<i32, i64> = HashMap::new();
         let mut txns = Vec::new();
         for o in offsets {
-            let current = self.next_offset(&o.app_id()).await?.unwrap_or(-1);
+            let current = self.txn(&o.app_id()).await?.unwrap_or(-1);
             applied_to.insert(o.partition, current);
             if o.next_offset > current {
                 txns.push(o.clone());
@@ -601,11 +578,11 @@ impl TableWriter {
     /// `positions` and `offsets` belong to one stream (the worker appends per topic).
     pub async fn append(
         &mut self,
-        data: &RecordBatch,
+        data: &arrow::array::RecordBatch,
         positions: &[Position],
         offsets: &[SourceOffset],
     ) -> Result<Applied> {
-        self.refresh().await?;
+        self.sync().await?;
         if self.table.version().is_none() {
             let schema = data.schema();
             let kernel: StructType = schema.as_ref().try_into_kernel()?;
@@ -615,48 +592,73 @@ impl TableWriter {
                 .with_table_name(&self.name)
                 .with_columns(kernel.fields().cloned())
                 .await?;
+            self.sync().await?;
         }
-        let (txns, keep) = self.unapplied(positions, offsets).await?;
-        let keep: Vec<bool> = (0..positions.len()).map(|i| keep.binary_search(&i).is_ok()).collect();
-        let data = arrow::compute::filter_record_batch(data, &arrow::array::BooleanArray::from(keep))?;
-        if txns.is_empty() && data.num_rows() == 0 {
-            return Ok(Applied::default());
+        loop {
+            let (txns, keep) = self.unapplied(positions, offsets).await?;
+            let mask: Vec<bool> = (0..positions.len()).map(|i| keep.binary_search(&i).is_ok()).collect();
+            let rows = arrow::compute::filter_record_batch(data, &arrow::array::BooleanArray::from(mask))?;
+            if txns.is_empty() && rows.num_rows() == 0 {
+                return Ok(Applied::default());
+            }
+            let adds = files::write(&self.table, &rows, None, None).await?;
+            let now = chrono::Utc::now().timestamp_millis();
+            let mut actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
+            // no plan depends on other rows: only the same partitions' offsets force a redo
+            actions.extend(txns.iter().map(|o| Action::Txn(txn(o, now))));
+            let app_ids: HashSet<String> = txns.iter().map(SourceOffset::app_id).collect();
+            let op = DeltaOperation::Write {
+                mode: deltalake::protocol::SaveMode::Append,
+                partition_by: None,
+                predicate: None,
+            };
+            loop {
+                match try_commit(&mut self.table, &actions, op.clone()).await? {
+                    Outcome::Committed(version) => {
+                        for o in &txns {
+                            self.txns.insert(o.app_id(), Some(o.next_offset));
+                        }
+                        self.version = Some(version);
+                        return Ok(Applied {
+                            version: Some(version),
+                            rows_in: rows.num_rows(),
+                            rows_written: rows.num_rows(),
+                            ..Applied::default()
+                        });
+                    }
+                    Outcome::Lost => {
+                        if self.follow_winners(&HashSet::new(), &app_ids).await? {
+                            files::discard(self.table.log_store().object_store(None).as_ref(), &adds).await;
+                            break;
+                        }
+                    }
+                }
+            }
         }
-        let adds = files::write(&self.table, &data, None).await?;
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
-        actions.extend(txns.iter().map(|o| Action::Txn(txn(o, now))));
-        let version = self.commit(actions).await?;
-        Ok(Applied {
-            version: Some(version),
-            rows_in: data.num_rows(),
-            rows_written: data.num_rows(),
-            ..Applied::default()
-        })
     }
 }
 
-/// The file actions of one batch.
-struct Plan {
-    /// Rows to write to the new file.
-    output: RecordBatch,
-    /// Files whose current `add` is replaced or dropped.
-    removed: Vec<LogicalFileView>,
-    /// Re-added files with grown deletion vectors (MoR).
-    readded: Vec<deltalake::kernel::Add>,
-    /// File ids that leave the table (rewritten by CoW, or fully deleted).
-    rewritten: Vec<u32>,
-    /// New deletion vectors by file id.
-    vectors: Vec<(u32, roaring::RoaringTreemap)>,
-    /// Keys without a row any more.
-    removed_keys: Vec<Box<[u8]>>,
+/// The `remove` of a file's current `add` (it names the deletion vector being replaced).
+pub(crate) fn remove_of(add: &Add, now: i64) -> Remove {
+    Remove {
+        path: add.path.clone(),
+        data_change: true,
+        deletion_timestamp: Some(now),
+        extended_file_metadata: Some(true),
+        partition_values: Some(add.partition_values.clone()),
+        size: Some(add.size),
+        tags: add.tags.clone(),
+        deletion_vector: add.deletion_vector.clone(),
+        base_row_id: add.base_row_id,
+        default_row_commit_version: add.default_row_commit_version,
+    }
 }
 
 fn txn(o: &SourceOffset, now: i64) -> Transaction {
     Transaction::new_with_last_update(o.app_id(), o.next_offset, Some(now))
 }
 
-fn add_rows(add: &deltalake::kernel::Add) -> Option<usize> {
+pub(crate) fn add_rows(add: &Add) -> Option<usize> {
     let stats: serde_json::Value = serde_json::from_str(add.stats.as_deref()?).ok()?;
     stats.get("numRecords")?.as_u64().map(|n| n as usize)
 }

@@ -2,7 +2,7 @@
 //! both delete modes. Batches are built directly with Arrow; the table is read back through
 //! deltalake's DataFusion provider, the way any Delta reader sees it.
 
-use connectors::change::{ChangeBatch, SourceOffset, app_id};
+use change::{ChangeBatch, SourceOffset};
 
 use super::{DeleteMode, WriteMode};
 use crate::test_support::*;
@@ -199,7 +199,7 @@ async fn truncate(deletes: DeleteMode) {
 async fn idempotent_replays(deletes: DeleteMode) {
     let fx = Fixture::new(deletes);
     let mut w = fx.writer().await;
-    let (p0, p1) = (app_id(STREAM, 0), app_id(STREAM, 1));
+    let (p0, p1) = (app_id(0), app_id(1));
     let first = batch(&[
         up(0, 1, "a", 1000),
         up(0, 3, "c", 3000).p(1),
@@ -211,7 +211,7 @@ async fn idempotent_replays(deletes: DeleteMode) {
         (w.next_offset(&p0).await.unwrap(), w.next_offset(&p1).await.unwrap()),
         (Some(2), Some(2))
     );
-    assert_eq!(w.next_offset(&app_id(STREAM, 7)).await.unwrap(), None);
+    assert_eq!(w.next_offset(&app_id(7)).await.unwrap(), None);
     let before = fx.rows().await;
 
     let again = apply(&mut w, &first).await;
@@ -255,7 +255,7 @@ async fn idempotent_replays(deletes: DeleteMode) {
         columns(false),
         vec!["id".into()],
         vec![SourceOffset {
-            stream: STREAM.into(),
+            stream: stream(),
             partition: 0,
             next_offset: 10,
         }],
@@ -399,7 +399,7 @@ async fn restart_rebuilds_index(deletes: DeleteMode) {
 
     let mut w = fx.writer().await;
     assert_eq!(w.indexed_keys(), None, "the index is built lazily");
-    assert_eq!(w.next_offset(&app_id(STREAM, 0)).await.unwrap(), Some(5));
+    assert_eq!(w.next_offset(&app_id(0)).await.unwrap(), Some(5));
     assert_eq!(
         apply(&mut w, &second).await.version,
         None,
@@ -460,7 +460,7 @@ async fn other_writer_commits(deletes: DeleteMode) {
         )
     );
     assert_eq!(
-        a.next_offset(&app_id(STREAM, 1)).await.unwrap(),
+        a.next_offset(&app_id(1)).await.unwrap(),
         Some(3),
         "b's offsets are seen"
     );

@@ -16,7 +16,7 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use connectors::change::{ChangeBatch, ChangeKind, Position, SourceOffset, meta_fields};
+use change::{ChangeBatch, ChangeKind, Position, SourceOffset, meta_fields};
 use tables::{DeleteMode, WriteMode};
 
 use crate::support::*;
@@ -262,7 +262,7 @@ async fn load_events(cfg: &cormorant::config::Config) {
             .collect(),
         unavailable: Vec::new(),
         offsets: vec![SourceOffset {
-            stream: "golden:events".into(),
+            stream: change::StreamId::new("golden", "events"),
             partition: 0,
             next_offset: n as i64,
         }],
@@ -271,6 +271,7 @@ async fn load_events(cfg: &cormorant::config::Config) {
     let opts = tables::WriterOptions {
         deletes: DeleteMode::Soft,
         mode: WriteMode::Mor,
+        ..Default::default()
     };
     let mut w = tables::TableWriter::open(&lake, "events", opts).await.expect("writer");
     w.apply(&batch).await.expect("apply events");

@@ -12,8 +12,8 @@ use serde_json::Value as Json;
 use super::decode::{Column, Reader};
 use super::plan::{BytesKind, Plan};
 
-/// Arrow field metadata key holding a column's default as text.
-pub const DEFAULT_KEY: &str = "cormorant.default";
+/// Arrow field metadata key holding a column's default as text (defined by the change contract).
+pub use change::DEFAULT_KEY;
 
 fn zigzag(v: i64, out: &mut Vec<u8>) {
     let mut n = ((v << 1) ^ (v >> 63)) as u64;

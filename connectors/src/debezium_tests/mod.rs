@@ -18,9 +18,9 @@ use serde_json::{Value as Json, json};
 
 use super::{EnvelopePlan, TableDecoder};
 use crate::avro::{Plan, UNAVAILABLE};
-use crate::change::{ChangeBatch, ChangeKind, Position};
 use crate::error::ConnectorError;
 use crate::frame;
+use change::{ChangeBatch, ChangeKind, Position, StreamId};
 
 // ---------------------------------------------------------------------------------------------
 // fixture access
@@ -398,7 +398,7 @@ const CUSTOMER_COLUMNS: [&str; 10] = [
 fn snapshot_insert_update_are_upserts_with_the_after_values() {
     let names = ["customers_r_snapshot", "customers_c_insert", "customers_u_update"];
     let examples: Vec<Example> = names.iter().map(|n| example(n)).collect();
-    let mut dec = TableDecoder::new("g:dbz.public.customers");
+    let mut dec = TableDecoder::new(StreamId::new("g", "dbz.public.customers"));
     for ex in &examples {
         push_example(&mut dec, ex).expect("decodes");
     }
@@ -450,14 +450,14 @@ fn snapshot_insert_update_are_upserts_with_the_after_values() {
 fn other_tables_upserts_match_their_after_values() {
     for name in ["orders_r_snapshot", "products_u_replica_identity_full"] {
         let ex = example(name);
-        let mut dec = TableDecoder::new("s");
+        let mut dec = TableDecoder::new(StreamId::new("g", "s"));
         push_example(&mut dec, &ex).expect("decodes");
         let batch = finish(dec);
         assert_eq!(batch.kinds, vec![ChangeKind::Upsert]);
         assert_row_is_after(&batch, 0, &ex);
     }
     // orders: composite key, bigint above int32, MicroTimestamp → timestamp without zone
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     push_example(&mut dec, &example("orders_r_snapshot")).unwrap();
     let batch = finish(dec);
     assert_eq!(batch.key_columns, vec!["order_id".to_string(), "line_no".to_string()]);
@@ -471,7 +471,7 @@ fn other_tables_upserts_match_their_after_values() {
     );
     assert_eq!(col(&batch, "price").data_type(), &DataType::Decimal128(12, 4));
     // products: smallint → Int16, double → Float64
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     push_example(&mut dec, &example("products_u_replica_identity_full")).unwrap();
     let batch = finish(dec);
     assert_eq!(col(&batch, "stock").data_type(), &DataType::Int16);
@@ -487,7 +487,7 @@ fn delete_takes_the_key_from_the_record_key_and_nulls_everything_else() {
     // the before image holds placeholders: "" for varchar, epoch for timestamptz, defaults
     assert_eq!(ex.json["value"]["before"]["email"], json!(""));
     assert_eq!(ex.json["value"]["before"]["created_at"], json!("1970-01-01T00:00:00Z"));
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     push_example(&mut dec, &ex).expect("decodes");
     let batch = finish(dec);
     assert_eq!(batch.kinds, vec![ChangeKind::Delete]);
@@ -504,7 +504,7 @@ fn delete_takes_the_key_from_the_record_key_and_nulls_everything_else() {
 
     // REPLICA IDENTITY FULL makes no difference: still only the key
     let ex = example("products_d_replica_identity_full");
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     push_example(&mut dec, &ex).expect("decodes");
     let batch = finish(dec);
     assert_eq!(batch.kinds, vec![ChangeKind::Delete]);
@@ -529,7 +529,7 @@ fn delete_key_comes_from_the_key_even_when_before_disagrees() {
             lsn: Some(1),
         },
     );
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     push(&mut dec, 0, 10, Some(&customer_key(5)), Some(&value)).expect("decodes");
     let batch = finish(dec);
     assert_eq!(batch.kinds, vec![ChangeKind::Delete]);
@@ -541,7 +541,7 @@ fn delete_key_comes_from_the_key_even_when_before_disagrees() {
 fn tombstone_yields_no_row_but_advances_the_offset() {
     let ex = example("customers_tombstone");
     assert!(ex.value.is_none());
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     push_example(&mut dec, &ex).expect("a tombstone is fine");
     assert!(!dec.is_empty());
     let batch = finish(dec);
@@ -554,7 +554,7 @@ fn tombstone_yields_no_row_but_advances_the_offset() {
     assert!(batch.data.column_by_name("__kafka_offset").is_some());
 
     // nothing pushed at all: no batch
-    assert!(TableDecoder::new("s").finish().unwrap().is_none());
+    assert!(TableDecoder::new(StreamId::new("g", "s")).finish().unwrap().is_none());
 }
 
 #[test]
@@ -564,7 +564,7 @@ fn key_change_is_delete_of_old_key_then_upsert_of_new_key() {
         example("customers_pk_change_2_tombstone"),
         example("customers_pk_change_3_create"),
     ];
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     for ex in &triple {
         push_example(&mut dec, ex).expect("decodes");
     }
@@ -592,7 +592,7 @@ fn schema_change_mixed_with_v1_records_gives_one_batch_with_the_new_column() {
     let v1 = frame::split(v1a.value.as_deref().unwrap()).unwrap().0;
     assert_eq!(v1, 2);
     assert_eq!(frame::split(v2.value.as_deref().unwrap()).unwrap().0, 7);
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     push_example(&mut dec, &v1a).unwrap();
     push_example(&mut dec, &v1b).unwrap();
     push_example(&mut dec, &v2).unwrap();
@@ -655,7 +655,7 @@ fn schema_change_mixed_with_v1_records_gives_one_batch_with_the_new_column() {
 
 #[test]
 fn toast_placeholder_is_reported_and_null() {
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     // row 0: plain
     push(
         &mut dec,
@@ -707,7 +707,7 @@ fn truncate_without_key_is_a_truncate_row() {
             lsn: Some(43_999_999),
         },
     );
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     push(
         &mut dec,
         0,

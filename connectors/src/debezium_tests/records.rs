@@ -10,7 +10,7 @@ fn bad_records_fail_leave_no_row_and_still_advance_the_offset() {
     let good = example("customers_c_insert");
     let key = good.key.clone().unwrap();
     let value = good.value.clone().unwrap();
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     push(&mut dec, 0, 10, Some(&key), Some(&value)).unwrap();
 
     // truncated value
@@ -84,7 +84,7 @@ fn bad_records_fail_leave_no_row_and_still_advance_the_offset() {
 
 #[test]
 fn only_bad_records_still_move_the_offset() {
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     let ex = example("customers_r_snapshot");
     let mut v = ex.value.clone().unwrap();
     v.truncate(20);
@@ -101,7 +101,7 @@ fn only_bad_records_still_move_the_offset() {
 fn meta_columns_hold_op_deleted_source_ts_lsn_partition_offset() {
     let del = example("customers_d_delete");
     let snap = example("customers_r_snapshot");
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     push_example(&mut dec, &snap).unwrap();
     // the same delete bytes as if read from partition 3
     push(&mut dec, 3, del.offset, del.key.as_deref(), del.value.as_deref()).unwrap();
@@ -164,7 +164,7 @@ fn null_lsn_is_a_null_source_lsn() {
             lsn: None,
         },
     );
-    let mut dec = TableDecoder::new("s");
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
     push(&mut dec, 0, 0, Some(&customer_key(9)), Some(&value)).unwrap();
     let batch = finish(dec);
     assert!(col(&batch, "__source_lsn").is_null(0));
@@ -261,7 +261,7 @@ fn whole_capture_decodes_and_replays_to_postgres_state_at_every_marker() {
     let markers: Json = serde_json::from_str(&read("expected/markers.json")).unwrap();
     for table in ["customers", "orders", "products"] {
         let topic = format!("dbz.public.{table}");
-        let mut dec = TableDecoder::new(format!("g:{topic}"));
+        let mut dec = TableDecoder::new(StreamId::new("g", &topic));
         let mut last = 0;
         for e in events.iter().filter(|e| e.topic == topic) {
             push(&mut dec, e.partition, e.offset, e.key.as_deref(), e.value.as_deref())

@@ -1,0 +1,173 @@
+//! The apply stage: ownership filter, dead letters, then every table's commit at once.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use arrow::array::BooleanArray;
+use change::{Position, SourceOffset, StreamId};
+use connectors::dlq;
+use tables::TableWriter;
+
+use super::decode::DecodedBatch;
+use super::{Pipeline, lock};
+use crate::config::TableConfig;
+use crate::metrics::METRICS;
+
+impl Pipeline {
+    /// Applies one decoded batch; see the module docs of [`super`] for the order.
+    pub(super) async fn apply(&mut self, mut batch: DecodedBatch) -> anyhow::Result<()> {
+        let assignment = self.assignment.clone();
+        for (tc, changes) in batch.tables.values_mut() {
+            changes.retain_partitions(|p| assignment.owns(&tc.topic, p))?;
+        }
+        batch
+            .dead_letters
+            .retain(|d| assignment.owns(&d.record.topic, d.record.partition));
+        for (name, w) in self.writers.iter_mut() {
+            if let Some(tc) = self.configs.get(name) {
+                w.release_partitions(|p| assignment.owns(&tc.topic, p));
+            }
+        }
+        self.apply_dead_letters(&batch).await?;
+        let mut running = Vec::new();
+        for (name, (tc, changes)) in std::mem::take(&mut batch.tables) {
+            let mut writer = self.writer_for(&tc).await?;
+            running.push(tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let result = writer.apply(&changes).await;
+                (name, tc, changes, writer, result, started.elapsed())
+            }));
+        }
+        let mut failure = None;
+        for task in running {
+            let (name, tc, changes, writer, result, took) = task.await?;
+            match result {
+                Ok(applied) => self.applied(&name, &tc, &changes.offsets, &writer, &applied, took),
+                Err(e) if failure.is_none() => {
+                    failure = Some(anyhow::Error::new(e).context(format!(
+                        "applying a batch to table {name}; the worker stops so that nothing is skipped — fix the cause and restart, it resumes from the table's offsets"
+                    )));
+                }
+                Err(e) => tracing::error!(table = %name, error = %e, "apply failed"),
+            }
+            self.writers.insert(name, writer);
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        METRICS
+            .batch_seconds
+            .with_label_values(&["*"])
+            .observe(batch.started.elapsed().as_secs_f64());
+        let p = &self.progress;
+        p.batches.fetch_add(1, Ordering::Relaxed);
+        p.records.fetch_add(batch.records as u64, Ordering::Relaxed);
+        p.dead_letters
+            .fetch_add(batch.dead_letters.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Bookkeeping after a table's commit: metrics, schema for the guard, offsets.
+    fn applied(
+        &mut self,
+        name: &str,
+        tc: &TableConfig,
+        offsets: &[SourceOffset],
+        writer: &TableWriter,
+        applied: &tables::Applied,
+        took: std::time::Duration,
+    ) {
+        let label = [name];
+        METRICS
+            .commit_seconds
+            .with_label_values(&label)
+            .observe(took.as_secs_f64());
+        METRICS
+            .rows_applied
+            .with_label_values(&label)
+            .inc_by((applied.rows_in - applied.rows_skipped) as u64);
+        METRICS
+            .commits_rebased
+            .with_label_values(&label)
+            .inc_by(u64::from(applied.rebased));
+        METRICS
+            .commits_replanned
+            .with_label_values(&label)
+            .inc_by(u64::from(applied.replanned));
+        METRICS
+            .index_keys
+            .with_label_values(&label)
+            .set(writer.indexed_keys().unwrap_or(0) as i64);
+        METRICS
+            .index_bytes
+            .with_label_values(&label)
+            .set(writer.index_heap_bytes().unwrap_or(0) as i64);
+        METRICS
+            .partitions_owned
+            .with_label_values(&label)
+            .set(writer.loaded_partitions().len() as i64);
+        if applied.version.is_some() {
+            self.progress.commits.fetch_add(1, Ordering::Relaxed);
+            if let Ok(s) = writer.table().snapshot() {
+                lock(&self.schemas).insert(name.to_string(), s.snapshot().arrow_schema());
+            }
+        }
+        tracing::debug!(table = name, version = ?applied.version, rows = applied.rows_in, skipped = applied.rows_skipped, written = applied.rows_written, rebased = applied.rebased, replanned = applied.replanned, "batch applied");
+        for o in offsets {
+            self.progress.advance(&tc.topic, o.partition, o.next_offset);
+        }
+    }
+
+    /// Commits the batch's dead letters, one append per topic (app ids are per topic).
+    async fn apply_dead_letters(&mut self, batch: &DecodedBatch) -> anyhow::Result<()> {
+        let letters = &batch.dead_letters;
+        if letters.is_empty() {
+            return Ok(());
+        }
+        for d in letters {
+            let table = self
+                .cfg
+                .table_for_topic(&d.record.topic)
+                .map_or(d.record.topic.to_string(), |t| t.name);
+            METRICS.dead_letters.with_label_values(&[table.as_str()]).inc();
+        }
+        let all = dlq::to_batch(letters)?;
+        let topics: BTreeSet<&str> = letters.iter().map(|d| d.record.topic.as_ref()).collect();
+        for topic in topics {
+            let mask: Vec<bool> = letters.iter().map(|d| d.record.topic.as_ref() == topic).collect();
+            let rows = arrow::compute::filter_record_batch(&all, &BooleanArray::from(mask.clone()))?;
+            let mine = letters.iter().zip(&mask).filter(|(_, m)| **m).map(|(d, _)| d);
+            let positions: Vec<Position> = mine
+                .clone()
+                .map(|d| Position {
+                    partition: d.record.partition,
+                    offset: d.record.offset,
+                })
+                .collect();
+            let stream = StreamId::new(&self.cfg.kafka.group_id, topic);
+            let mut next: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
+            for d in mine {
+                let e = next.entry(d.record.partition).or_insert(0);
+                *e = (*e).max(d.record.offset + 1);
+            }
+            let offsets: Vec<SourceOffset> = next
+                .into_iter()
+                .map(|(partition, next_offset)| SourceOffset {
+                    stream: stream.clone(),
+                    partition,
+                    next_offset,
+                })
+                .collect();
+            let applied = self
+                .dlq
+                .append(&rows, &positions, &offsets)
+                .await
+                .context("writing the dead-letter table")?;
+            if applied.version.is_some() {
+                self.progress.commits.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! The decode stage: raw records → one `ChangeBatch` per table plus dead letters, on every
+//! core.
+//!
+//! Records are grouped by table; each table's records are cut into contiguous chunks that
+//! decode on blocking threads at once, and the chunks' batches are joined in order — the order
+//! within every partition is the records' order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use change::{ChangeBatch, StreamId};
+use connectors::dlq::DeadLetter;
+use connectors::{Decoder, RawRecord};
+
+use crate::config::{Config, TableConfig};
+
+/// Fewer records than this per chunk are not worth a thread of their own.
+const MIN_CHUNK: usize = 2_000;
+
+/// One batch, decoded.
+pub(crate) struct DecodedBatch {
+    /// Per table (by name): its config and its changes.
+    pub tables: BTreeMap<String, (TableConfig, ChangeBatch)>,
+    pub dead_letters: Vec<DeadLetter>,
+    pub records: usize,
+    /// When its first record was handed over (for the batch latency histogram).
+    pub started: Instant,
+}
+
+/// Decodes `records` (schemas are fetched first, retried while the registry is unavailable,
+/// until `stop` is set).
+pub(crate) async fn decode(
+    cfg: &Config,
+    group: &str,
+    decoder: &Arc<Decoder>,
+    records: Vec<RawRecord>,
+    stop: &AtomicBool,
+) -> anyhow::Result<DecodedBatch> {
+    let started = Instant::now();
+    let n = records.len();
+    let mut delay = Duration::from_millis(500);
+    while let Err(e) = decoder.prefetch(&records).await {
+        if stop.load(Ordering::Relaxed) {
+            anyhow::bail!("stopped while the schema registry was unavailable: {e}");
+        }
+        tracing::warn!(error = %e, "schema registry unavailable while decoding; retrying");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+    let mut by_table: BTreeMap<String, (TableConfig, Vec<RawRecord>)> = BTreeMap::new();
+    for rec in records {
+        let Some(tc) = cfg.table_for_topic(&rec.topic) else {
+            continue;
+        };
+        crate::metrics::METRICS
+            .events_read
+            .with_label_values(&[tc.name.as_str()])
+            .inc();
+        by_table
+            .entry(tc.name.clone())
+            .or_insert_with(|| (tc, Vec::new()))
+            .1
+            .push(rec);
+    }
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let mut out = DecodedBatch {
+        tables: BTreeMap::new(),
+        dead_letters: Vec::new(),
+        records: n,
+        started,
+    };
+    for (name, (tc, mut recs)) in by_table {
+        let stream = StreamId::new(group, &tc.topic);
+        let chunks = (recs.len() / MIN_CHUNK).clamp(1, threads);
+        let size = recs.len().div_ceil(chunks);
+        let mut pieces = Vec::with_capacity(chunks);
+        while !recs.is_empty() {
+            let rest = recs.split_off(size.min(recs.len()));
+            pieces.push(std::mem::replace(&mut recs, rest));
+        }
+        let tasks: Vec<_> = pieces
+            .into_iter()
+            .map(|piece| {
+                let (decoder, name, stream) = (decoder.clone(), name.clone(), stream.clone());
+                tokio::task::spawn_blocking(move || decoder.decode(&name, &stream, &piece))
+            })
+            .collect();
+        let mut parts = Vec::new();
+        for t in tasks {
+            let d = t.await??;
+            out.dead_letters.extend(d.dead_letters);
+            parts.extend(d.batch);
+        }
+        if let Some(batch) = ChangeBatch::concat(parts)? {
+            out.tables.insert(name, (tc, batch));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,220 @@
+//! The decode-and-apply pipeline: raw record batches in, Delta commits out.
+//!
+//! ```text
+//! source ──RawBatch──▶ decode (every core) ──DecodedBatch──▶ apply: dead letters, then every
+//!   (poll thread,        prefetch schemas,      bounded          table concurrently, one commit
+//!    bounded channel)    chunked Avro→Arrow     channel          each; offsets → Progress
+//! ```
+//!
+//! Batch N+1 decodes while batch N writes and commits; the channels hold one batch each, so
+//! memory is bounded by a few batches and a slow lake slows the consumer (which pauses its
+//! partitions) instead of growing queues. The same type serves `cormorant run` (fed by the
+//! consumer group), `cormorant replay` (fed by a range reader) and the benchmarks (fed from
+//! memory).
+//!
+//! Invariants:
+//! - only partitions the [`Assignment`] owns are applied; a revoked partition's in-flight
+//!   changes are abandoned (its new owner re-reads them from the table's offsets) and its index
+//!   dropped;
+//! - dead letters are committed to `_dlq` (with their own `txn` offsets) BEFORE the tables
+//!   move past those records — a crash in between re-reads the batch, it never loses a record;
+//! - a batch that cannot be applied stops the pipeline with an error; nothing is skipped.
+
+mod apply;
+mod decode;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::SchemaRef;
+use connectors::kafka::{Assignment, RawBatch};
+use connectors::registry::SchemaCache;
+use connectors::{Decoder, SchemaGuard};
+use tables::{Lake, TableWriter, WriterOptions};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, TableConfig};
+
+/// Name of the dead-letter table.
+pub const DLQ_TABLE: &str = "_dlq";
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct RunStats {
+    pub batches: u64,
+    pub records: u64,
+    pub dead_letters: u64,
+    pub commits: u64,
+}
+
+/// Where the pipeline stands, shared with whoever feeds and watches it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Next offset applied per (topic, partition), by this pipeline.
+    applied: Mutex<HashMap<(String, i32), i64>>,
+    batches: AtomicU64,
+    records: AtomicU64,
+    dead_letters: AtomicU64,
+    commits: AtomicU64,
+}
+
+impl Progress {
+    /// `(topic, partition, next offset)` of everything applied so far.
+    pub fn applied(&self) -> Vec<(String, i32, i64)> {
+        lock(&self.applied)
+            .iter()
+            .map(|((t, p), o)| (t.clone(), *p, *o))
+            .collect()
+    }
+
+    /// The next offset this pipeline applied for one partition.
+    pub fn applied_to(&self, topic: &str, partition: i32) -> Option<i64> {
+        lock(&self.applied).get(&(topic.to_string(), partition)).copied()
+    }
+
+    pub fn stats(&self) -> RunStats {
+        RunStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            records: self.records.load(Ordering::Relaxed),
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+        }
+    }
+
+    fn advance(&self, topic: &str, partition: i32, next: i64) {
+        let mut m = lock(&self.applied);
+        let e = m.entry((topic.to_string(), partition)).or_insert(next);
+        *e = (*e).max(next);
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) fn options(t: &TableConfig) -> WriterOptions {
+    WriterOptions {
+        deletes: t.deletes,
+        mode: t.mode,
+        keys_move_partitions: t.keys_move_partitions,
+    }
+}
+
+/// Table schemas as of their last commit: a record whose schema a table cannot take goes to
+/// the dead-letter table with the reason instead of stopping the worker.
+type Schemas = Arc<Mutex<HashMap<String, SchemaRef>>>;
+
+fn schema_guard(schemas: &Schemas) -> SchemaGuard {
+    let known = schemas.clone();
+    Arc::new(move |table: &str, fields: &[arrow::datatypes::Field]| {
+        let mut known = lock(&known);
+        match known.get(table) {
+            Some(schema) => tables::evolve::plan(schema, fields).map(|_| ()),
+            None => {
+                // a table this batch creates: its first schema is the one the rest must fit
+                let columns = arrow::datatypes::Schema::new(fields.to_vec());
+                known.insert(table.to_string(), change::with_meta(&columns));
+                Ok(())
+            }
+        }
+    })
+}
+
+/// Decodes and applies batches of raw records; see the module docs.
+pub struct Pipeline {
+    cfg: Arc<Config>,
+    lake: Lake,
+    decoder: Arc<Decoder>,
+    writers: HashMap<String, TableWriter>,
+    /// the config of every table a writer was opened for
+    configs: HashMap<String, TableConfig>,
+    dlq: TableWriter,
+    schemas: Schemas,
+    assignment: Arc<Assignment>,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Pipeline {
+    /// A pipeline writing `tables` (more appear as `kafka.topic_pattern` topics show up),
+    /// applying only what `assignment` owns.
+    pub async fn new(
+        cfg: &Config,
+        lake: &Lake,
+        tables: &[TableConfig],
+        assignment: Arc<Assignment>,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        let cache = Arc::new(SchemaCache::new(&cfg.registry.settings())?);
+        let schemas: Schemas = Arc::new(Mutex::new(HashMap::new()));
+        let mut writers = HashMap::new();
+        let configs = tables.iter().map(|t| (t.name.clone(), t.clone())).collect();
+        for t in tables {
+            let w = TableWriter::open(lake, &t.name, options(t)).await?;
+            if let Ok(s) = w.table().snapshot() {
+                lock(&schemas).insert(t.name.clone(), s.snapshot().arrow_schema());
+            }
+            writers.insert(t.name.clone(), w);
+        }
+        Ok(Self {
+            cfg: Arc::new(cfg.clone()),
+            lake: lake.clone(),
+            decoder: Arc::new(Decoder::new(cache).with_guard(schema_guard(&schemas))),
+            writers,
+            configs,
+            dlq: TableWriter::open(lake, DLQ_TABLE, WriterOptions::default()).await?,
+            schemas,
+            assignment,
+            progress: Arc::new(Progress::default()),
+            stop,
+        })
+    }
+
+    /// Where the pipeline stands (shared; stays valid after `run` returns).
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Runs until `batches` is closed and everything received is applied (or a batch fails).
+    pub async fn run(mut self, mut batches: mpsc::Receiver<RawBatch>) -> anyhow::Result<RunStats> {
+        let (tx, mut decoded) = mpsc::channel(1);
+        let (cfg, decoder, stop) = (self.cfg.clone(), self.decoder.clone(), self.stop.clone());
+        let group = cfg.kafka.group_id.clone();
+        let decoding = tokio::spawn(async move {
+            while let Some(raw) = batches.recv().await {
+                let d = decode::decode(&cfg, &group, &decoder, raw.records, &stop).await?;
+                if tx.send(d).await.is_err() {
+                    break; // the apply stage failed; it reports why
+                }
+            }
+            anyhow::Ok(())
+        });
+        let mut failed = None;
+        while let Some(batch) = decoded.recv().await {
+            if let Err(e) = self.apply(batch).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        drop(decoded);
+        let decoded_result = decoding.await?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        decoded_result?;
+        Ok(self.progress.stats())
+    }
+
+    /// The writer of a table (opened on first use: a `topic_pattern` table).
+    async fn writer_for(&mut self, tc: &TableConfig) -> anyhow::Result<TableWriter> {
+        match self.writers.remove(&tc.name) {
+            Some(w) => Ok(w),
+            None => {
+                tracing::info!(table = %tc.name, topic = %tc.topic, "new table from a topic");
+                self.configs.insert(tc.name.clone(), tc.clone());
+                Ok(TableWriter::open(&self.lake, &tc.name, options(tc)).await?)
+            }
+        }
+    }
+}

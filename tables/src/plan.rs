@@ -1,0 +1,352 @@
+//! Planning one commit: which previous rows to load, the new rows per partition, and what
+//! happens to the files holding superseded rows.
+//!
+//! - merge-on-read: superseded rows are added to their file's deletion vector (a file whose
+//!   rows are all deleted is removed); only the previous rows soft deletes and TOASTed cells
+//!   need are read, with a row selection;
+//! - copy-on-write: every file holding a superseded row is read whole and rewritten at once
+//!   without it, into the same partition's new file (MoR with the touched files compacted).
+//!
+//! Invariant: every output file holds rows of one source partition — batch rows of that
+//! partition, and rows of files of that partition.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, new_null_array};
+use arrow::compute::{concat_batches, interleave, take_record_batch};
+use arrow::datatypes::SchemaRef;
+use change::{ChangeBatch, ChangeKind, DELETED, OP, is_meta_column};
+use futures::StreamExt;
+use object_store::ObjectStore;
+use roaring::RoaringTreemap;
+
+use crate::error::{Result, TableError};
+use crate::files::{self, FileRef};
+use crate::index::{Index, RowLoc};
+use crate::keys::{KeyEncoder, KeyId};
+use crate::resolve::{BATCH, Columns, Inputs, NULLS, NewRow, Resolution, Src, needs_previous, resolve};
+
+/// How many files are read at once.
+const READ_CONCURRENCY: usize = 8;
+
+/// What a batch does, before anything is written.
+pub struct Planned {
+    /// New rows per partition.
+    pub outputs: BTreeMap<i32, RecordBatch>,
+    /// Files whose rows are all gone from the table (rewritten by CoW, or fully deleted).
+    pub dropped: Vec<u32>,
+    /// Files that stay with a grown deletion vector (MoR).
+    pub vectors: Vec<(u32, RoaringTreemap)>,
+    /// Keys that have no row any more.
+    pub removed_keys: Vec<(i32, KeyId)>,
+    /// Paths of every file this plan removes or read previous rows from: a concurrent commit
+    /// that touched any of them forces a new plan.
+    pub touched: HashSet<String>,
+}
+
+/// Where a loaded file's rows sit among the sources.
+struct LoadedFile {
+    slot: u32,
+    /// `None`: the whole file; else the ascending rows read.
+    rows: Option<Vec<u32>>,
+}
+
+/// Inputs that do not change between plans of one batch.
+pub struct Context<'a> {
+    pub schema: &'a SchemaRef,
+    pub encoder: &'a KeyEncoder,
+    pub index: &'a Index,
+    pub store: Arc<dyn ObjectStore>,
+    pub hard: bool,
+    pub cow: bool,
+    /// keys may have their row in another partition's group (see the writer)
+    pub anywhere: bool,
+}
+
+fn columns(schema: &SchemaRef, encoder: &KeyEncoder) -> Columns {
+    let n = schema.fields().len();
+    Columns {
+        count: n,
+        keys: encoder
+            .columns()
+            .iter()
+            .filter_map(|c| schema.index_of(c).ok())
+            .collect(),
+        meta: (0..n)
+            .filter(|c| {
+                let name = schema.field(*c).name();
+                is_meta_column(name) && name != OP && name != DELETED
+            })
+            .collect(),
+        op_flags: [OP, DELETED].iter().filter_map(|c| schema.index_of(c).ok()).collect(),
+    }
+}
+
+/// One-row sources: all nulls, and the "deleted" marker.
+fn fixed_sources(schema: &SchemaRef) -> Result<[RecordBatch; 2]> {
+    let nulls: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| new_null_array(f.data_type(), 1))
+        .collect();
+    let marker: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            OP => Arc::new(StringArray::from(vec!["d"])) as ArrayRef,
+            DELETED => Arc::new(BooleanArray::from(vec![true])) as ArrayRef,
+            _ => new_null_array(f.data_type(), 1),
+        })
+        .collect();
+    Ok([
+        RecordBatch::try_new(schema.clone(), nulls)?,
+        RecordBatch::try_new(schema.clone(), marker)?,
+    ])
+}
+
+/// The files (and, for MoR, rows) whose previous values the plan needs: file id → rows
+/// (`None`: whole file).
+fn to_load(cx: &Context<'_>, batch: &ChangeBatch, keep: &[usize], keys: &[KeyId]) -> HashMap<u32, Option<Vec<u32>>> {
+    let (truncate_soft, needy) = needs_previous(batch, keep, cx.hard);
+    let truncates = keep.iter().any(|i| batch.kinds[*i] == ChangeKind::Truncate);
+    let mut load: HashMap<u32, Option<Vec<u32>>> = HashMap::new();
+    let everything = truncate_soft || (cx.cow && truncates);
+    if everything {
+        for p in cx.index.partitions() {
+            for (id, _) in cx.index.files_of(p) {
+                load.insert(id, None);
+            }
+        }
+        return load;
+    }
+    let loc = |i: &usize| {
+        cx.index
+            .find(batch.positions[*i].partition, keys[*i], cx.anywhere)
+            .map(|(_, l)| l)
+    };
+    if cx.cow {
+        for l in keep.iter().filter_map(loc) {
+            load.insert(l.file, None);
+        }
+    }
+    for l in needy.iter().filter_map(loc) {
+        if let Some(rows) = load.entry(l.file).or_insert_with(|| Some(Vec::new())) {
+            rows.push(l.row);
+        }
+    }
+    for rows in load.values_mut().flatten() {
+        rows.sort_unstable();
+        rows.dedup();
+    }
+    load
+}
+
+/// Reads what [`to_load`] asks for; returns the sources (after the fixed ones) and where each
+/// file landed.
+async fn load(
+    cx: &Context<'_>,
+    wanted: HashMap<u32, Option<Vec<u32>>>,
+) -> Result<(Vec<RecordBatch>, HashMap<u32, LoadedFile>)> {
+    let mut reads = Vec::new();
+    for (id, rows) in wanted {
+        let entry = cx
+            .index
+            .file(id)
+            .ok_or_else(|| TableError::Corrupt(format!("index names file {id} it does not hold")))?;
+        let (store, file, schema) = (cx.store.clone(), FileRef::of(&entry.add), cx.schema.clone());
+        reads.push(async move {
+            let batch = files::read(store, &file, &schema, None, rows.as_deref()).await?;
+            Ok::<_, TableError>((id, rows, batch))
+        });
+    }
+    let results: Vec<Result<(u32, Option<Vec<u32>>, RecordBatch)>> = futures::stream::iter(reads)
+        .buffer_unordered(READ_CONCURRENCY)
+        .collect()
+        .await;
+    let mut sources = Vec::new();
+    let mut loaded = HashMap::new();
+    for r in results {
+        let (id, rows, batch) = r?;
+        if let Some(rows) = &rows
+            && rows.len() != batch.num_rows()
+        {
+            return Err(TableError::Corrupt(format!(
+                "read {} of {} selected rows of file {id}",
+                batch.num_rows(),
+                rows.len()
+            )));
+        }
+        loaded.insert(
+            id,
+            LoadedFile {
+                slot: 3 + sources.len() as u32,
+                rows,
+            },
+        );
+        sources.push(batch);
+    }
+    Ok((sources, loaded))
+}
+
+/// Resolves `keep` rows of `batch` (aligned to the schema; `keys` its key ids) and plans the
+/// commit.
+pub async fn plan(cx: &Context<'_>, batch: &ChangeBatch, keep: &[usize], keys: &[KeyId]) -> Result<Planned> {
+    let wanted = to_load(cx, batch, keep, keys);
+    let (loaded_sources, loaded) = load(cx, wanted).await?;
+    let previous = |loc: RowLoc| -> Src {
+        match loaded.get(&loc.file) {
+            Some(LoadedFile { slot, rows: None }) => (*slot, loc.row),
+            Some(LoadedFile { slot, rows: Some(rows) }) => match rows.binary_search(&loc.row) {
+                Ok(i) => (*slot, i as u32),
+                Err(_) => (NULLS, 0),
+            },
+            None => (NULLS, 0),
+        }
+    };
+    let cols = columns(cx.schema, cx.encoder);
+    let mut unavailable: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (r, c) in &batch.unavailable {
+        if let Some(f) = batch.columns.fields().get(*c)
+            && let Ok(ci) = cx.schema.index_of(f.name())
+        {
+            unavailable.entry(*r).or_default().push(ci);
+        }
+    }
+    let res = resolve(&Inputs {
+        batch,
+        keep,
+        keys,
+        index: cx.index,
+        cols: &cols,
+        unavailable: &unavailable,
+        hard: cx.hard,
+        previous: &previous,
+        anywhere: cx.anywhere,
+    });
+    // sources in slot order: BATCH, NULLS, MARKER, then the loaded files (slots from 3)
+    let [nulls, marker] = fixed_sources(cx.schema)?;
+    let mut sources = vec![batch.data.clone(), nulls, marker];
+    sources.extend(loaded_sources);
+    let mut touched: HashSet<String> = loaded
+        .keys()
+        .filter_map(|id| cx.index.file(*id).map(|f| f.path().to_string()))
+        .collect();
+    let (dropped, vectors, kept) = file_actions(cx, &res, &loaded)?;
+    for id in dropped.iter().chain(vectors.iter().map(|(id, _)| id)) {
+        if let Some(f) = cx.index.file(*id) {
+            touched.insert(f.path().to_string());
+        }
+    }
+    let outputs = assemble(cx.schema, &sources, &res, &kept)?;
+    Ok(Planned {
+        outputs,
+        dropped,
+        vectors,
+        removed_keys: res.removed_keys,
+        touched,
+    })
+}
+
+/// Rows kept from a rewritten file: `(partition, source slot, rows)`.
+type Kept = Vec<(i32, u32, Vec<u32>)>;
+
+/// What happens to each file holding a superseded row.
+fn file_actions(
+    cx: &Context<'_>,
+    res: &Resolution,
+    loaded: &HashMap<u32, LoadedFile>,
+) -> Result<(Vec<u32>, Vec<(u32, RoaringTreemap)>, Kept)> {
+    let mut superseded: BTreeMap<u32, RoaringTreemap> = BTreeMap::new();
+    for loc in &res.superseded {
+        superseded.entry(loc.file).or_default().insert(u64::from(loc.row));
+    }
+    let mut dropped = Vec::new();
+    let mut vectors = Vec::new();
+    let mut kept = Vec::new();
+    for (id, rows) in superseded {
+        let f = cx
+            .index
+            .file(id)
+            .ok_or_else(|| TableError::Corrupt(format!("superseded row in unknown file {id}")))?;
+        let mut bitmap = f.deleted.clone();
+        bitmap |= rows;
+        if cx.cow {
+            let slot = loaded
+                .get(&id)
+                .map(|l| l.slot)
+                .ok_or_else(|| TableError::Corrupt(format!("file {} to rewrite was not read", f.path())))?;
+            let keep: Vec<u32> = (0..f.rows as u32).filter(|r| !bitmap.contains(u64::from(*r))).collect();
+            if !keep.is_empty() {
+                kept.push((f.partition, slot, keep));
+            }
+            dropped.push(id);
+        } else if bitmap.len() >= f.rows {
+            dropped.push(id); // every row deleted: drop the file
+        } else {
+            vectors.push((id, bitmap));
+        }
+    }
+    Ok((dropped, vectors, kept))
+}
+
+/// The new rows of every partition, one batch each: batch rows with one `take` per column,
+/// rows kept from rewritten files likewise, mixed rows with one `interleave` per column.
+fn assemble(
+    schema: &SchemaRef,
+    sources: &[RecordBatch],
+    res: &Resolution,
+    kept: &Kept,
+) -> Result<BTreeMap<i32, RecordBatch>> {
+    #[derive(Default)]
+    struct Part<'a> {
+        batch_rows: Vec<u32>,
+        mixed: Vec<&'a [Src]>,
+        kept: Vec<(u32, &'a [u32])>,
+    }
+    let mut parts: BTreeMap<i32, Part<'_>> = BTreeMap::new();
+    for (p, row) in &res.rows {
+        let part = parts.entry(*p).or_default();
+        match row {
+            NewRow::Batch(i) => part.batch_rows.push(*i),
+            NewRow::Mixed(cells) => part.mixed.push(cells),
+        }
+    }
+    for (p, slot, rows) in kept {
+        parts.entry(*p).or_default().kept.push((*slot, rows));
+    }
+    let mut out = BTreeMap::new();
+    for (p, part) in parts {
+        let mut pieces = Vec::new();
+        if !part.batch_rows.is_empty() {
+            pieces.push(take_record_batch(
+                &sources[BATCH as usize],
+                &UInt32Array::from(part.batch_rows),
+            )?);
+        }
+        for (slot, rows) in part.kept {
+            pieces.push(take_record_batch(
+                &sources[slot as usize],
+                &UInt32Array::from(rows.to_vec()),
+            )?);
+        }
+        if !part.mixed.is_empty() {
+            let mut columns = Vec::with_capacity(schema.fields().len());
+            for c in 0..schema.fields().len() {
+                let arrays: Vec<&dyn Array> = sources.iter().map(|s| s.column(c).as_ref()).collect();
+                let idx: Vec<(usize, usize)> = part.mixed.iter().map(|r| (r[c].0 as usize, r[c].1 as usize)).collect();
+                columns.push(interleave(&arrays, &idx)?);
+            }
+            pieces.push(RecordBatch::try_new(schema.clone(), columns)?);
+        }
+        let batch = if pieces.len() == 1 {
+            pieces.remove(0)
+        } else {
+            concat_batches(schema, &pieces)?
+        };
+        if batch.num_rows() > 0 {
+            out.insert(p, batch);
+        }
+    }
+    Ok(out)
+}
