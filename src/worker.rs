@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use change::StreamId;
-use connectors::kafka::{Assignment, KafkaSource, OffsetLookup};
+use connectors::kafka::{KafkaSource, OffsetLookup};
 use tables::{Lake, OffsetsWatch};
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -167,14 +167,6 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let poller = source.clone().start(cfg.kafka.limits(), tx, poll_stop.clone())?;
     let mut applying = tokio::spawn(pipeline.run(rx));
-    let compacting = cfg.compaction.inline.then(|| {
-        tokio::spawn(compaction_loop(
-            cfg.clone(),
-            lake.clone(),
-            source.assignment(),
-            progress.clone(),
-        ))
-    });
     let mut last_lag: Option<Instant> = None;
     let result = loop {
         tokio::select! {
@@ -196,9 +188,6 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
         }
     };
     poll_stop.store(true, Ordering::Relaxed);
-    if let Some(c) = compacting {
-        c.abort(); // a round cut short commits nothing
-    }
     let _ = tokio::task::spawn_blocking(move || poller.join()).await;
     let stats = match result {
         Some(r) => r??,
@@ -228,60 +217,4 @@ async fn report_lag(cfg: &Config, source: &Arc<KafkaSource>, progress: &Arc<Prog
         }
     })
     .await;
-}
-
-/// Inline compaction, beside ingest on a task of its own: a table that committed
-/// `compaction.every_commits` times since its last round gets a round over the file groups of
-/// the partitions this worker owns (so members of one group never compete for files). Its
-/// commits reach the writers as patches; a round that loses a race with a writer gives up and
-/// is tried again later. Failures are logged, never fatal: compaction only reorganizes
-/// committed data.
-async fn compaction_loop(cfg: Config, lake: Lake, assignment: Arc<Assignment>, progress: Arc<Progress>) {
-    let mut tables: HashMap<String, (deltalake::DeltaTable, u64)> = HashMap::new();
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let mut topics: Vec<String> = progress.applied().into_iter().map(|(t, _, _)| t).collect();
-        topics.sort();
-        topics.dedup();
-        for topic in topics {
-            let (Some(tc), owned) = (cfg.table_for_topic(&topic), assignment.partitions(&topic)) else {
-                continue;
-            };
-            if owned.is_empty() {
-                continue;
-            }
-            let (table, last) = match tables.entry(tc.name.clone()) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => match lake.open(&tc.name, None).await {
-                    Ok(t) => {
-                        let version = t.version().unwrap_or(0);
-                        v.insert((t, version))
-                    }
-                    Err(_) => continue,
-                },
-            };
-            if let Err(e) = table.update_state().await {
-                tracing::warn!(table = %tc.name, error = %e, "cannot read the table for compaction");
-                continue;
-            }
-            let version = table.version().unwrap_or(0);
-            if version < *last + cfg.compaction.every_commits {
-                continue;
-            }
-            *last = version;
-            match tables::compact_partitions(table, &cfg.compaction.options, Some(&owned)).await {
-                Ok(r) if r.version.is_some() => {
-                    tracing::info!(table = %tc.name, version = ?r.version, removed = r.files_removed, added = r.files_added, "compacted");
-                    let m = &crate::metrics::METRICS;
-                    m.compactions.with_label_values(&[tc.name.as_str()]).inc();
-                    m.compaction_bytes
-                        .with_label_values(&[tc.name.as_str()])
-                        .inc_by(r.bytes_written);
-                    *last = r.version.unwrap_or(version);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(table = %tc.name, error = %e, "compaction failed; will retry later"),
-            }
-        }
-    }
 }

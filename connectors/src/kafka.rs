@@ -408,12 +408,19 @@ impl KafkaSource {
         let mut first_at: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
         while !stop.load(Ordering::SeqCst) {
-            let due = {
+            let (empty, due) = {
                 let pending = lock(&ctx.pending);
-                !pending.records.is_empty()
-                    && (pending.full(&limits) || first_at.is_some_and(|t| t.elapsed() >= limits.linger))
+                let empty = pending.records.is_empty();
+                let due = pending.full(&limits) || first_at.is_some_and(|t| t.elapsed() >= limits.linger);
+                (empty, !empty && due)
             };
-            if due {
+            if empty {
+                first_at = None;
+            }
+            if !due {
+                // paused only while a due batch waits for room; a revocation may have emptied it
+                self.set_paused(false);
+            } else {
                 let batch = std::mem::take(&mut *lock(&ctx.pending));
                 match tx.try_send(batch) {
                     Ok(()) => {

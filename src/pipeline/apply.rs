@@ -56,6 +56,9 @@ impl Pipeline {
         if let Some(e) = failure {
             return Err(e);
         }
+        if self.cfg.compaction.inline {
+            self.compact_due().await;
+        }
         METRICS
             .batch_seconds
             .with_label_values(&["*"])
@@ -109,6 +112,7 @@ impl Pipeline {
             .set(writer.loaded_partitions().len() as i64);
         if applied.version.is_some() {
             self.progress.commits.fetch_add(1, Ordering::Relaxed);
+            *self.since_compaction.entry(name.to_string()).or_default() += 1;
             if let Ok(s) = writer.table().snapshot() {
                 lock(&self.schemas).insert(name.to_string(), s.snapshot().arrow_schema());
             }
@@ -116,6 +120,38 @@ impl Pipeline {
         tracing::debug!(table = name, version = ?applied.version, rows = applied.rows_in, skipped = applied.rows_skipped, written = applied.rows_written, rebased = applied.rebased, replanned = applied.replanned, "batch applied");
         for o in offsets {
             self.progress.advance(&tc.topic, o.partition, o.next_offset);
+        }
+    }
+
+    /// Inline compaction of the tables that committed `compaction.every_commits` times since
+    /// their last round, over the file groups of the partitions this worker owns. It runs
+    /// between batches (the next batch decodes meanwhile), bounded by `max_seconds`; failures
+    /// are logged, never fatal: compaction only reorganizes committed data.
+    async fn compact_due(&mut self) {
+        let every = self.cfg.compaction.every_commits.max(1);
+        let due: Vec<String> = self
+            .since_compaction
+            .iter()
+            .filter(|(_, n)| **n >= every)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for name in due {
+            self.since_compaction.insert(name.clone(), 0);
+            let Some(writer) = self.writers.get_mut(&name) else {
+                continue;
+            };
+            match writer.compact(&self.cfg.compaction.options).await {
+                Ok(r) if r.version.is_some() => {
+                    tracing::info!(table = %name, version = ?r.version, removed = r.files_removed, added = r.files_added, "compacted");
+                    METRICS.compactions.with_label_values(&[name.as_str()]).inc();
+                    METRICS
+                        .compaction_bytes
+                        .with_label_values(&[name.as_str()])
+                        .inc_by(r.bytes_written);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(table = %name, error = %e, "inline compaction failed; will retry later"),
+            }
         }
     }
 

@@ -134,6 +134,8 @@ pub struct Pipeline {
     assignment: Arc<Assignment>,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
+    /// commits per table since its last inline compaction
+    since_compaction: HashMap<String, u64>,
 }
 
 impl Pipeline {
@@ -168,6 +170,7 @@ impl Pipeline {
             assignment,
             progress: Arc::new(Progress::default()),
             stop,
+            since_compaction: HashMap::new(),
         })
     }
 

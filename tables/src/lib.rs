@@ -13,6 +13,8 @@ pub mod dv;
 pub mod error;
 pub mod evolve;
 mod files;
+#[cfg(test)]
+mod group_model_tests;
 pub mod index;
 pub mod keys;
 pub mod lake;
@@ -21,6 +23,8 @@ pub mod log;
 mod model_tests;
 pub mod offsets;
 mod plan;
+#[cfg(test)]
+mod race_tests;
 mod resolve;
 mod state;
 #[cfg(test)]

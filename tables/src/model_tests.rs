@@ -39,10 +39,10 @@ const REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/model_regres
 // ---------------------------------------------------------------------------------------------
 
 /// splitmix64: small, fast, and every seed (0 included) gives a good stream.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -50,16 +50,16 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 
     /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo + 1)
     }
 
-    fn percent(&mut self, p: u64) -> bool {
+    pub(crate) fn percent(&mut self, p: u64) -> bool {
         self.below(100) < p
     }
 
@@ -67,12 +67,12 @@ impl Rng {
         self.range(1, KEYS) as i32
     }
 
-    fn name(&mut self) -> &'static str {
+    pub(crate) fn name(&mut self) -> &'static str {
         NAMES[self.below(NAMES.len() as u64) as usize]
     }
 
     /// Mostly positive amounts, some negative, some zero-ish.
-    fn cents(&mut self) -> i128 {
+    pub(crate) fn cents(&mut self) -> i128 {
         self.below(2_000_000) as i128 - 100_000
     }
 }
@@ -83,7 +83,7 @@ impl Rng {
 
 /// The record at one offset of the partition.
 #[derive(Clone, Copy, Debug)]
-enum Rec {
+pub(crate) enum Rec {
     /// `toast`: the `name` cell is unavailable (unchanged TOASTed value).
     Upsert {
         id: i32,
@@ -158,7 +158,7 @@ fn generate(rng: &mut Rng) -> Vec<Rec> {
 
 /// A row as `fx.rows()` renders it: `id|name|amount|ts|__op|__deleted|__kafka_offset`.
 #[derive(Clone, Debug, PartialEq)]
-struct Row {
+pub(crate) struct Row {
     name: Option<&'static str>,
     cents: Option<i128>,
     ts: Option<i64>,
@@ -177,13 +177,13 @@ fn cell<T: ToString>(v: Option<T>) -> String {
 }
 
 /// DESIGN.md's rules, one record at a time in offset order.
-struct Model {
-    soft: bool,
-    rows: BTreeMap<i32, Row>,
+pub(crate) struct Model {
+    pub(crate) soft: bool,
+    pub(crate) rows: BTreeMap<i32, Row>,
 }
 
 impl Model {
-    fn apply(&mut self, offset: i64, rec: Rec) {
+    pub(crate) fn apply(&mut self, offset: i64, rec: Rec) {
         match rec {
             Rec::Upsert { id, name, cents, toast } => {
                 // an unavailable cell keeps the previous value (a soft-deleted row's too)
@@ -228,7 +228,7 @@ impl Model {
         }
     }
 
-    fn render(&self) -> Vec<String> {
+    pub(crate) fn render(&self) -> Vec<String> {
         self.rows
             .iter()
             .map(|(id, r)| {
@@ -274,7 +274,7 @@ fn delivery(recs: &[Rec], start: usize, end: usize) -> ChangeBatch {
     b
 }
 
-fn show(recs: &[Rec], start: usize, end: usize) -> String {
+pub(crate) fn show(recs: &[Rec], start: usize, end: usize) -> String {
     let items: Vec<String> = (start..end).map(|o| format!("{o}:{}", recs[o])).collect();
     items.join(" ")
 }
@@ -518,7 +518,7 @@ async fn sequence(seed: u64, log: &mut Vec<String>) -> Result<(), String> {
 // Seeds
 // ---------------------------------------------------------------------------------------------
 
-fn env_u64(name: &str, default: u64) -> u64 {
+pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.trim().parse().ok())

@@ -105,7 +105,14 @@ pub struct TableWriter {
     pub(crate) txns: HashMap<String, Option<i64>>,
     /// Keyed tables: schema, encoder and index of the loaded partitions, as of `version`.
     pub(crate) state: Option<State>,
+    /// Tests: run once between planning's sync and the commit (another writer's commit).
+    #[cfg(test)]
+    pub(crate) race: Option<Race>,
 }
+
+/// What a test runs between a writer's sync and its commit.
+#[cfg(test)]
+pub(crate) type Race = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// A plan written to storage, ready to commit.
 struct Written {
@@ -143,6 +150,8 @@ impl TableWriter {
             version: None,
             txns: HashMap::new(),
             state: None,
+            #[cfg(test)]
+            race: None,
         })
     }
 
@@ -233,6 +242,19 @@ impl TableWriter {
             .snapshot()
             .ok()
             .and_then(|s| s.metadata().configuration().get(key).cloned())
+    }
+
+    /// Compacts the file groups of the partitions this writer has loaded (its own, in a
+    /// consumer group: members never compete for files), then follows its own compaction into
+    /// the index as a patch.
+    pub async fn compact(&mut self, opts: &crate::CompactionOptions) -> Result<crate::CompactionReport> {
+        let owned = self.loaded_partitions();
+        if owned.is_empty() || self.table.version().is_none() {
+            return Ok(crate::CompactionReport::default());
+        }
+        let report = crate::compact::compact_partitions(&mut self.table, opts, Some(&owned)).await?;
+        self.sync().await?;
+        Ok(report)
     }
 
     /// Tells the writer how many partitions the source stream has now. The first count is
@@ -335,6 +357,10 @@ impl TableWriter {
             ..Applied::default()
         };
         let (mut txns, mut keep) = (txns, keep);
+        #[cfg(test)]
+        if let Some(race) = self.race.take() {
+            race().await;
+        }
         loop {
             applied.rows_skipped = batch.len() - keep.len();
             match self

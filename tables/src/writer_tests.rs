@@ -436,36 +436,6 @@ async fn restart_rebuilds_index(deletes: DeleteMode) {
     );
 }
 
-/// Another writer's commit (another worker, `cormorant compact`) rewrote files this writer has
-/// indexed: the index is rebuilt before the next batch, and nothing is lost or duplicated.
-async fn other_writer_commits(deletes: DeleteMode) {
-    let fx = Fixture::new(deletes);
-    let mut a = fx.writer().await;
-    let mut b = fx.writer().await;
-    apply(&mut a, &batch(&[up(0, 1, "a", 1000), up(0, 3, "c", 3000).p(1)])).await;
-    // b takes over partition 1 and rewrites the one file, which a has indexed
-    let done = apply(&mut b, &batch(&[up(1, 3, "c2", 3100).p(1), up(2, 4, "d", 4000).p(1)])).await;
-    assert_eq!((done.version, done.files_removed), (Some(2), 1));
-    let done = apply(&mut a, &batch(&[up(1, 1, "a2", 1100), del(2, 3)])).await;
-    assert_eq!(done.version, Some(3));
-    assert_eq!(
-        fx.rows().await,
-        expect(
-            deletes,
-            &[
-                ("1|a2|11.00|1000|u|false|1", LIVE),
-                ("3|c2|31.00|1000|d|true|2", GONE),
-                ("4|d|40.00|2000|u|false|2", LIVE),
-            ]
-        )
-    );
-    assert_eq!(
-        a.next_offset(&app_id(1)).await.unwrap(),
-        Some(3),
-        "b's offsets are seen"
-    );
-}
-
 macro_rules! all_modes {
     ($($scenario:ident),* $(,)?) => {
         all_modes!(@mode cow_soft, Cow, Soft; $($scenario),*);
@@ -494,5 +464,4 @@ all_modes!(
     schema_evolution,
     untouched_files_stay,
     restart_rebuilds_index,
-    other_writer_commits,
 );
