@@ -151,6 +151,30 @@ impl Fixture {
         ids: &HashMap<u32, u32>,
         range: std::ops::Range<usize>,
     ) -> anyhow::Result<()> {
+        self.produce_to(brokers, prefix, ids, range, false).await
+    }
+
+    /// Like [`Fixture::produce`], but every record goes to the partition Kafka's Java client
+    /// would pick for its key (murmur2 of the key bytes, as Kafka Connect does for Debezium),
+    /// so topics with several partitions get the layout a real deployment has.
+    pub async fn produce_by_key(
+        &self,
+        brokers: &str,
+        prefix: &str,
+        ids: &HashMap<u32, u32>,
+        range: std::ops::Range<usize>,
+    ) -> anyhow::Result<()> {
+        self.produce_to(brokers, prefix, ids, range, true).await
+    }
+
+    async fn produce_to(
+        &self,
+        brokers: &str,
+        prefix: &str,
+        ids: &HashMap<u32, u32>,
+        range: std::ops::Range<usize>,
+        by_key: bool,
+    ) -> anyhow::Result<()> {
         let producer = producer(brokers)?;
         let reframe = |b: &Option<Vec<u8>>| -> Option<Vec<u8>> {
             b.as_ref().map(|v| match connectors::frame::split(v) {
@@ -168,8 +192,10 @@ impl Fixture {
             for (k, v) in &e.headers {
                 headers = headers.insert(Header { key: k, value: Some(v) });
             }
-            let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> =
-                FutureRecord::to(&topic).partition(e.partition).headers(headers);
+            let mut rec: FutureRecord<'_, Vec<u8>, Vec<u8>> = FutureRecord::to(&topic).headers(headers);
+            if !by_key {
+                rec = rec.partition(e.partition);
+            }
             if let Some(k) = &key {
                 rec = rec.key(k);
             }
@@ -212,6 +238,8 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("compression.type", "none")
+        // Kafka's Java partitioner: keyed records land where Kafka Connect would put them
+        .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "false")
         .set("linger.ms", "20")
         // one request in flight per connection keeps order even when a request is retried

@@ -121,7 +121,10 @@ enum Command {
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CORMORANT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,deltalake=warn,datafusion=warn,buoyant_kernel=off")
+        tracing_subscriber::EnvFilter::new(
+            // deltalake_core warns about every commit race; Cormorant resolves those itself
+            "info,deltalake=warn,deltalake_core=warn,deltalake_core::kernel::transaction=error,datafusion=warn,buoyant_kernel=off",
+        )
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -142,6 +142,9 @@ fn to_load(cx: &Context<'_>, batch: &ChangeBatch, keep: &[usize], keys: &[KeyId]
     load
 }
 
+/// One file read: its id, the rows read (`None`: all) and the rows.
+type Read = (u32, Option<Vec<u32>>, RecordBatch);
+
 /// Reads what [`to_load`] asks for; returns the sources (after the fixed ones) and where each
 /// file landed.
 async fn load(
@@ -160,7 +163,7 @@ async fn load(
             Ok::<_, TableError>((id, rows, batch))
         });
     }
-    let results: Vec<Result<(u32, Option<Vec<u32>>, RecordBatch)>> = futures::stream::iter(reads)
+    let results: Vec<Result<Read>> = futures::stream::iter(reads)
         .buffer_unordered(READ_CONCURRENCY)
         .collect()
         .await;
@@ -251,12 +254,11 @@ pub async fn plan(cx: &Context<'_>, batch: &ChangeBatch, keep: &[usize], keys: &
 /// Rows kept from a rewritten file: `(partition, source slot, rows)`.
 type Kept = Vec<(i32, u32, Vec<u32>)>;
 
+/// Files dropped, files with a grown deletion vector, rows kept from rewritten files.
+type FileActions = (Vec<u32>, Vec<(u32, RoaringTreemap)>, Kept);
+
 /// What happens to each file holding a superseded row.
-fn file_actions(
-    cx: &Context<'_>,
-    res: &Resolution,
-    loaded: &HashMap<u32, LoadedFile>,
-) -> Result<(Vec<u32>, Vec<(u32, RoaringTreemap)>, Kept)> {
+fn file_actions(cx: &Context<'_>, res: &Resolution, loaded: &HashMap<u32, LoadedFile>) -> Result<FileActions> {
     let mut superseded: BTreeMap<u32, RoaringTreemap> = BTreeMap::new();
     for loc in &res.superseded {
         superseded.entry(loc.file).or_default().insert(u64::from(loc.row));

@@ -4,6 +4,7 @@
 mod bad_input;
 mod compaction;
 mod fixture_replay;
+mod group;
 mod operations;
 mod replay;
 mod restart;

@@ -394,3 +394,45 @@ pub async fn assert_point(cfg: &Config, point: &str, versions: Option<&HashMap<S
         }
     }
 }
+
+/// Writes `cfg` as a config file in a fresh directory (for worker processes).
+pub fn write_config(cfg: &Config, tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("cormorant-tests").join(unique(tag));
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let path = dir.join("cormorant.toml");
+    std::fs::write(&path, toml::to_string(cfg).expect("config serializes")).expect("write config");
+    path
+}
+
+/// The fixture in topics of `partitions` partitions at `brokers`, every record on its key's
+/// partition.
+/// `mock`: librdkafka's mock cluster, whose topics are created through it (it has no admin API).
+pub async fn keyed_fixture(
+    brokers: &str,
+    mock: Option<&rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>>,
+    tag: &str,
+    partitions: i32,
+) -> Loaded {
+    let prefix = format!("{}.", unique(tag));
+    let fx = fixture();
+    let ids = fx
+        .register(&registry(), &prefix)
+        .await
+        .expect("schema registry reachable (scripts/services up)");
+    match mock {
+        Some(m) => {
+            for t in fx.topics() {
+                m.create_topic(&format!("{prefix}{t}"), partitions, 1)
+                    .expect("mock topic");
+            }
+        }
+        None => fx
+            .create_topics(brokers, &prefix, partitions)
+            .await
+            .expect("broker reachable (scripts/services up)"),
+    }
+    fx.produce_by_key(brokers, &prefix, &ids, 0..fx.events.len())
+        .await
+        .expect("produce fixture");
+    Loaded { prefix, ids }
+}
