@@ -1,0 +1,143 @@
+//! The decode-and-apply pipeline fed from memory: what Cormorant itself costs per event,
+//! whatever the broker. A realistic Debezium stream (benches/common) is generated up front,
+//! cut into batches as the consumer would, and pushed through `cormorant::pipeline::Pipeline`
+//! into a local lake, with the project's own schema registry serving the real schemas.
+//!
+//! Settings (environment): `BENCH_SHAPE` insert|upsert (default upsert), `BENCH_EVENTS`
+//! (500000), `BENCH_KEYS` for upsert (100000), `BENCH_MODE` mor|cow (mor), `BENCH_PARTITIONS`
+//! (1), `BENCH_BATCH` records per batch (50000). Results are appended to
+//! `benches/results/pipeline.md`. Run with `scripts/bench pipeline` (release build).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use common::{Generator, Shape};
+use connectors::RawRecord;
+use connectors::kafka::{Assignment, RawBatch};
+use cormorant::config::{Config, TableConfig};
+use cormorant::pipeline::Pipeline;
+use tables::{DeleteMode, Lake, WriteMode};
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let shape_name: String = env("BENCH_SHAPE", "upsert".to_string());
+    let events: u64 = env("BENCH_EVENTS", 500_000);
+    let keys: u64 = env("BENCH_KEYS", 100_000);
+    let mode_name: String = env("BENCH_MODE", "mor".to_string());
+    let partitions: i32 = env("BENCH_PARTITIONS", 1);
+    let batch: usize = env("BENCH_BATCH", 50_000);
+    let shape = if shape_name == "insert" {
+        Shape::Insert
+    } else {
+        Shape::Upsert { keys }
+    };
+    let mode = if mode_name == "cow" {
+        WriteMode::Cow
+    } else {
+        WriteMode::Mor
+    };
+
+    let (addr, _registry) = cormorant::registry::spawn(None).await?;
+    let registry = format!("http://{addr}");
+    let topic = "bench.public.customers";
+    let (key_id, value_id) = common::register(&registry, topic).await?;
+
+    // the stream, generated before the clock starts
+    let mut generator = Generator::new(shape, key_id, value_id, 42)?;
+    let topic_name: Arc<str> = topic.into();
+    let mut offsets = vec![0i64; partitions as usize];
+    let mut records = Vec::with_capacity(events as usize);
+    let mut input_bytes = 0u64;
+    let ts = chrono::Utc::now().timestamp_millis();
+    for _ in 0..events {
+        let r = generator.next_record(ts)?;
+        let p = common::partition_of(&r.key, partitions);
+        input_bytes += (r.key.len() + r.value.as_ref().map_or(0, Vec::len)) as u64;
+        records.push(RawRecord {
+            topic: topic_name.clone(),
+            partition: p,
+            offset: offsets[p as usize],
+            key: Some(r.key),
+            value: r.value,
+            timestamp_ms: Some(ts),
+        });
+        offsets[p as usize] += 1;
+    }
+
+    let dir = std::env::temp_dir().join(format!("cormorant-bench-pipeline-{}", std::process::id()));
+    let mut cfg = Config::default();
+    cfg.registry.url = registry;
+    cfg.kafka.group_id = "bench".into();
+    cfg.lake.uri = dir.to_string_lossy().into_owned();
+    cfg.tables = vec![TableConfig {
+        name: "customers".into(),
+        topic: topic.into(),
+        mode,
+        deletes: DeleteMode::Soft,
+        keys_move_partitions: false,
+    }];
+    let lake = Lake::new(&cfg.lake.uri, Default::default())?;
+    let pipeline = Pipeline::new(
+        &cfg,
+        &lake,
+        &cfg.tables,
+        Assignment::everything(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let cpu0 = common::cpu_seconds();
+    let started = Instant::now();
+    let applying = tokio::spawn(pipeline.run(rx));
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        let chunk: Vec<RawRecord> = records.by_ref().take(batch).collect();
+        let bytes = chunk
+            .iter()
+            .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
+            .sum();
+        tx.send(RawBatch { records: chunk, bytes }).await?;
+    }
+    drop(tx);
+    let stats = applying.await??;
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = common::cpu_seconds() - cpu0;
+    let written = common::dir_bytes(&dir.join("customers"));
+    let line = format!(
+        "| {} | {} | {shape_name} | {} | {mode_name} | {partitions} | {batch} | {events} | {:.2} | {:.0} | {:.2} | {:.0} | {} | {:.2} | {} |",
+        chrono::Utc::now().format("%Y-%m-%d"),
+        common::profile(),
+        if shape == Shape::Insert {
+            "-".to_string()
+        } else {
+            keys.to_string()
+        },
+        secs,
+        events as f64 / secs,
+        cpu,
+        events as f64 / cpu,
+        stats.commits,
+        written as f64 / input_bytes as f64,
+        common::peak_rss() / (1 << 20),
+    );
+    println!("{line}");
+    common::append_result(
+        "pipeline.md",
+        "# benches/pipeline.rs results\n\nThe pipeline fed from memory (no broker): a generated Debezium stream (real customers schemas) decoded and applied to a local lake. `events/CPU-s` is what Cormorant costs per event. `write amp.` = bytes written to the table / bytes of the Avro records. Peak RSS includes the generated input held in memory.\n\n| date | profile | shape | keys | mode | partitions | batch | events | wall s | events/s | CPU s | events/CPU-s | commits | write amp. | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        &line,
+    )?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}

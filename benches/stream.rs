@@ -1,0 +1,531 @@
+//! End to end through a broker that is not the limit: librdkafka's mock cluster, hosted by
+//! this process and reached over TCP by the worker processes (release `cormorant run
+//! --until-caught-up`) and by kafka-delta-ingest, side by side in the same run.
+//!
+//! 1. the broker's own ceiling: a plain consumer that only reads the upsert topic;
+//! 2. the append stream (inserts): Cormorant, then kafka-delta-ingest (when `KDI_BIN` names
+//!    its binary; build it from delta-io/kafka-delta-ingest with
+//!    `CARGO_PROFILE_RELEASE_LTO=false cargo build --release --features s3`), timed until its
+//!    `txn` offsets reach the end offsets — its `-e` flag never stops on a static topic;
+//! 3. the 70/10/20 upsert stream: merge-on-read and copy-on-write with 1 worker, then
+//!    merge-on-read with 2 and 3 workers of one group (6 partitions);
+//! 4. freshness: a producer at a fixed rate, one worker, every row's source `ts_ms` against
+//!    the moment its commit became visible to a reader of the table.
+//!
+//! Settings (environment): `BENCH_EVENTS` (1000000), `BENCH_KEYS` (100000),
+//! `BENCH_PARTITIONS` (6), `BENCH_FRESH_RATE` events/s (20000), `BENCH_FRESH_SECS` (30),
+//! `BENCH_ONLY` (comma list of ceiling,append,upsert,group,fresh), `CORMORANT_BIN` (default
+//! target/release/cormorant), `KDI_BIN`. Results go to `benches/results/stream.md`.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Generator, Shape};
+use cormorant::config::{Config, TableConfig};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tables::{DeleteMode, WriteMode};
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// What every run shares.
+#[derive(Clone)]
+struct Bench {
+    bootstrap: String,
+    registry: String,
+    root: PathBuf,
+    partitions: i32,
+    bin: PathBuf,
+    lines: Vec<String>,
+}
+
+/// One measured run.
+struct Measured {
+    wall: f64,
+    cpu: f64,
+    rss: u64,
+    commits: usize,
+    written: u64,
+}
+
+/// Waits for `child`; its CPU seconds and peak RSS (bytes) from the kernel.
+fn wait_rusage(child: &Child) -> anyhow::Result<(i32, f64, u64)> {
+    let mut status = 0;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: wait4 on our own child's pid fills status and the rusage we pass
+    let (pid, usage) = unsafe {
+        let pid = libc::wait4(child.id() as i32, &mut status, 0, usage.as_mut_ptr());
+        (pid, usage.assume_init())
+    };
+    anyhow::ensure!(pid > 0, "wait4 failed");
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    Ok((
+        code,
+        tv(usage.ru_utime) + tv(usage.ru_stime),
+        usage.ru_maxrss as u64 * 1024,
+    ))
+}
+
+fn producer(bootstrap: &str) -> anyhow::Result<BaseProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?)
+}
+
+/// Produces `n` records of `shape` to `topic` (at `rate` per second when given); returns the
+/// end offset of every partition and the bytes produced.
+fn produce(
+    b: &Bench,
+    topic: &str,
+    shape: Shape,
+    ids: (u32, u32),
+    n: u64,
+    rate: Option<u64>,
+) -> anyhow::Result<(BTreeMap<i32, i64>, u64)> {
+    let p = producer(&b.bootstrap)?;
+    let mut g = Generator::new(shape, ids.0, ids.1, 7)?;
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    for i in 0..n {
+        if let Some(r) = rate {
+            let due = Duration::from_secs_f64(i as f64 / r as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let rec = g.next_record(chrono::Utc::now().timestamp_millis())?;
+        bytes += (rec.key.len() + rec.value.as_ref().map_or(0, Vec::len)) as u64;
+        let mut record = BaseRecord::<Vec<u8>, Vec<u8>>::to(topic).key(&rec.key);
+        if let Some(v) = &rec.value {
+            record = record.payload(v);
+        }
+        let mut pending = record;
+        loop {
+            match p.send(pending) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    p.poll(Duration::from_millis(10));
+                    pending = back;
+                }
+            }
+        }
+        if i % 1000 == 0 {
+            p.poll(Duration::ZERO);
+        }
+    }
+    p.flush(Duration::from_secs(60))?;
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &b.bootstrap).create()?;
+    let mut ends = BTreeMap::new();
+    for part in 0..b.partitions {
+        ends.insert(part, consumer.fetch_watermarks(topic, part, Duration::from_secs(10))?.1);
+    }
+    Ok((ends, bytes))
+}
+
+/// A plain consumer reading `topic` to its end: the broker's ceiling.
+fn ceiling(b: &Bench, topic: &str, ends: &BTreeMap<i32, i64>) -> anyhow::Result<(f64, u64, u64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b.bootstrap)
+        .set("group.id", "ceiling")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let total: i64 = ends.values().sum();
+    let (mut n, mut bytes) = (0i64, 0u64);
+    let started = Instant::now();
+    while n < total {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_secs(1)) {
+            n += 1;
+            bytes += (m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len)) as u64;
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "ceiling consumer stalled");
+    }
+    Ok((started.elapsed().as_secs_f64(), n as u64, bytes))
+}
+
+fn worker_config(b: &Bench, topic: &str, mode: WriteMode, tag: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let dir = b.root.join(tag);
+    std::fs::create_dir_all(&dir)?;
+    let mut cfg = Config::default();
+    cfg.kafka.brokers = b.bootstrap.clone();
+    cfg.kafka.group_id = format!("bench-{tag}");
+    cfg.registry.url = b.registry.clone();
+    cfg.lake.uri = dir.join("lake").to_string_lossy().into_owned();
+    cfg.tables = vec![TableConfig {
+        name: "customers".into(),
+        topic: topic.into(),
+        mode,
+        deletes: DeleteMode::Soft,
+        keys_move_partitions: false,
+    }];
+    let path = dir.join("cormorant.toml");
+    std::fs::write(&path, toml::to_string(&cfg)?)?;
+    Ok((path, dir.join("lake/customers")))
+}
+
+/// `workers` Cormorant processes of one group, until every partition is caught up.
+fn run_cormorant(b: &Bench, topic: &str, mode: WriteMode, workers: usize, tag: &str) -> anyhow::Result<Measured> {
+    let (config, table) = worker_config(b, topic, mode, tag)?;
+    let started = Instant::now();
+    let children: Vec<Child> = (0..workers)
+        .map(|i| {
+            let log = std::fs::File::create(config.with_file_name(format!("worker-{i}.log")))?;
+            Ok(Command::new(&b.bin)
+                .args(["--config", &config.to_string_lossy(), "run", "--until-caught-up"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let (mut cpu, mut rss) = (0.0, 0u64);
+    for c in &children {
+        let (code, c_cpu, c_rss) = wait_rusage(c)?;
+        anyhow::ensure!(code == 0, "worker exited with {code}; see {}", config.display());
+        cpu += c_cpu;
+        rss = rss.max(c_rss);
+    }
+    Ok(Measured {
+        wall: started.elapsed().as_secs_f64(),
+        cpu,
+        rss,
+        commits: commits(&table),
+        written: common::dir_bytes(&table),
+    })
+}
+
+fn commits(table: &Path) -> usize {
+    std::fs::read_dir(table.join("_delta_log"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The table kafka-delta-ingest needs (it never creates one): the `after` columns it can
+/// write. Debezium's bytes decimals (`balance`) are left out: KDI's Avro→JSON path turns them
+/// into byte arrays that its JSON→Arrow writer refuses for a decimal column.
+async fn kdi_table(path: &Path) -> anyhow::Result<()> {
+    use deltalake::kernel::{DataType, PrimitiveType, StructField};
+    let cols = [
+        ("id", PrimitiveType::Integer),
+        ("email", PrimitiveType::String),
+        ("full_name", PrimitiveType::String),
+        ("notes", PrimitiveType::String),
+        ("is_active", PrimitiveType::Boolean),
+        ("created_at", PrimitiveType::Timestamp),
+        ("birth_date", PrimitiveType::Date),
+        ("profile", PrimitiveType::String),
+        ("external_id", PrimitiveType::String),
+        ("loyalty_tier", PrimitiveType::String),
+    ];
+    std::fs::create_dir_all(path)?;
+    let url = url::Url::from_directory_path(path).map_err(|_| anyhow::anyhow!("bad path"))?;
+    deltalake::DeltaTableBuilder::from_url(url)?
+        .build()?
+        .create()
+        .with_columns(
+            cols.iter()
+                .map(|(n, t)| StructField::new(*n, DataType::Primitive(t.clone()), true)),
+        )
+        .await?;
+    Ok(())
+}
+
+/// kafka-delta-ingest on `topic`, timed until its offsets reach `ends`.
+async fn run_kdi(b: &Bench, kdi: &Path, topic: &str, ends: &BTreeMap<i32, i64>) -> anyhow::Result<Measured> {
+    let dir = b.root.join("kdi");
+    let table = dir.join("customers");
+    kdi_table(&table).await?;
+    let mut cmd = Command::new(kdi);
+    cmd.args(["ingest", topic, &table.to_string_lossy()])
+        .args([
+            "--kafka",
+            &b.bootstrap,
+            "--consumer_group",
+            "bench-kdi",
+            "--app_id",
+            "kdi",
+        ])
+        .args(["--avro", &b.registry, "--auto_offset_reset", "earliest"])
+        .args(["--allowed_latency", "5", "--max_messages_per_batch", "10000"])
+        .args(["--min_bytes_per_file", "67108864"]);
+    for c in [
+        "id",
+        "email",
+        "full_name",
+        "notes",
+        "is_active",
+        "created_at",
+        "birth_date",
+        "profile",
+        "external_id",
+        "loyalty_tier",
+    ] {
+        cmd.args(["-t", &format!("{c}: after.{c}")]);
+    }
+    let log = std::fs::File::create(dir.join("kdi.log"))?;
+    let started = Instant::now();
+    let child = cmd.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(log).spawn()?;
+    let lake = tables::Lake::new(&dir.to_string_lossy(), Default::default())?;
+    let mut watch = tables::OffsetsWatch::new(&lake, "customers");
+    let done_at = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        watch.refresh().await?;
+        let mut done = true;
+        for (p, end) in ends.iter().filter(|(_, e)| **e > 0) {
+            // KDI records the last offset it wrote (inclusive)
+            if watch.get(&format!("kdi-{p}")).await?.unwrap_or(-1) < end - 1 {
+                done = false;
+            }
+        }
+        if done {
+            break started.elapsed().as_secs_f64();
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "kafka-delta-ingest did not finish"
+        );
+    };
+    // SAFETY: signalling our own child
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (_, cpu, rss) = wait_rusage(&child)?;
+    Ok(Measured {
+        wall: done_at,
+        cpu,
+        rss,
+        commits: commits(&table),
+        written: common::dir_bytes(&table),
+    })
+}
+
+/// Freshness at a fixed producer rate: every committed row's `source.ts_ms` against the time
+/// its commit file appeared (seen by a watcher polling the log every 10 ms).
+async fn freshness(b: &Bench, ids: (u32, u32), rate: u64, secs: u64) -> anyhow::Result<(f64, f64, usize)> {
+    let topic = "fresh.public.customers";
+    let (config, table) = worker_config(b, topic, WriteMode::Mor, "fresh")?;
+    let worker = Command::new(&b.bin)
+        .args(["--config", &config.to_string_lossy(), "run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(config.with_file_name("worker.log"))?)
+        .spawn()?;
+    tokio::time::sleep(Duration::from_secs(3)).await; // joined the group
+    let n = rate * secs;
+    let shape = Shape::Upsert { keys: 100_000 };
+    let producing = {
+        let b2 = b.clone();
+        std::thread::spawn(move || produce(&b2, topic, shape, ids, n, Some(rate)))
+    };
+    let mut seen = HashSet::new();
+    let mut lags: Vec<i64> = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(secs + 15) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let Ok(dir) = std::fs::read_dir(table.join("_delta_log")) else {
+            continue;
+        };
+        for e in dir.flatten() {
+            let p = e.path();
+            if p.extension().is_none_or(|x| x != "json") || !seen.insert(p.clone()) {
+                continue;
+            }
+            let visible = chrono::Utc::now().timestamp_millis();
+            for line in std::fs::read_to_string(&p)?.lines() {
+                let v: serde_json::Value = serde_json::from_str(line)?;
+                let Some(path) = v.pointer("/add/path").and_then(|x| x.as_str()) else {
+                    continue;
+                };
+                if v.pointer("/add/deletionVector").is_some_and(|d| !d.is_null()) {
+                    continue; // an existing file with a grown deletion vector: no new rows
+                }
+                for ts in source_ts(&table.join(path))? {
+                    lags.push(visible - ts / 1000);
+                }
+            }
+        }
+    }
+    producing.join().map_err(|_| anyhow::anyhow!("producer panicked"))??;
+    // SAFETY: signalling our own child
+    unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) };
+    wait_rusage(&worker)?;
+    lags.sort_unstable();
+    anyhow::ensure!(!lags.is_empty(), "no rows became visible");
+    let q = |f: f64| lags[((lags.len() - 1) as f64 * f) as usize] as f64 / 1000.0;
+    Ok((q(0.5), q(0.99), lags.len()))
+}
+
+/// The `__source_ts` (µs) of every row of a data file.
+fn source_ts(path: &Path) -> anyhow::Result<Vec<i64>> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::TimestampMicrosecondType;
+    let file = std::fs::File::open(path)?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let idx = builder
+        .schema()
+        .index_of("__source_ts")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [idx]);
+    let mut out = Vec::new();
+    for batch in builder.with_projection(mask).build()? {
+        let col = batch?.column(0).as_primitive::<TimestampMicrosecondType>().clone();
+        out.extend(col.iter().flatten());
+    }
+    Ok(out)
+}
+
+impl Bench {
+    fn row(&mut self, what: &str, events: u64, bytes: u64, m: &Measured, note: &str) {
+        let line = format!(
+            "| {} | {} | {what} | {events} | {:.1} | {:.0} | {:.1} | {:.2} | {:.0} | {} | {} | {:.2} | {note} |",
+            chrono::Utc::now().format("%Y-%m-%d"),
+            common::profile(),
+            m.wall,
+            events as f64 / m.wall,
+            bytes as f64 / m.wall / 1e6,
+            m.cpu,
+            events as f64 / m.cpu,
+            m.rss / (1 << 20),
+            m.commits,
+            m.written as f64 / bytes as f64,
+        );
+        println!("{line}");
+        self.lines.push(line);
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let events: u64 = env("BENCH_EVENTS", 1_000_000);
+    let keys: u64 = env("BENCH_KEYS", 100_000);
+    let partitions: i32 = env("BENCH_PARTITIONS", 6);
+    let only: String = env("BENCH_ONLY", "ceiling,append,upsert,group,fresh".to_string());
+    let want = |s: &str| only.split(',').any(|o| o.trim() == s);
+    // the broker lives as long as this function; the workers reach it over TCP
+    let mock = rdkafka::mocking::MockCluster::new(1)?;
+    let bootstrap = mock.bootstrap_servers();
+    let (addr, _registry) = cormorant::registry::spawn(None).await?;
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut b = Bench {
+        bootstrap,
+        registry: format!("http://{addr}"),
+        root: std::env::temp_dir().join(format!("cormorant-bench-stream-{}", std::process::id())),
+        partitions,
+        bin: std::env::var("CORMORANT_BIN").map_or_else(|_| manifest.join("target/release/cormorant"), PathBuf::from),
+        lines: Vec::new(),
+    };
+    anyhow::ensure!(
+        b.bin.exists(),
+        "{} missing: build it with cargo build --release --bin cormorant",
+        b.bin.display()
+    );
+    let (append, upsert) = ("append.public.customers", "upsert.public.customers");
+    for t in [append, upsert, "fresh.public.customers"] {
+        mock.create_topic(t, partitions, 1)?;
+    }
+    let ids = common::register(&b.registry, append).await?;
+    common::register(&b.registry, upsert).await?;
+    common::register(&b.registry, "fresh.public.customers").await?;
+    if want("append") {
+        let (ends, bytes) = produce(&b, append, Shape::Insert, ids, events, None)?;
+        let m = run_cormorant(&b, append, WriteMode::Mor, 1, "append-cormorant")?;
+        b.row("append (inserts), Cormorant MoR, 1 worker", events, bytes, &m, "");
+        if let Ok(kdi) = std::env::var("KDI_BIN") {
+            let k = run_kdi(&b, Path::new(&kdi), append, &ends).await?;
+            b.row(
+                "append (inserts), kafka-delta-ingest 0.4.0, 1 process",
+                events,
+                bytes,
+                &k,
+                &format!(
+                    "without the decimal column; Cormorant/KDI: {:.2}x events/s, {:.2}x events/CPU-s",
+                    k.wall / m.wall,
+                    k.cpu / m.cpu
+                ),
+            );
+        }
+    }
+    if want("upsert") || want("group") || want("ceiling") {
+        let (ends, bytes) = produce(&b, upsert, Shape::Upsert { keys }, ids, events, None)?;
+        if want("ceiling") {
+            let (secs, n, read) = ceiling(&b, upsert, &ends)?;
+            let line = format!(
+                "| {} | {} | broker ceiling: a plain consumer reading the upsert topic | {n} | {secs:.1} | {:.0} | {:.1} | - | - | - | - | - | librdkafka mock cluster, 1 broker |",
+                chrono::Utc::now().format("%Y-%m-%d"),
+                common::profile(),
+                n as f64 / secs,
+                read as f64 / secs / 1e6
+            );
+            println!("{line}");
+            b.lines.push(line);
+        }
+        if want("upsert") {
+            for (mode, name) in [(WriteMode::Mor, "MoR"), (WriteMode::Cow, "CoW")] {
+                let m = run_cormorant(&b, upsert, mode, 1, &format!("upsert-{name}"))?;
+                b.row(
+                    &format!("upsert 70/10/20 over {keys} keys, {name}, 1 worker"),
+                    events,
+                    bytes,
+                    &m,
+                    "",
+                );
+            }
+        }
+        if want("group") {
+            for workers in [2, 3] {
+                let m = run_cormorant(&b, upsert, WriteMode::Mor, workers, &format!("group-{workers}"))?;
+                b.row(
+                    &format!("upsert 70/10/20 over {keys} keys, MoR, {workers} workers, {partitions} partitions"),
+                    events,
+                    bytes,
+                    &m,
+                    "CPU and RSS: sum and max over the workers",
+                );
+            }
+        }
+    }
+    if want("fresh") {
+        let rate: u64 = env("BENCH_FRESH_RATE", 20_000);
+        let secs: u64 = env("BENCH_FRESH_SECS", 30);
+        let (p50, p99, rows) = freshness(&b, ids, rate, secs).await?;
+        let line = format!(
+            "| {} | {} | freshness at {rate} events/s for {secs} s, MoR, 1 worker: source ts_ms → commit visible | {rows} rows | p50 {p50:.2} s | p99 {p99:.2} s | | | | | | | default batch linger 500 ms |",
+            chrono::Utc::now().format("%Y-%m-%d"),
+            common::profile(),
+        );
+        println!("{line}");
+        b.lines.push(line);
+    }
+    let header = "# benches/stream.rs results\n\nEnd to end through librdkafka's mock cluster (a broker that is not the limit), 6 partitions, release build, 2-core machine. Events = Kafka records (upsert streams include one tombstone per delete). CPU = the worker processes' user+system seconds (kernel rusage); RSS = peak resident set. `write amp.` = bytes of the table on disk / bytes of the Avro records.\n\n| date | profile | run | events | wall s | events/s | MB/s | CPU s | events/CPU-s | peak RSS MiB | commits | write amp. | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for line in &b.lines {
+        common::append_result("stream.md", header, line)?;
+    }
+    let _ = std::fs::remove_dir_all(&b.root);
+    Ok(())
+}
