@@ -25,9 +25,9 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tokio::sync::Mutex;
 
-use crate::model_tests::{Model, Rec, Rng, env_u64, show};
+use crate::model_tests::{Model, Rec, Rng, env_u64, modes, panic_text, show};
 use crate::test_support::*;
-use crate::writer::{DeleteMode, TableWriter, WriteMode};
+use crate::writer::{DeleteMode, TableWriter};
 
 const KEYS: i32 = 9;
 
@@ -290,16 +290,7 @@ impl Group<'_> {
 
 async fn sequence(seed: u64, log: &mut Vec<String>) -> Result<(), String> {
     let mut rng = Rng(seed);
-    let mode = if rng.percent(50) {
-        WriteMode::Cow
-    } else {
-        WriteMode::Mor
-    };
-    let deletes = if rng.percent(50) {
-        DeleteMode::Soft
-    } else {
-        DeleteMode::Hard
-    };
+    let (mode, deletes) = modes(&mut rng);
     let n = rng.range(2, 3) as i32;
     let writers = rng.range(2, 3) as usize;
     let streams: Vec<Vec<Rec>> = (0..n).map(|p| generate(&mut rng, p, n)).collect();
@@ -341,7 +332,7 @@ async fn shard(i: u64, shards: u64) {
         let error = match outcome {
             Ok(Ok(())) => continue,
             Ok(Err(e)) => e,
-            Err(_) => "panic (see above)".to_string(),
+            Err(panic) => panic_text(panic),
         };
         panic!("group model test failed, seed {seed}\n{}\n=> {error}", log.join("\n"));
     }

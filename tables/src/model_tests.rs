@@ -465,11 +465,7 @@ async fn run_seed(seed: u64) -> Result<(), String> {
     let error = match outcome {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(e)) => e,
-        Err(panic) => panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "panic".into()),
+        Err(panic) => panic_text(panic),
     };
     Err(format!(
         "model test failed, seed {seed}\n{}\n=> {error}",
@@ -477,8 +473,17 @@ async fn run_seed(seed: u64) -> Result<(), String> {
     ))
 }
 
-async fn sequence(seed: u64, log: &mut Vec<String>) -> Result<(), String> {
-    let mut rng = Rng(seed);
+/// What a caught panic said.
+pub(crate) fn panic_text(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// The write and delete modes a seed runs in.
+pub(crate) fn modes(rng: &mut Rng) -> (WriteMode, DeleteMode) {
     let mode = if rng.percent(50) {
         WriteMode::Cow
     } else {
@@ -489,6 +494,12 @@ async fn sequence(seed: u64, log: &mut Vec<String>) -> Result<(), String> {
     } else {
         DeleteMode::Hard
     };
+    (mode, deletes)
+}
+
+async fn sequence(seed: u64, log: &mut Vec<String>) -> Result<(), String> {
+    let mut rng = Rng(seed);
+    let (mode, deletes) = modes(&mut rng);
     let recs = generate(&mut rng);
     log.push(format!("mode {mode:?}, deletes {deletes:?}"));
     log.push(format!("records: {}", show(&recs, 0, recs.len())));

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use tokio::sync::Mutex;
 
 use crate::test_support::*;
-use crate::writer::{DeleteMode, Race, TableWriter, WriteMode};
+use crate::writer::{DeleteMode, Race, TableWriter};
 
 /// Another writer applying `b` in the middle of this writer's apply.
 fn racing_apply(other: &Arc<Mutex<TableWriter>>, b: change::ChangeBatch) -> Race {
@@ -174,25 +174,6 @@ async fn moved_keys_are_found(deletes: DeleteMode) {
             &[("1|a2|11.00|0|d|true|1", GONE), ("2|b2|21.00|2000|u|false|2", LIVE),]
         )
     );
-}
-
-macro_rules! all_modes {
-    ($($scenario:ident),* $(,)?) => {
-        all_modes!(@mode cow_soft, Cow, Soft; $($scenario),*);
-        all_modes!(@mode cow_hard, Cow, Hard; $($scenario),*);
-        all_modes!(@mode mor_soft, Mor, Soft; $($scenario),*);
-        all_modes!(@mode mor_hard, Mor, Hard; $($scenario),*);
-    };
-    (@mode $m:ident, $w:ident, $d:ident; $($scenario:ident),*) => {
-        mod $m {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $scenario() {
-                crate::test_support::MODE
-                    .scope(super::WriteMode::$w, super::$scenario(super::DeleteMode::$d))
-                    .await;
-            })*
-        }
-    };
 }
 
 all_modes!(

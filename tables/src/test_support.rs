@@ -333,3 +333,28 @@ pub(crate) fn eager() -> crate::CompactionOptions {
         max_seconds: 60,
     }
 }
+
+/// Runs every listed scenario (an `async fn(DeleteMode)` of the calling module) in all four
+/// write × delete modes, each as a test of its own.
+macro_rules! all_modes {
+    ($($scenario:ident),* $(,)?) => {
+        $crate::test_support::all_modes!(@mode cow_soft, Cow, Soft; $($scenario),*);
+        $crate::test_support::all_modes!(@mode cow_hard, Cow, Hard; $($scenario),*);
+        $crate::test_support::all_modes!(@mode mor_soft, Mor, Soft; $($scenario),*);
+        $crate::test_support::all_modes!(@mode mor_hard, Mor, Hard; $($scenario),*);
+    };
+    (@mode $m:ident, $w:ident, $d:ident; $($scenario:ident),*) => {
+        mod $m {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                $crate::test_support::MODE
+                    .scope(
+                        $crate::writer::WriteMode::$w,
+                        super::$scenario($crate::writer::DeleteMode::$d),
+                    )
+                    .await;
+            })*
+        }
+    };
+}
+pub(crate) use all_modes;

@@ -436,25 +436,6 @@ async fn restart_rebuilds_index(deletes: DeleteMode) {
     );
 }
 
-macro_rules! all_modes {
-    ($($scenario:ident),* $(,)?) => {
-        all_modes!(@mode cow_soft, Cow, Soft; $($scenario),*);
-        all_modes!(@mode cow_hard, Cow, Hard; $($scenario),*);
-        all_modes!(@mode mor_soft, Mor, Soft; $($scenario),*);
-        all_modes!(@mode mor_hard, Mor, Hard; $($scenario),*);
-    };
-    (@mode $m:ident, $w:ident, $d:ident; $($scenario:ident),*) => {
-        mod $m {
-            $(#[tokio::test]
-            async fn $scenario() {
-                crate::test_support::MODE
-                    .scope(super::WriteMode::$w, super::$scenario(super::DeleteMode::$d))
-                    .await;
-            })*
-        }
-    };
-}
-
 all_modes!(
     upserts_latest_wins,
     deletes,

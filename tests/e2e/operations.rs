@@ -155,20 +155,8 @@ async fn sigterm_mid_stream_finishes_the_batch_and_loses_nothing() {
         "sigterm",
     );
     cfg.kafka.batch_max_records = 300;
-    let dir = std::env::temp_dir().join("cormorant-tests").join(unique("sigterm-cfg"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = dir.join("cormorant.toml");
-    let mut toml = format!(
-        "[kafka]\nbrokers = {:?}\ngroup_id = {:?}\nbatch_max_records = 300\nbatch_linger_ms = 50\n[registry]\nurl = {:?}\n[lake]\nuri = {:?}\n",
-        cfg.kafka.brokers, cfg.kafka.group_id, cfg.registry.url, cfg.lake.uri
-    );
-    for t in &cfg.tables {
-        toml.push_str(&format!(
-            "[[tables]]\nname = {:?}\ntopic = {:?}\nmode = \"mor\"\ndeletes = \"hard\"\n",
-            t.name, t.topic
-        ));
-    }
-    std::fs::write(&path, toml).expect("config");
+    cfg.kafka.batch_linger_ms = 50;
+    let path = write_config(&cfg, "sigterm-cfg");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cormorant"))
         .args(["--config", path.to_str().expect("utf-8"), "run"])
         .stdout(Stdio::null())

@@ -8,32 +8,6 @@ use tables::{DeleteMode, WriteMode};
 
 use crate::support::*;
 
-fn write_config(cfg: &cormorant::config::Config, dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("cormorant.toml");
-    let text = toml_of(cfg);
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-fn toml_of(cfg: &cormorant::config::Config) -> String {
-    let mut s = format!(
-        "[kafka]\nbrokers = {:?}\ngroup_id = {:?}\nbatch_max_records = {}\nbatch_linger_ms = 50\n[registry]\nurl = {:?}\n[lake]\nuri = {:?}\n",
-        cfg.kafka.brokers, cfg.kafka.group_id, cfg.kafka.batch_max_records, cfg.registry.url, cfg.lake.uri
-    );
-    for t in &cfg.tables {
-        s.push_str(&format!(
-            "[[tables]]\nname = {:?}\ntopic = {:?}\nmode = \"cow\"\ndeletes = {:?}\n",
-            t.name,
-            t.topic,
-            match t.deletes {
-                DeleteMode::Soft => "soft",
-                DeleteMode::Hard => "hard",
-            }
-        ));
-    }
-    s
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_worker_resumes_exactly() {
     let loaded = full_fixture().await;
@@ -45,9 +19,8 @@ async fn killed_worker_resumes_exactly() {
         "restart",
     );
     cfg.kafka.batch_max_records = 400;
-    let dir = std::env::temp_dir().join("cormorant-tests").join(unique("restart-cfg"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let path = write_config(&cfg, &dir);
+    cfg.kafka.batch_linger_ms = 50;
+    let path = write_config(&cfg, "restart-cfg");
     let bin = env!("CARGO_BIN_EXE_cormorant");
 
     // First run: kill it once the orders table has a few commits.
