@@ -166,17 +166,23 @@ impl Group<'_> {
         let Some(ranges) = self.batch_for(w) else { return Ok(()) };
         let b = delivery(&self.streams, &ranges);
         let mut desc = self.describe(w, &ranges);
+        let raced: Arc<Mutex<Vec<(usize, i32, usize)>>> = Arc::default();
         if race {
             let other = (w + 1 + self.rng.below(self.writers.len() as u64 - 1) as usize) % self.writers.len();
             let racing: crate::writer::Race = match self.batch_for(other) {
                 Some(r) if self.rng.percent(70) => {
                     desc.push_str(&format!(", racing {}", self.describe(other, &r)));
                     let (writer, ob) = (self.writers[other].clone(), delivery(&self.streams, &r));
-                    for (p, _, e) in &r {
-                        self.cursor.insert((other, *p), *e);
-                    }
+                    // the other writer's position moves only if the race runs (a writer with
+                    // nothing left to apply returns before its commit)
+                    let moved = raced.clone();
+                    let ranges: Vec<(usize, i32, usize)> = r.iter().map(|(p, _, e)| (other, *p, *e)).collect();
                     Box::new(move || {
-                        async move { writer.lock().await.apply(&ob).await.map(|_| ()).expect("racing apply") }.boxed()
+                        async move {
+                            writer.lock().await.apply(&ob).await.map(|_| ()).expect("racing apply");
+                            moved.lock().await.extend(ranges);
+                        }
+                        .boxed()
                     })
                 }
                 _ if self.fx.lake.open(TABLE, None).await.is_ok() => {
@@ -202,6 +208,9 @@ impl Group<'_> {
         writer.apply(&b).await.map_err(|e| format!("apply failed: {e}"))?;
         writer.race = None;
         drop(writer);
+        for (other, p, e) in raced.lock().await.drain(..) {
+            self.cursor.insert((other, p), e);
+        }
         for (p, _, e) in ranges {
             self.cursor.insert((w, p), e);
         }

@@ -6,9 +6,10 @@
 //! per-partition maps: a worker loads the partitions it is assigned and drops them on
 //! revocation, and workers of one consumer group never index the same key.
 //!
-//! Memory: a key is a 16-byte [`KeyId`] and a location 8 bytes, in an open-addressing table
-//! (hashbrown, 1 control byte per slot, ≤ 87.5 % load) — about 25–50 bytes per key depending
-//! on where the table's capacity sits between two powers of two, with no allocation per key.
+//! Memory: a key is a 16-byte [`KeyId`] and a location 8 bytes — 24-byte slots in an
+//! open-addressing table (hashbrown, 1 control byte per slot, a power of two of slots at
+//! ≤ 87.5 % load): 25 bytes per slot, 29–57 bytes per key depending on where the key count
+//! sits between two powers of two, with no allocation per key.
 //!
 //! Invariants:
 //! - every key of a loaded partition has exactly one entry, pointing at a live row (in an
@@ -62,7 +63,27 @@ pub fn partition_of(add: &Add) -> Option<i32> {
     add.tags.as_ref()?.get(PARTITION_TAG)?.as_deref()?.parse().ok()
 }
 
-type KeyMap = hashbrown::HashMap<KeyId, RowLoc>;
+/// Keys are stored as two `u64`s: a `u128` would align every slot to 16 bytes and make it 32
+/// bytes wide instead of 24.
+type Slot = [u64; 2];
+type KeyMap = hashbrown::HashMap<Slot, RowLoc>;
+
+fn slot(key: KeyId) -> Slot {
+    [(key >> 64) as u64, key as u64]
+}
+
+fn key_of(slot: &Slot) -> KeyId {
+    (u128::from(slot[0]) << 64) | u128::from(slot[1])
+}
+
+/// Heap bytes of a map: its buckets (a power of two at ≤ 87.5 % load) × (slot + 1 control byte).
+fn map_bytes(m: &KeyMap) -> usize {
+    if m.capacity() == 0 {
+        return 0;
+    }
+    let buckets = (m.capacity() * 8 / 7 + 1).next_power_of_two();
+    buckets * (std::mem::size_of::<(Slot, RowLoc)>() + 1)
+}
 
 /// The index of the loaded partitions.
 #[derive(Default)]
@@ -83,10 +104,9 @@ impl Index {
         self.len() == 0
     }
 
-    /// Approximate heap bytes (slots × (key + location + control byte), plus file entries).
+    /// Approximate heap bytes (buckets × (key + location + control byte), plus file entries).
     pub fn heap_bytes(&self) -> usize {
-        let slot = std::mem::size_of::<(KeyId, RowLoc)>() + 1;
-        let keys: usize = self.parts.values().map(|m| m.capacity() * slot).sum();
+        let keys: usize = self.parts.values().map(map_bytes).sum();
         let files: usize = self
             .files
             .values()
@@ -135,7 +155,7 @@ impl Index {
     }
 
     pub fn get(&self, partition: i32, key: KeyId) -> Option<RowLoc> {
-        self.parts.get(&partition)?.get(&key).copied()
+        self.parts.get(&partition)?.get(&slot(key)).copied()
     }
 
     /// Where `key`, arriving on `partition`, has its current row: in that partition's group,
@@ -151,7 +171,7 @@ impl Index {
         self.parts
             .iter()
             .filter(|(p, _)| **p != partition)
-            .find_map(|(p, m)| m.get(&key).map(|loc| (*p, *loc)))
+            .find_map(|(p, m)| m.get(&slot(key)).map(|loc| (*p, *loc)))
     }
 
     /// Every key of a partition with its location.
@@ -159,18 +179,18 @@ impl Index {
         self.parts
             .get(&partition)
             .into_iter()
-            .flat_map(|m| m.iter().map(|(k, v)| (*k, *v)))
+            .flat_map(|m| m.iter().map(|(k, v)| (key_of(k), *v)))
     }
 
     pub fn insert(&mut self, partition: i32, key: KeyId, loc: RowLoc) {
         if let Some(m) = self.parts.get_mut(&partition) {
-            m.insert(key, loc);
+            m.insert(slot(key), loc);
         }
     }
 
     pub fn remove(&mut self, partition: i32, key: KeyId) {
         if let Some(m) = self.parts.get_mut(&partition) {
-            m.remove(&key);
+            m.remove(&slot(key));
         }
     }
 
@@ -202,7 +222,7 @@ impl Index {
                     continue;
                 }
                 m.insert(
-                    *key,
+                    slot(*key),
                     RowLoc {
                         file: id,
                         row: row as u32,
