@@ -5,7 +5,9 @@
 //!
 //! Settings (environment): `BENCH_SHAPE` insert|upsert (default upsert), `BENCH_EVENTS`
 //! (500000), `BENCH_KEYS` for upsert (100000), `BENCH_MODE` mor|cow (mor), `BENCH_PARTITIONS`
-//! (1), `BENCH_BATCH` records per batch (50000). Results are appended to
+//! (1), `BENCH_BATCH` records per batch (50000), `BENCH_COMPACTION` on|off (on, as a worker
+//! runs), `BENCH_MARK` a file written when the timed
+//! part starts (for `perf record -p`). Results are appended to
 //! `benches/results/pipeline.md`. Run with `scripts/bench pipeline` (release build).
 
 #[path = "common/mod.rs"]
@@ -21,6 +23,10 @@ use connectors::kafka::{Assignment, RawBatch};
 use cormorant::config::{Config, TableConfig};
 use cormorant::pipeline::Pipeline;
 use tables::{DeleteMode, Lake, WriteMode};
+
+// the allocator the `cormorant` binary uses
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -88,6 +94,9 @@ async fn run() -> anyhow::Result<()> {
         deletes: DeleteMode::Soft,
         keys_move_partitions: false,
     }];
+    // inline compaction (on by default, as in a worker) rewrites the small files every 20
+    // commits; BENCH_COMPACTION=off measures ingest alone
+    cfg.compaction.inline = env("BENCH_COMPACTION", "on".to_string()) == "on";
     let lake = Lake::new(&cfg.lake.uri, Default::default())?;
     let pipeline = Pipeline::new(
         &cfg,
@@ -98,6 +107,11 @@ async fn run() -> anyhow::Result<()> {
     )
     .await?;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
+    if let Ok(mark) = std::env::var("BENCH_MARK") {
+        // for profilers: the timed part starts now (`perf record -p` once this file exists)
+        std::fs::write(mark, std::process::id().to_string())?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     let cpu0 = common::cpu_seconds();
     let started = Instant::now();
     let applying = tokio::spawn(pipeline.run(rx));
@@ -116,7 +130,7 @@ async fn run() -> anyhow::Result<()> {
     let cpu = common::cpu_seconds() - cpu0;
     let written = common::dir_bytes(&dir.join("customers"));
     let line = format!(
-        "| {} | {} | {shape_name} | {} | {mode_name} | {partitions} | {batch} | {events} | {:.2} | {:.0} | {:.2} | {:.0} | {} | {:.2} | {} |",
+        "| {} | {} | {shape_name} | {} | {mode_name} | {partitions} | {batch} | {} | {events} | {:.2} | {:.0} | {:.2} | {:.0} | {} | {:.2} | {} |",
         chrono::Utc::now().format("%Y-%m-%d"),
         common::profile(),
         if shape == Shape::Insert {
@@ -124,6 +138,7 @@ async fn run() -> anyhow::Result<()> {
         } else {
             keys.to_string()
         },
+        if cfg.compaction.inline { "on" } else { "off" },
         secs,
         events as f64 / secs,
         cpu,
@@ -135,7 +150,7 @@ async fn run() -> anyhow::Result<()> {
     println!("{line}");
     common::append_result(
         "pipeline.md",
-        "# benches/pipeline.rs results\n\nThe pipeline fed from memory (no broker): a generated Debezium stream (real customers schemas) decoded and applied to a local lake. `events/CPU-s` is what Cormorant costs per event. `write amp.` = bytes written to the table / bytes of the Avro records. Peak RSS includes the generated input held in memory.\n\n| date | profile | shape | keys | mode | partitions | batch | events | wall s | events/s | CPU s | events/CPU-s | commits | write amp. | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "# benches/pipeline.rs results\n\nThe pipeline fed from memory (no broker): a generated Debezium stream (real customers schemas) decoded and applied to a local lake. `events/CPU-s` is what Cormorant costs per event. `write amp.` = bytes written to the table / bytes of the Avro records. Peak RSS includes the generated input held in memory.\n\n| date | profile | shape | keys | mode | partitions | batch | inline compaction | events | wall s | events/s | CPU s | events/CPU-s | commits | write amp. | peak RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         &line,
     )?;
     let _ = std::fs::remove_dir_all(dir);

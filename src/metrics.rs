@@ -24,6 +24,8 @@ pub struct Metrics {
     pub index_bytes: IntGaugeVec,
     /// source partitions whose index is loaded
     pub partitions_owned: IntGaugeVec,
+    /// bytes of recently written rows the writer keeps for previous values
+    pub recent_rows_bytes: IntGaugeVec,
     /// commits lost to another writer and made again at a later version without a new plan
     pub commits_rebased: IntCounterVec,
     /// batches planned again because another writer touched the same files or offsets
@@ -103,6 +105,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &registry,
             "cormorant_partitions_indexed",
             "source partitions whose keys are indexed",
+        ),
+        recent_rows_bytes: gauge(
+            &registry,
+            "cormorant_recent_rows_bytes",
+            "bytes of recently written rows kept in memory for previous values",
         ),
         commits_rebased: counter(
             &registry,

@@ -201,11 +201,12 @@ struct Segment {
 }
 
 impl Segment {
-    fn new(value_id: u32, env: Arc<EnvelopePlan>) -> Result<Self, ConnectorError> {
+    /// A segment with room for `rows` records (the records left in the run).
+    fn new(value_id: u32, env: Arc<EnvelopePlan>, rows: usize) -> Result<Self, ConnectorError> {
         let fields = env.columns()?;
         let columns = fields
             .iter()
-            .map(|f| Column::new(f.data_type()))
+            .map(|f| Column::with_capacity(f.data_type(), rows))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             value_id,
@@ -213,13 +214,13 @@ impl Segment {
             fields,
             columns,
             key_maps: HashMap::new(),
-            ops: Vec::new(),
-            ts: Vec::new(),
-            lsn: Vec::new(),
-            kinds: Vec::new(),
-            positions: Vec::new(),
+            ops: Vec::with_capacity(rows),
+            ts: Vec::with_capacity(rows),
+            lsn: Vec::with_capacity(rows),
+            kinds: Vec::with_capacity(rows),
+            positions: Vec::with_capacity(rows),
             unavailable: Vec::new(),
-            good: Vec::new(),
+            good: Vec::with_capacity(rows),
         })
     }
 
@@ -330,6 +331,8 @@ impl Segment {
 /// Builds the [`ChangeBatch`] of one table from its records.
 pub struct TableDecoder {
     stream: StreamId,
+    /// records still expected (sizes new segments' builders)
+    expected: usize,
     key_columns: Vec<String>,
     segments: Vec<Segment>,
     offsets: BTreeMap<i32, i64>,
@@ -338,8 +341,14 @@ pub struct TableDecoder {
 impl TableDecoder {
     /// `stream` names the `txn` app ids the batch's offsets are recorded under.
     pub fn new(stream: StreamId) -> Self {
+        Self::with_capacity(stream, 1024)
+    }
+
+    /// A decoder expecting about `records` records (its builders do not regrow).
+    pub fn with_capacity(stream: StreamId, records: usize) -> Self {
         Self {
             stream,
+            expected: records,
             key_columns: Vec::new(),
             segments: Vec::new(),
             offsets: BTreeMap::new(),
@@ -396,7 +405,10 @@ impl TableDecoder {
             }
         }
         if self.segments.last().is_none_or(|s| s.value_id != value_id) {
-            self.segments.push(Segment::new(value_id, env.clone())?);
+            let rows = self
+                .expected
+                .saturating_sub(self.segments.iter().map(Segment::rows).sum());
+            self.segments.push(Segment::new(value_id, env.clone(), rows.max(16))?);
         }
         let Some(seg) = self.segments.last_mut() else {
             return Err(ConnectorError::NotDebezium("no segment".into()));

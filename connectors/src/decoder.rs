@@ -89,14 +89,16 @@ impl Decoder {
 
     /// Decodes a contiguous run of one table's records (schemas prefetched).
     pub fn decode(&self, table: &str, stream: &StreamId, records: &[RawRecord]) -> Result<Decoded, ConnectorError> {
-        let mut dec = TableDecoder::new(stream.clone());
+        let mut dec = TableDecoder::with_capacity(stream.clone(), records.len());
         let mut dead = Vec::new();
+        // plans and verdicts of this run, so a record costs no lock and no shared lookup
+        let mut local = Local::default();
         for rec in records {
             let position = Position {
                 partition: rec.partition,
                 offset: rec.offset,
             };
-            if let Err(e) = self.push(&mut dec, table, position, rec) {
+            if let Err(e) = self.push(&mut local, &mut dec, table, position, rec) {
                 tracing::warn!(table, topic = %rec.topic, partition = rec.partition, offset = rec.offset, error = %e, "record sent to the dead-letter table");
                 dec.advance(position.partition, position.offset);
                 dead.push(DeadLetter::new(rec.clone(), &e));
@@ -137,6 +139,7 @@ impl Decoder {
 
     fn push(
         &self,
+        local: &mut Local,
         dec: &mut TableDecoder,
         table: &str,
         position: Position,
@@ -145,15 +148,37 @@ impl Decoder {
         let key = match rec.key.as_deref() {
             Some(k) => {
                 let (id, payload) = frame::split(k)?;
-                Some((id, self.plan(id)?, payload))
+                let plan = match local.plans.get(&id) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = self.plan(id)?;
+                        local.plans.insert(id, p.clone());
+                        p
+                    }
+                };
+                Some((id, plan, payload))
             }
             None => None,
         };
         let value = match rec.value.as_deref() {
             Some(v) => {
                 let (id, payload) = frame::split(v)?;
-                let env = self.envelope(id)?;
-                self.check(table, id, &env)?;
+                let env = match local.envelopes.get(&id) {
+                    Some(e) => e.clone(),
+                    None => {
+                        let e = self.envelope(id)?;
+                        local.envelopes.insert(id, e.clone());
+                        e
+                    }
+                };
+                match local.checked.get(&id) {
+                    Some(Ok(())) => {}
+                    _ => {
+                        let verdict = self.check(table, id, &env);
+                        local.checked.insert(id, verdict.as_ref().map(|_| ()).map_err(|_| ()));
+                        verdict?;
+                    }
+                }
                 Some((id, env, payload))
             }
             None => None,
@@ -161,4 +186,13 @@ impl Decoder {
         let key_ref: Option<(u32, &Plan, &[u8])> = key.as_ref().map(|(id, p, b)| (*id, p.as_ref(), *b));
         dec.push(position, key_ref, value)
     }
+}
+
+/// What one `decode` call has looked up already.
+#[derive(Default)]
+struct Local {
+    plans: HashMap<u32, Arc<Plan>>,
+    envelopes: HashMap<u32, Arc<EnvelopePlan>>,
+    /// guard verdicts of this table (`Err`: refused, asked again so the reason is reported)
+    checked: HashMap<u32, Result<(), ()>>,
 }

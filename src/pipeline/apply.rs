@@ -32,6 +32,9 @@ impl Pipeline {
         self.apply_dead_letters(&batch).await?;
         let mut running = Vec::new();
         for (name, (tc, changes)) in std::mem::take(&mut batch.tables) {
+            if changes.is_empty() && changes.offsets.is_empty() {
+                continue; // every partition of it was revoked
+            }
             let mut writer = self.writer_for(&tc).await?;
             running.push(tokio::spawn(async move {
                 let started = std::time::Instant::now();
@@ -110,6 +113,10 @@ impl Pipeline {
             .partitions_owned
             .with_label_values(&label)
             .set(writer.loaded_partitions().len() as i64);
+        METRICS
+            .recent_rows_bytes
+            .with_label_values(&label)
+            .set(writer.recent_rows_bytes() as i64);
         if applied.version.is_some() {
             self.progress.commits.fetch_add(1, Ordering::Relaxed);
             *self.since_compaction.entry(name.to_string()).or_default() += 1;

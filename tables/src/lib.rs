@@ -25,6 +25,7 @@ pub mod offsets;
 mod plan;
 #[cfg(test)]
 mod race_tests;
+mod recent;
 mod resolve;
 mod state;
 #[cfg(test)]

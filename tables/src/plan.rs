@@ -25,6 +25,7 @@ use crate::error::{Result, TableError};
 use crate::files::{self, FileRef};
 use crate::index::{Index, RowLoc};
 use crate::keys::{KeyEncoder, KeyId};
+use crate::recent::RecentRows;
 use crate::resolve::{BATCH, Columns, Inputs, NULLS, NewRow, Resolution, Src, needs_previous, resolve};
 
 /// How many files are read at once.
@@ -57,6 +58,8 @@ pub struct Context<'a> {
     pub schema: &'a SchemaRef,
     pub encoder: &'a KeyEncoder,
     pub index: &'a Index,
+    /// rows of recently written files: read from memory instead of storage
+    pub recent: &'a RecentRows,
     pub store: Arc<dyn ObjectStore>,
     pub hard: bool,
     pub cow: bool,
@@ -152,7 +155,15 @@ async fn load(
     wanted: HashMap<u32, Option<Vec<u32>>>,
 ) -> Result<(Vec<RecordBatch>, HashMap<u32, LoadedFile>)> {
     let mut reads = Vec::new();
+    let mut sources = Vec::new();
+    let mut loaded = HashMap::new();
     for (id, rows) in wanted {
+        if let Some(batch) = cx.recent.get(id) {
+            let slot = 3 + sources.len() as u32;
+            loaded.insert(id, LoadedFile { slot, rows: None });
+            sources.push(batch.clone());
+            continue;
+        }
         let entry = cx
             .index
             .file(id)
@@ -167,8 +178,6 @@ async fn load(
         .buffer_unordered(READ_CONCURRENCY)
         .collect()
         .await;
-    let mut sources = Vec::new();
-    let mut loaded = HashMap::new();
     for r in results {
         let (id, rows, batch) = r?;
         if let Some(rows) = &rows
@@ -320,11 +329,13 @@ fn assemble(
     let mut out = BTreeMap::new();
     for (p, part) in parts {
         let mut pieces = Vec::new();
-        if !part.batch_rows.is_empty() {
-            pieces.push(take_record_batch(
-                &sources[BATCH as usize],
-                &UInt32Array::from(part.batch_rows),
-            )?);
+        let batch = &sources[BATCH as usize];
+        let identity = part.batch_rows.len() == batch.num_rows()
+            && part.batch_rows.iter().enumerate().all(|(i, r)| *r as usize == i);
+        if identity {
+            pieces.push(batch.clone()); // every batch row, in order (inserts): no copy
+        } else if !part.batch_rows.is_empty() {
+            pieces.push(take_record_batch(batch, &UInt32Array::from(part.batch_rows))?);
         }
         for (slot, rows) in part.kept {
             pieces.push(take_record_batch(

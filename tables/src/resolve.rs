@@ -117,7 +117,8 @@ struct State<'a> {
     inputs: &'a Inputs<'a>,
     /// touched keys in first-touch order
     touched: Vec<Touched>,
-    at: HashMap<KeyId, usize>,
+    /// position in `touched` by key (hashbrown's default hasher: SipHash costs here)
+    at: hashbrown::HashMap<KeyId, usize>,
 }
 
 impl State<'_> {
@@ -227,8 +228,8 @@ impl State<'_> {
 pub fn resolve(inputs: &Inputs<'_>) -> Resolution {
     let mut st = State {
         inputs,
-        touched: Vec::new(),
-        at: HashMap::new(),
+        touched: Vec::with_capacity(inputs.keep.len()),
+        at: hashbrown::HashMap::with_capacity(inputs.keep.len()),
     };
     let batch = inputs.batch;
     for &i in inputs.keep {

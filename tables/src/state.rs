@@ -27,20 +27,37 @@ use crate::files::{self, FileRef};
 use crate::index::{FileEntry, Index, partition_of};
 use crate::keys::{KeyEncoder, KeyId};
 use crate::log::{self, Winners};
+use crate::recent::RecentRows;
 use crate::writer::{KEYS_MOVED_PROPERTY, PRIMARY_KEY_PROPERTY, TableWriter};
 use crate::{compact, dv};
 
 /// How many files are indexed at once (each on a task of its own, so on every core).
 const INDEX_CONCURRENCY: usize = 16;
 
+/// Memory for the rows of recently written files ([`RecentRows`]): enough for a few dozen
+/// batches of a wide table, well inside a worker's budget.
+const RECENT_ROWS_BYTES: usize = 256 * 1024 * 1024;
+
 /// Schema, key encoder and index of a keyed table at one version.
 pub(crate) struct State {
     pub(crate) schema: SchemaRef,
     pub(crate) encoder: Arc<KeyEncoder>,
     pub(crate) index: Index,
+    /// Rows of the files this writer wrote last (previous values without reading storage).
+    pub(crate) recent: RecentRows,
     /// Keys may live in another partition's file group than the one they arrive on (the
     /// source's partition count changed): every partition is indexed and looked up.
     pub(crate) keys_moved: bool,
+}
+
+impl State {
+    /// Changes the table schema; rows kept in another schema are dropped with it.
+    pub(crate) fn set_schema(&mut self, schema: SchemaRef) {
+        if schema != self.schema {
+            self.recent.clear();
+            self.schema = schema;
+        }
+    }
 }
 
 /// An active file's keys and deletion vector, read for the index.
@@ -180,12 +197,13 @@ impl TableWriter {
             if !same_keys || untagged || moved != state.keys_moved && !self.opts.keys_move_partitions {
                 return self.reload().await;
             }
-            state.schema = schema;
+            state.set_schema(schema);
         } else if untagged {
             return self.reload().await;
         }
         let gone: Vec<u32> = w.touched.iter().filter_map(|p| state.index.file_id(p)).collect();
         state.index.drop_files(&gone);
+        state.recent.forget(&gone);
         let adds: Vec<(Add, i32)> = w
             .added
             .into_values()
@@ -230,6 +248,7 @@ impl TableWriter {
             schema,
             encoder: Arc::new(encoder),
             index: Index::default(),
+            recent: RecentRows::new(RECENT_ROWS_BYTES),
             keys_moved,
         });
         Ok(())
@@ -300,6 +319,8 @@ impl TableWriter {
         if let Some(state) = self.state.as_mut() {
             for p in state.index.partitions() {
                 if !keep(p) {
+                    let files: Vec<u32> = state.index.files_of(p).map(|(id, _)| id).collect();
+                    state.recent.forget(&files);
                     state.index.release(p);
                     tracing::info!(table = %self.name, partition = p, "partition index dropped");
                 }

@@ -114,11 +114,19 @@ pub struct TableWriter {
 #[cfg(test)]
 pub(crate) type Race = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
+/// A data file written for a plan: its `add`, partition, rows and their keys.
+struct NewFile {
+    add: Add,
+    partition: i32,
+    rows: arrow::array::RecordBatch,
+    keys: Vec<crate::keys::KeyId>,
+}
+
 /// A plan written to storage, ready to commit.
 struct Written {
     actions: Vec<Action>,
     /// New files with the keys of their rows, by partition.
-    files: Vec<(Add, i32, Vec<crate::keys::KeyId>)>,
+    files: Vec<NewFile>,
     /// New `add`s of files that keep a grown deletion vector.
     readded: Vec<(u32, Add, roaring::RoaringTreemap)>,
     rows: usize,
@@ -129,7 +137,7 @@ impl Written {
     /// Deletes what was written for a plan that will never be committed.
     async fn discard(&self, store: &dyn object_store::ObjectStore) {
         use object_store::ObjectStoreExt;
-        let adds: Vec<Add> = self.files.iter().map(|(a, _, _)| a.clone()).collect();
+        let adds: Vec<Add> = self.files.iter().map(|f| f.add.clone()).collect();
         files::discard(store, &adds).await;
         if let Some(d) = self.readded.first().and_then(|(_, a, _)| a.deletion_vector.as_ref())
             && let Ok(path) = dv::relative_path(d)
@@ -181,6 +189,11 @@ impl TableWriter {
     /// Approximate heap bytes of the primary-key index, if loaded.
     pub fn index_heap_bytes(&self) -> Option<usize> {
         self.state.as_ref().map(|s| s.index.heap_bytes())
+    }
+
+    /// Bytes of recently written rows kept in memory for previous values.
+    pub fn recent_rows_bytes(&self) -> usize {
+        self.state.as_ref().map_or(0, |s| s.recent.bytes())
     }
 
     /// The partitions whose keys are indexed.
@@ -345,7 +358,7 @@ impl TableWriter {
             self.ensure_dv_feature().await?;
         }
         self.ensure_state().await?;
-        let metadata = self.evolve(batch).await?;
+        let mut metadata = self.evolve(batch).await?;
         let mut parts: Vec<i32> = batch.partitions();
         if batch.kinds.contains(&ChangeKind::Truncate) {
             // a truncate deletes the rows of every partition, owned or not
@@ -380,6 +393,9 @@ impl TableWriter {
                         applied.rows_skipped = batch.len();
                         return Ok(applied);
                     }
+                    // the winner may have changed the schema (or made our change already)
+                    metadata = self.evolve(batch).await?;
+                    self.load_partitions(&parts).await?;
                 }
             }
         }
@@ -407,7 +423,7 @@ impl TableWriter {
         let kernel: StructType = evolution.schema.as_ref().try_into_kernel()?;
         let md = self.table.snapshot()?.metadata().clone().with_schema(&kernel)?;
         if let Some(state) = self.state.as_mut() {
-            state.schema = evolution.schema.clone();
+            state.set_schema(evolution.schema.clone());
         }
         Ok(Some(Action::Metadata(md)))
     }
@@ -436,6 +452,7 @@ impl TableWriter {
             schema: &state.schema,
             encoder: &state.encoder,
             index: &state.index,
+            recent: &state.recent,
             store: store.clone(),
             hard: self.opts.deletes == DeleteMode::Hard,
             cow: self.opts.mode == WriteMode::Cow,
@@ -520,11 +537,17 @@ impl TableWriter {
             let (p, adds, keys) = r?;
             out.rows += keys.len();
             let mut start = 0;
+            let data = &planned.outputs[&p];
             for add in adds {
                 let n = add_rows(&add).unwrap_or(keys.len() - start);
                 out.bytes += add.size.max(0) as u64;
                 actions.push(Action::Add(add.clone()));
-                out.files.push((add, p, keys[start..start + n].to_vec()));
+                out.files.push(NewFile {
+                    add,
+                    partition: p,
+                    rows: data.slice(start, n),
+                    keys: keys[start..start + n].to_vec(),
+                });
                 start += n;
             }
         }
@@ -554,24 +577,27 @@ impl TableWriter {
         self.version = Some(version);
         let Some(state) = self.state.as_mut() else { return };
         if let Ok(s) = self.table.snapshot() {
-            state.schema = s.snapshot().arrow_schema();
+            state.set_schema(s.snapshot().arrow_schema());
         }
-        let index = &mut state.index;
-        index.drop_files(&planned.dropped);
+        state.index.drop_files(&planned.dropped);
+        state.recent.forget(&planned.dropped);
         for (id, add, bitmap) in written.readded {
-            index.update_file(id, add, bitmap);
+            state.index.update_file(id, add, bitmap);
         }
         for (p, key) in &planned.removed_keys {
-            index.remove(*p, *key);
+            state.index.remove(*p, *key);
         }
-        for (add, partition, keys) in written.files {
+        for f in written.files {
             let entry = FileEntry {
-                add,
-                partition,
-                rows: keys.len() as u64,
+                add: f.add,
+                partition: f.partition,
+                rows: f.keys.len() as u64,
                 deleted: roaring::RoaringTreemap::new(),
             };
-            index.add_file(entry, &keys);
+            let id = state.index.add_file(entry, &f.keys);
+            if f.rows.schema_ref() == &state.schema {
+                state.recent.insert(id, f.rows);
+            }
         }
     }
 
