@@ -92,7 +92,7 @@ async fn run() -> anyhow::Result<()> {
         topic: topic.into(),
         mode,
         deletes: DeleteMode::Soft,
-        keys_move_partitions: false,
+        ..Default::default()
     }];
     // inline compaction (on by default, as in a worker) rewrites the small files every 20
     // commits; BENCH_COMPACTION=off measures ingest alone

@@ -17,6 +17,7 @@ pub struct Config {
     pub lake: LakeConfig,
     pub compaction: CompactionConfig,
     pub metrics: MetricsConfig,
+    pub maintenance: MaintenanceConfig,
     pub tables: Vec<TableConfig>,
     /// `kafka.topic_pattern` compiled once (it is matched for every record).
     #[serde(skip)]
@@ -49,6 +50,57 @@ impl Default for CompactionConfig {
             inline: true,
             every_commits: 20,
             options: CompactionOptions::default(),
+        }
+    }
+}
+
+/// `[maintenance]`: what keeps a table's log and storage bounded over months of streaming.
+/// Durations are written like "30days", "168h" or "90s".
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default)]
+pub struct MaintenanceConfig {
+    /// A Delta checkpoint every this many commits (`delta.checkpointInterval`).
+    pub checkpoint_interval: u64,
+    /// How far back the log (and so time travel) reaches (`delta.logRetentionDuration`).
+    pub log_retention: String,
+    /// How long removed data and deletion-vector files stay for time travel and concurrent
+    /// readers (`delta.deletedFileRetentionDuration`); vacuum's default retention.
+    pub deleted_file_retention: String,
+    /// Vacuum every table this often while `cormorant run` runs; "off" never.
+    pub vacuum_every: String,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: 100,
+            log_retention: "30days".into(),
+            deleted_file_retention: "7days".into(),
+            vacuum_every: "1h".into(),
+        }
+    }
+}
+
+/// A duration setting, e.g. "30days", "168h", "90s".
+pub fn parse_duration(key: &str, value: &str) -> anyhow::Result<std::time::Duration> {
+    humantime::parse_duration(value).map_err(|e| {
+        anyhow::anyhow!("{key} = {value:?} is not a duration ({e}); write it like \"30days\", \"168h\" or \"90s\"")
+    })
+}
+
+impl MaintenanceConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        parse_duration("maintenance.log_retention", &self.log_retention)?;
+        parse_duration("maintenance.deleted_file_retention", &self.deleted_file_retention)?;
+        self.vacuum_interval()?;
+        Ok(())
+    }
+
+    /// `vacuum_every` as a duration, `None` when off.
+    pub fn vacuum_interval(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        match self.vacuum_every.trim() {
+            "off" | "0" | "" => Ok(None),
+            v => parse_duration("maintenance.vacuum_every", v).map(Some),
         }
     }
 }
@@ -121,7 +173,7 @@ impl Default for LakeConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct TableConfig {
     pub name: String,
     /// The topic; may be left out for a table that `kafka.topic_pattern` names (the entry then
@@ -136,6 +188,12 @@ pub struct TableConfig {
     /// changed before Cormorant recorded it (a change while running is detected by itself).
     #[serde(default)]
     pub keys_move_partitions: bool,
+    /// Overrides `maintenance.log_retention` for this table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_retention: Option<String>,
+    /// Overrides `maintenance.checkpoint_interval` for this table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval: Option<u64>,
 }
 
 impl Config {
@@ -163,7 +221,11 @@ impl Config {
                 "kafka.topic_pattern {p:?} must start with '^' and have a capture group naming the table, e.g. \"^dbz\\.public\\.(.*)$\""
             );
         }
+        cfg.maintenance.validate()?;
         for t in &cfg.tables {
+            if let Some(r) = &t.log_retention {
+                parse_duration(&format!("log_retention of table {:?}", t.name), r)?;
+            }
             anyhow::ensure!(
                 !t.topic.is_empty() || cfg.kafka.topic_pattern.is_some(),
                 "table {:?} has no topic: set topic, or kafka.topic_pattern to name tables from topics",
@@ -191,10 +253,20 @@ impl Config {
         Some(TableConfig {
             name: name.clone(),
             topic: topic.to_string(),
-            mode: base.map(|b| b.mode).unwrap_or_default(),
-            deletes: base.map(|b| b.deletes).unwrap_or_default(),
-            keys_move_partitions: base.is_some_and(|b| b.keys_move_partitions),
+            ..base.cloned().unwrap_or_default()
         })
+    }
+
+    /// The checkpoint interval and retentions of table `t` (`None`: the dead-letter table).
+    pub fn log_policy(&self, t: Option<&TableConfig>) -> tables::maintain::LogPolicy {
+        let m = &self.maintenance;
+        let retention = t.and_then(|t| t.log_retention.as_deref()).unwrap_or(&m.log_retention);
+        tables::maintain::LogPolicy {
+            checkpoint_interval: Some(t.and_then(|t| t.checkpoint_interval).unwrap_or(m.checkpoint_interval)),
+            // validated by `load`
+            log_retention: humantime::parse_duration(retention).ok(),
+            deleted_file_retention: humantime::parse_duration(&m.deleted_file_retention).ok(),
+        }
     }
 
     /// `kafka.topic_pattern`, compiled (validated by [`Config::load`]).

@@ -74,6 +74,24 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
     },
+    /// Delete data and deletion-vector files that no table version inside the retention reads.
+    ///
+    /// Files newer than the retention are never deleted (a running worker's files are not in
+    /// the log yet); versions older than it may no longer be readable afterwards.
+    ///
+    /// Example: cormorant vacuum --table customers --retain 168h --dry-run
+    Vacuum {
+        /// Only this table (default: every table in the lake)
+        #[arg(long)]
+        table: Option<String>,
+        /// Keep what versions of this long ago need [default: the table's
+        /// delta.deletedFileRetentionDuration, maintenance.deleted_file_retention]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        retain: Option<std::time::Duration>,
+        /// List what would be deleted, delete nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run SQL over the lake's tables: an interactive shell, or the statements of -c / -f.
     ///
     /// Example: cormorant sql -c "SELECT * FROM customers VERSION AS OF 3 WHERE NOT __deleted ORDER BY id" --format csv
@@ -205,6 +223,28 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                     None if r.conflicted => println!("{name}: a concurrent commit won; nothing changed, run again"),
                     None => println!("{name}: nothing to compact"),
                 }
+            }
+        }
+        Command::Vacuum { table, retain, dry_run } => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
+            let names = match table {
+                Some(t) => vec![t],
+                None => lake.list_tables().await?,
+            };
+            for name in names {
+                let mut t = lake.open(&name, None).await?;
+                let r = tables::vacuum(&mut t, retain, dry_run).await?;
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                for (path, bytes) in &r.files {
+                    println!("{name}: {verb} {path} ({bytes} bytes)");
+                }
+                println!(
+                    "{name}: {verb} {} files ({} deletion vectors), {} bytes",
+                    r.files.len(),
+                    r.dv_files,
+                    r.bytes
+                );
             }
         }
         Command::Sql { commands, file, format } => {

@@ -1,7 +1,8 @@
 //! Prometheus metrics of the worker, served at `GET /metrics` on `[metrics] address`.
 //!
 //! Counters are per table: events read, rows applied, dead letters; histograms of batch and
-//! commit latency; a lag gauge per topic partition; compaction runs and bytes written.
+//! commit latency; a lag gauge per topic partition; compaction runs and bytes written;
+//! checkpoints, expired log files and vacuumed files.
 
 use std::net::SocketAddr;
 use std::sync::LazyLock;
@@ -30,6 +31,33 @@ pub struct Metrics {
     pub commits_rebased: IntCounterVec,
     /// batches planned again because another writer touched the same files or offsets
     pub commits_replanned: IntCounterVec,
+    /// the newest checkpoint this worker wrote
+    pub last_checkpoint: IntGaugeVec,
+    /// expired log files removed (this process)
+    pub log_files_removed: IntGaugeVec,
+    /// files and bytes vacuum deleted (this process)
+    pub vacuumed_files: IntGaugeVec,
+    pub vacuumed_bytes: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Copies the table's maintenance figures ([`tables::maintain::stats`]) into the gauges.
+    pub fn maintenance(&self, table: &str, root: &str) {
+        let s = tables::maintain::stats(root);
+        let label = [table];
+        if let Some(v) = s.last_checkpoint {
+            self.last_checkpoint.with_label_values(&label).set(v as i64);
+        }
+        self.log_files_removed
+            .with_label_values(&label)
+            .set(s.log_files_removed as i64);
+        self.vacuumed_files
+            .with_label_values(&label)
+            .set(s.vacuumed_files as i64);
+        self.vacuumed_bytes
+            .with_label_values(&label)
+            .set(s.vacuumed_bytes as i64);
+    }
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGaugeVec {
@@ -120,6 +148,26 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &registry,
             "cormorant_commits_replanned_total",
             "batches planned again because a concurrent commit touched the same files or offsets",
+        ),
+        last_checkpoint: gauge(
+            &registry,
+            "cormorant_last_checkpoint_version",
+            "the newest Delta checkpoint this worker wrote",
+        ),
+        log_files_removed: gauge(
+            &registry,
+            "cormorant_log_files_removed",
+            "expired Delta log files this worker removed",
+        ),
+        vacuumed_files: gauge(
+            &registry,
+            "cormorant_vacuumed_files",
+            "data and deletion-vector files this worker's vacuum deleted",
+        ),
+        vacuumed_bytes: gauge(
+            &registry,
+            "cormorant_vacuumed_bytes",
+            "bytes this worker's vacuum deleted",
         ),
         lag,
         registry,

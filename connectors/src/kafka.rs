@@ -151,12 +151,43 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Records read but not yet handed to the pipeline.
+///
+/// Cut batches queue here while the pipeline is busy, so the consumer keeps fetching instead of
+/// pausing at every batch: a pause makes librdkafka drop what it prefetched and fetch it again
+/// on resume, which with small batches cost a broker round trip per batch. The partitions are
+/// paused only once the queue holds [`BatchLimits::max_bytes`] (memory stays bounded).
+#[derive(Default)]
+struct Pending {
+    open: RawBatch,
+    ready: std::collections::VecDeque<RawBatch>,
+}
+
+impl Pending {
+    fn retain_partitions(&mut self, revoked: &HashSet<(String, i32)>) {
+        self.open.retain_partitions(revoked);
+        for b in &mut self.ready {
+            b.retain_partitions(revoked);
+        }
+        self.ready.retain(|b| !b.records.is_empty());
+    }
+
+    /// Whether the queue is long enough to stop fetching.
+    fn backlog_full(&self, limits: &BatchLimits) -> bool {
+        let bytes: usize = self.ready.iter().map(|b| b.bytes).sum();
+        !self.ready.is_empty() && (bytes + self.open.bytes >= limits.max_bytes || self.ready.len() >= MAX_READY)
+    }
+}
+
+/// Most cut batches queued on the consumer thread.
+const MAX_READY: usize = 1024;
+
 /// Positions assigned partitions from the table's offsets; drops revoked records.
 pub struct TableOffsetsContext {
     lookup: OffsetLookup,
     assignment: Arc<Assignment>,
-    /// the batch being filled on the consumer thread
-    pending: Mutex<RawBatch>,
+    /// the batch being filled on the consumer thread, and cut batches waiting for the pipeline
+    pending: Mutex<Pending>,
     /// partitions are paused because the pipeline is full
     paused: AtomicBool,
 }
@@ -267,7 +298,7 @@ impl KafkaSource {
         let ctx = TableOffsetsContext {
             lookup,
             assignment,
-            pending: Mutex::new(RawBatch::default()),
+            pending: Mutex::new(Pending::default()),
             paused: AtomicBool::new(false),
         };
         Ok(Self {
@@ -408,35 +439,36 @@ impl KafkaSource {
         let mut first_at: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
         while !stop.load(Ordering::SeqCst) {
-            let (empty, due) = {
-                let pending = lock(&ctx.pending);
-                let empty = pending.records.is_empty();
-                let due = pending.full(&limits) || first_at.is_some_and(|t| t.elapsed() >= limits.linger);
-                (empty, !empty && due)
-            };
-            if empty {
-                first_at = None;
-            }
-            if !due {
-                // paused only while a due batch waits for room; a revocation may have emptied it
-                self.set_paused(false);
-            } else {
-                let batch = std::mem::take(&mut *lock(&ctx.pending));
-                match tx.try_send(batch) {
-                    Ok(()) => {
-                        first_at = None;
-                        self.set_paused(false);
-                    }
-                    Err(mpsc::error::TrySendError::Full(batch)) => {
-                        *lock(&ctx.pending) = batch;
-                        self.set_paused(true);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+            let (waiting, full) = {
+                let mut pending = lock(&ctx.pending);
+                let open = &pending.open;
+                if open.records.is_empty() {
+                    first_at = None;
+                } else if open.full(&limits) || first_at.is_some_and(|t| t.elapsed() >= limits.linger) {
+                    let batch = std::mem::take(&mut pending.open);
+                    pending.ready.push_back(batch);
+                    first_at = None;
                 }
-            }
+                while let Some(batch) = pending.ready.pop_front() {
+                    match tx.try_send(batch) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(batch)) => {
+                            pending.ready.push_front(batch);
+                            break;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return self.consumer.unsubscribe(),
+                    }
+                }
+                (!pending.ready.is_empty(), pending.backlog_full(&limits))
+            };
+            // a revocation may have emptied the queue: never stay paused without a backlog
+            self.set_paused(full);
             let wait = match first_at {
-                Some(t) if !ctx.paused.load(Ordering::SeqCst) => limits.linger.saturating_sub(t.elapsed()),
-                _ => Duration::from_millis(100),
+                // batches wait for room: look again soon (the pipeline may take a small batch
+                // in milliseconds); poll still serves rebalances meanwhile
+                _ if waiting => Duration::from_millis(2),
+                Some(t) => limits.linger.saturating_sub(t.elapsed()),
+                None => Duration::from_millis(100),
             };
             match self.consumer.poll(wait.max(Duration::from_millis(1))) {
                 None => {}
@@ -450,7 +482,7 @@ impl KafkaSource {
                             t
                         }
                     };
-                    lock(&ctx.pending).push(RawRecord {
+                    lock(&ctx.pending).open.push(RawRecord {
                         topic,
                         partition: m.partition(),
                         offset: m.offset(),

@@ -120,6 +120,8 @@ impl Pipeline {
         if applied.version.is_some() {
             self.progress.commits.fetch_add(1, Ordering::Relaxed);
             *self.since_compaction.entry(name.to_string()).or_default() += 1;
+            METRICS.maintenance(name, writer.table().log_store().root_url().as_str());
+            self.vacuums.poke(name);
             if let Ok(s) = writer.table().snapshot() {
                 lock(&self.schemas).insert(name.to_string(), s.snapshot().arrow_schema());
             }

@@ -22,6 +22,7 @@
 
 mod apply;
 mod decode;
+mod vacuum;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -93,11 +94,12 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-pub(crate) fn options(t: &TableConfig) -> WriterOptions {
+pub(crate) fn options(cfg: &Config, t: &TableConfig) -> WriterOptions {
     WriterOptions {
         deletes: t.deletes,
         mode: t.mode,
         keys_move_partitions: t.keys_move_partitions,
+        policy: cfg.log_policy(Some(t)),
     }
 }
 
@@ -136,6 +138,7 @@ pub struct Pipeline {
     stop: Arc<AtomicBool>,
     /// commits per table since its last inline compaction
     since_compaction: HashMap<String, u64>,
+    vacuums: vacuum::Vacuums,
 }
 
 impl Pipeline {
@@ -153,7 +156,7 @@ impl Pipeline {
         let mut writers = HashMap::new();
         let configs = tables.iter().map(|t| (t.name.clone(), t.clone())).collect();
         for t in tables {
-            let w = TableWriter::open(lake, &t.name, options(t)).await?;
+            let w = TableWriter::open(lake, &t.name, options(cfg, t)).await?;
             if let Ok(s) = w.table().snapshot() {
                 lock(&schemas).insert(t.name.clone(), s.snapshot().arrow_schema());
             }
@@ -165,12 +168,21 @@ impl Pipeline {
             decoder: Arc::new(Decoder::new(cache).with_guard(schema_guard(&schemas))),
             writers,
             configs,
-            dlq: TableWriter::open(lake, DLQ_TABLE, WriterOptions::default()).await?,
+            dlq: TableWriter::open(
+                lake,
+                DLQ_TABLE,
+                WriterOptions {
+                    policy: cfg.log_policy(None),
+                    ..WriterOptions::default()
+                },
+            )
+            .await?,
             schemas,
             assignment,
             progress: Arc::new(Progress::default()),
             stop,
             since_compaction: HashMap::new(),
+            vacuums: vacuum::Vacuums::new(lake, cfg.maintenance.vacuum_interval()?),
         })
     }
 
@@ -201,6 +213,7 @@ impl Pipeline {
             }
         }
         drop(decoded);
+        self.vacuums.abort_all();
         let decoded_result = decoding.await?;
         if let Some(e) = failed {
             return Err(e);
@@ -216,7 +229,7 @@ impl Pipeline {
             None => {
                 tracing::info!(table = %tc.name, topic = %tc.topic, "new table from a topic");
                 self.configs.insert(tc.name.clone(), tc.clone());
-                Ok(TableWriter::open(&self.lake, &tc.name, options(tc)).await?)
+                Ok(TableWriter::open(&self.lake, &tc.name, options(&self.cfg, tc)).await?)
             }
         }
     }

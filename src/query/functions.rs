@@ -97,11 +97,16 @@ pub async fn history(lake: &Lake, table: &str) -> anyhow::Result<RecordBatch> {
     let t = lake.open(table, None).await?;
     let latest = t.version().unwrap_or(0);
     let log = t.log_store();
+    // commit files older than the log retention are gone: start at the oldest one left
+    let extent = tables::maintain::log_extent(&t).await?;
+    let first = extent.oldest_commit.unwrap_or(0);
+    // VACUUM START commits: files superseded before (commit time - retention) may be deleted
+    let mut vacuum_horizon: Option<i64> = None;
     // live rows per data file, replayed from the adds (removes carry no statistics)
     let mut live: HashMap<String, i64> = HashMap::new();
     let (mut version, mut ts, mut op, mut files_added, mut files_removed) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut rows_added, mut rows_removed, mut offsets, mut max_source) = (vec![], vec![], vec![], vec![]);
-    for v in 0..=latest {
+    for v in first..=latest {
         let Some(bytes) = log.read_commit_entry(v).await? else {
             continue;
         };
@@ -115,6 +120,11 @@ pub async fn history(lake: &Lake, table: &str) -> anyhow::Result<RecordBatch> {
             if let Some(ci) = action.get("commitInfo") {
                 when = ci.get("timestamp").and_then(|x| x.as_i64());
                 operation = ci.get("operation").and_then(|x| x.as_str()).map(str::to_string);
+                if operation.as_deref() == Some("VACUUM START")
+                    && let (Some(at), Some(retain)) = (when, retention_millis(ci))
+                {
+                    vacuum_horizon = vacuum_horizon.max(Some(at - retain));
+                }
             } else if let Some(r) = action.get("remove") {
                 let path = r["path"].as_str().unwrap_or_default().to_string();
                 let before = live.remove(&path).unwrap_or(0);
@@ -163,6 +173,16 @@ pub async fn history(lake: &Lake, table: &str) -> anyhow::Result<RecordBatch> {
         offsets.push((!txns.is_empty()).then(|| txns.join(",")));
         max_source.push(max_ts);
     }
+    // readable: the log still reaches it, and vacuum kept what it reads (every file it reads was
+    // superseded no earlier than the next commit)
+    let readable: Vec<bool> = (0..version.len())
+        .map(|i| {
+            let logged = extent.oldest_readable.is_some_and(|o| version[i] >= o as i64);
+            let next = ts.get(i + 1).copied().flatten();
+            let vacuumed = matches!((next, vacuum_horizon), (Some(n), Some(h)) if n < h);
+            logged && !vacuumed
+        })
+        .collect();
     let utc = || Some(Arc::<str>::from("UTC"));
     let schema = Arc::new(Schema::new(vec![
         Field::new("version", DataType::Int64, false),
@@ -174,6 +194,7 @@ pub async fn history(lake: &Lake, table: &str) -> anyhow::Result<RecordBatch> {
         Field::new("rows_removed", DataType::Int64, false),
         Field::new("offsets", DataType::Utf8, true),
         Field::new("max_source_ts", DataType::Timestamp(TimeUnit::Microsecond, utc()), true),
+        Field::new("readable", DataType::Boolean, false),
     ]));
     let cols: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(version)),
@@ -185,8 +206,18 @@ pub async fn history(lake: &Lake, table: &str) -> anyhow::Result<RecordBatch> {
         Arc::new(Int64Array::from(rows_removed)),
         Arc::new(StringArray::from(offsets)),
         Arc::new(TimestampMicrosecondArray::from(max_source).with_timezone("UTC")),
+        Arc::new(arrow::array::BooleanArray::from(readable)),
     ];
     Ok(RecordBatch::try_new(schema, cols)?)
+}
+
+/// `operationParameters.specifiedRetentionMillis` of a VACUUM START commit (a number, or a
+/// number in a string, depending on the writer).
+fn retention_millis(commit_info: &serde_json::Value) -> Option<i64> {
+    let v = commit_info
+        .get("operationParameters")?
+        .get("specifiedRetentionMillis")?;
+    v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
 #[derive(Debug)]

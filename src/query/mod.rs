@@ -96,9 +96,24 @@ pub async fn open_as_of(lake: &Lake, table: &str, as_of: &time_travel::AsOf) -> 
             if *v > newest {
                 anyhow::bail!("{table} has no version {v}: its versions are 0..={newest} (see history('{table}'))");
             }
-            lake.open(table, Some(*v)).await.map_err(|e| {
-                anyhow::anyhow!("{table} VERSION AS OF {v} cannot be read ({e}); it may have been vacuumed or checkpointed away — see history('{table}')")
-            })
+            match lake.open(table, Some(*v)).await {
+                Ok(t) => Ok(t),
+                Err(e) => {
+                    // only now list the log (one listing) to say how far back it reaches
+                    let oldest = tables::maintain::log_extent(&latest)
+                        .await
+                        .ok()
+                        .and_then(|x| x.oldest_readable);
+                    match oldest {
+                        Some(o) if *v < o => anyhow::bail!(
+                            "{table} VERSION AS OF {v} has expired (maintenance.log_retention); the oldest readable version is {o} — see history('{table}')"
+                        ),
+                        _ => anyhow::bail!(
+                            "{table} VERSION AS OF {v} cannot be read ({e}); it may have been vacuumed — see history('{table}'), column readable"
+                        ),
+                    }
+                }
+            }
         }
         time_travel::AsOf::Timestamp(text) => {
             let at = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {

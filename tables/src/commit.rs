@@ -5,7 +5,7 @@
 //! in hand whether to commit the same actions again or to plan anew.
 
 use deltalake::kernel::Action;
-use deltalake::kernel::transaction::{CommitBuilder, TransactionError};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::protocol::DeltaOperation;
 use deltalake::{DeltaTable, DeltaTableError};
 
@@ -31,18 +31,24 @@ fn lost_race(e: &DeltaTableError) -> bool {
     )
 }
 
-/// Commits `actions` on top of the table's current snapshot, at the next version only.
+/// Commits `actions` on top of the table's current snapshot, at the next version only, then
+/// runs the table's log maintenance ([`crate::maintain::after_commit`]).
 pub async fn try_commit(table: &mut DeltaTable, actions: &[Action], op: DeltaOperation) -> Result<Outcome> {
     let snapshot = table.snapshot()?.clone();
-    let committed = CommitBuilder::default()
-        .with_actions(actions.to_vec())
+    // delta-rs's post-commit hook off: checkpoints and log clean-up are Cormorant's (maintain.rs)
+    let props = CommitProperties::default()
         .with_max_retries(0)
+        .with_create_checkpoint(false)
+        .with_cleanup_expired_logs(Some(false));
+    let committed = CommitBuilder::from(props)
+        .with_actions(actions.to_vec())
         .build(Some(&snapshot), table.log_store(), op)
         .await;
     match committed {
         Ok(done) => {
             let version = done.version();
             table.state = Some(done.snapshot());
+            crate::maintain::after_commit(table, version).await;
             Ok(Outcome::Committed(version))
         }
         Err(e) if lost_race(&e) => Ok(Outcome::Lost),

@@ -25,7 +25,11 @@ fn dv_error(msg: impl Into<String>) -> TableError {
 
 /// The table-relative file holding a `u` descriptor's vector.
 pub fn relative_path(d: &DeletionVectorDescriptor) -> Result<String> {
-    let encoded = &d.path_or_inline_dv;
+    relative_path_of(&d.path_or_inline_dv)
+}
+
+/// The table-relative file of a `u` descriptor's `pathOrInlineDv`.
+pub fn relative_path_of(encoded: &str) -> Result<String> {
     if encoded.len() < 20 {
         return Err(dv_error(format!(
             "descriptor path {encoded:?} is shorter than a Z85 UUID"

@@ -30,6 +30,9 @@ pub enum TableError {
     BadUri(String),
     #[error("table {0} does not exist in the lake; run `cormorant run` to create it, or check the name with `\\dt`")]
     NotFound(String),
+    /// An operation refused because doing it would be unsafe; the message says what to change.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl TableError {

@@ -5,7 +5,8 @@
 //! it owns. Every data file belongs to one source partition (its `cormorant.partition` tag), so
 //! writers of different partitions never touch the same file; when they race for a version,
 //! the loser follows the winners through the [`log`] instead of rebuilding anything.
-//! [`compact`] rewrites files within one partition's group; [`lake`] locates tables.
+//! [`compact`] rewrites files within one partition's group; [`maintain`] checkpoints and
+//! expires the log, [`vacuum`] deletes files no retained version needs; [`lake`] locates tables.
 
 pub mod commit;
 pub mod compact;
@@ -19,6 +20,7 @@ pub mod index;
 pub mod keys;
 pub mod lake;
 pub mod log;
+pub mod maintain;
 #[cfg(test)]
 mod model_tests;
 pub mod offsets;
@@ -30,6 +32,7 @@ mod resolve;
 mod state;
 #[cfg(test)]
 mod test_support;
+mod vacuum;
 pub mod writer;
 
 pub use change;
@@ -37,4 +40,5 @@ pub use compact::{CompactionOptions, CompactionReport, compact, compact_partitio
 pub use error::{Result, TableError};
 pub use lake::Lake;
 pub use offsets::OffsetsWatch;
+pub use vacuum::{VacuumReport, vacuum};
 pub use writer::{Applied, DeleteMode, TableWriter, WriteMode, WriterOptions};

@@ -73,6 +73,8 @@ pub struct WriterOptions {
     /// Look keys up in every partition (set when the topic's partition count changed before
     /// the table recorded it, e.g. a backfill of a topic whose partitions were added).
     pub keys_move_partitions: bool,
+    /// Checkpoint interval and retentions, set as table properties.
+    pub policy: crate::maintain::LogPolicy,
 }
 
 /// What one `apply` did.
@@ -105,6 +107,8 @@ pub struct TableWriter {
     pub(crate) txns: HashMap<String, Option<i64>>,
     /// Keyed tables: schema, encoder and index of the loaded partitions, as of `version`.
     pub(crate) state: Option<State>,
+    /// Whether the table's properties match `opts.policy` (checked on the first batch).
+    pub(crate) policy_checked: bool,
     /// Tests: run once between planning's sync and the commit (another writer's commit).
     #[cfg(test)]
     pub(crate) race: Option<Race>,
@@ -158,6 +162,7 @@ impl TableWriter {
             version: None,
             txns: HashMap::new(),
             state: None,
+            policy_checked: false,
             #[cfg(test)]
             race: None,
         })
@@ -228,6 +233,10 @@ impl TableWriter {
         if self.opts.mode == WriteMode::Mor {
             // protocol reader 3 / writer 7 with the deletionVectors feature
             create = create.with_configuration_property(TableProperty::EnableDeletionVectors, Some("true"));
+        }
+        let policy = self.opts.policy.properties();
+        if !policy.is_empty() {
+            create = create.with_configuration(policy.into_iter().map(|(k, v)| (k, Some(v))));
         }
         match create.await {
             Ok(t) => self.table = t,
@@ -301,6 +310,34 @@ impl TableWriter {
         self.sync().await
     }
 
+    /// Sets the table properties of the configured [`crate::maintain::LogPolicy`] that differ
+    /// (a table created before the policy changed), once per writer.
+    async fn ensure_policy(&mut self) -> Result<()> {
+        let stale: Vec<(String, String)> = self
+            .opts
+            .policy
+            .properties()
+            .into_iter()
+            .filter(|(k, v)| self.property(k).as_deref() != Some(v.as_str()))
+            .collect();
+        if !stale.is_empty() {
+            tracing::info!(table = %self.name, properties = ?stale, "setting the table's log policy");
+            let mut md = self.table.snapshot()?.metadata().clone();
+            for (k, v) in stale {
+                md = md.add_config_key(k, v)?;
+            }
+            let op = DeltaOperation::SetTableProperties {
+                properties: HashMap::new(),
+            };
+            if try_commit(&mut self.table, &[Action::Metadata(md)], op).await? == Outcome::Lost {
+                return self.sync().await; // checked again on the next batch
+            }
+            self.sync().await?;
+        }
+        self.policy_checked = true;
+        Ok(())
+    }
+
     /// MoR tables need the deletionVectors feature; tables created as CoW get it on first use.
     async fn ensure_dv_feature(&mut self) -> Result<()> {
         let snapshot = self.table.snapshot()?;
@@ -345,6 +382,9 @@ impl TableWriter {
             }
             self.create(&batch.columns, &batch.key_columns).await?;
             self.sync().await?;
+        }
+        if !self.policy_checked {
+            self.ensure_policy().await?;
         }
         let (txns, keep) = self.unapplied(&batch.positions, &batch.offsets).await?;
         if txns.is_empty() && keep.is_empty() {

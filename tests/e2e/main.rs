@@ -5,6 +5,7 @@ mod bad_input;
 mod compaction;
 mod fixture_replay;
 mod group;
+mod maintenance;
 mod operations;
 mod replay;
 mod restart;

@@ -112,7 +112,7 @@ pub fn config(prefix: &str, storage: Storage, deletes: DeleteMode, mode: WriteMo
             topic: format!("{prefix}dbz.public.{name}"),
             mode,
             deletes,
-            keys_move_partitions: false,
+            ..Default::default()
         })
         .collect();
     cfg

@@ -1,0 +1,237 @@
+//! Keeping a long-running table's log bounded: a checkpoint every `delta.checkpointInterval`
+//! commits and the removal of log files older than `delta.logRetentionDuration`.
+//!
+//! Every commit Cormorant makes (ingest, dead letters, compaction, schema changes) goes through
+//! [`crate::commit::try_commit`], which calls [`after_commit`]. The writer of version `v` with
+//! `v % interval == 0` writes the checkpoint of `v` (the Spark convention), so with several
+//! workers exactly one of them does it. delta-rs's own post-commit hook is switched off: it
+//! lists the whole `_delta_log` after EVERY commit when `delta.enableExpiredLogCleanup` is on
+//! (the default), which grows with the table's age, and a checkpoint failure there surfaces as a
+//! failed commit although the commit landed.
+//!
+//! Invariants: a failed checkpoint or clean-up never fails the commit that triggered it (the
+//! next interval tries again, readers replay a few more JSON files meanwhile); log files are
+//! removed only below a checkpoint and only when older than the retention
+//! ([`deltalake::checkpoints::cleanup_expired_logs_for`] keeps every version inside it).
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use deltalake::DeltaTable;
+use deltalake::checkpoints::{cleanup_expired_logs_for, create_checkpoint};
+use deltalake::table::config::TablePropertiesExt as _;
+
+/// The log-keeping table properties Cormorant sets on the tables it writes (unset: Delta's
+/// defaults — a checkpoint every 100 commits, 30 days of log, 7 days of tombstones).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogPolicy {
+    /// `delta.checkpointInterval`
+    pub checkpoint_interval: Option<u64>,
+    /// `delta.logRetentionDuration`: how far back time travel reaches through the log.
+    pub log_retention: Option<Duration>,
+    /// `delta.deletedFileRetentionDuration`: how long checkpoints keep tombstones, the
+    /// longest retention vacuum accepts.
+    pub deleted_file_retention: Option<Duration>,
+}
+
+impl LogPolicy {
+    /// The table properties this policy sets, as Delta spells them.
+    pub fn properties(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(n) = self.checkpoint_interval {
+            out.push(("delta.checkpointInterval".to_string(), n.max(1).to_string()));
+        }
+        if let Some(d) = self.log_retention {
+            out.push(("delta.logRetentionDuration".to_string(), interval(d)));
+        }
+        if let Some(d) = self.deleted_file_retention {
+            out.push(("delta.deletedFileRetentionDuration".to_string(), interval(d)));
+        }
+        out
+    }
+}
+
+/// A duration as a Delta interval property ("interval 30 days"), in the largest exact unit.
+pub fn interval(d: Duration) -> String {
+    let s = d.as_secs();
+    let (n, unit) = match s {
+        0 => (0, "seconds"),
+        _ if s.is_multiple_of(86_400) => (s / 86_400, "days"),
+        _ if s.is_multiple_of(3_600) => (s / 3_600, "hours"),
+        _ if s.is_multiple_of(60) => (s / 60, "minutes"),
+        _ => (s, "seconds"),
+    };
+    format!("interval {n} {unit}")
+}
+
+/// What maintenance did to one table, as seen by this process.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// The newest checkpoint this process wrote.
+    pub last_checkpoint: Option<u64>,
+    pub checkpoints_written: u64,
+    pub checkpoint_failures: u64,
+    /// Expired log files (commits and old checkpoints) removed.
+    pub log_files_removed: u64,
+    /// Files and bytes deleted by vacuum.
+    pub vacuumed_files: u64,
+    pub vacuumed_bytes: u64,
+}
+
+/// Per table root URL. A process-wide map because commits reach [`after_commit`] from several
+/// owners of a `DeltaTable` (writers, compaction, schema evolution) that share no handle; the
+/// metrics endpoint reads it by table.
+static STATS: LazyLock<Mutex<HashMap<String, Stats>>> = LazyLock::new(Default::default);
+
+/// This process's maintenance figures for the table at `root` (its URL).
+pub fn stats(root: &str) -> Stats {
+    STATS
+        .lock()
+        .map(|m| m.get(root.trim_end_matches('/')).cloned().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+pub(crate) fn record(table: &DeltaTable, f: impl FnOnce(&mut Stats)) {
+    let root = table.log_store().root_url().to_string();
+    if let Ok(mut m) = STATS.lock() {
+        f(m.entry(root.trim_end_matches('/').to_string()).or_default());
+    }
+}
+
+/// What a table's `_delta_log` holds: the reach of time travel and the size of the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogExtent {
+    /// Commit files and checkpoint parts in `_delta_log`.
+    pub log_files: usize,
+    /// The oldest commit file left (older ones expired).
+    pub oldest_commit: Option<u64>,
+    /// The oldest version a reader can load: version 0 while the whole log is there, else the
+    /// oldest checkpoint from which every later commit file is still present.
+    pub oldest_readable: Option<u64>,
+    pub last_checkpoint: Option<u64>,
+}
+
+/// Lists `_delta_log` once (bounded by the log retention) and works out its [`LogExtent`].
+pub async fn log_extent(table: &DeltaTable) -> crate::Result<LogExtent> {
+    use futures::TryStreamExt;
+    let store = table.log_store().object_store(None);
+    let prefix = object_store::path::Path::from("_delta_log");
+    let metas: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await?;
+    let (mut commits, mut checkpoints) = (Vec::new(), Vec::new());
+    for m in &metas {
+        let Some(name) = m.location.filename() else { continue };
+        let Some(version) = name.split('.').next().and_then(|v| v.parse::<u64>().ok()) else {
+            continue;
+        };
+        if name.ends_with(".json") {
+            commits.push(version);
+        } else if name.contains(".checkpoint") {
+            checkpoints.push(version);
+        }
+    }
+    Ok(extent(commits, checkpoints))
+}
+
+fn extent(mut commits: Vec<u64>, mut checkpoints: Vec<u64>) -> LogExtent {
+    commits.sort_unstable();
+    checkpoints.sort_unstable();
+    checkpoints.dedup();
+    let log_files = commits.len() + checkpoints.len();
+    let oldest_commit = commits.first().copied();
+    // the commit files present from the newest gap on
+    let contiguous_from = commits
+        .windows(2)
+        .rev()
+        .find(|w| w[1] != w[0] + 1)
+        .map_or(oldest_commit, |w| Some(w[1]));
+    let oldest_readable = match contiguous_from {
+        Some(0) => Some(0),
+        Some(from) => checkpoints.iter().copied().find(|c| *c + 1 >= from),
+        None => checkpoints.last().copied(),
+    };
+    LogExtent {
+        log_files,
+        oldest_commit,
+        oldest_readable,
+        last_checkpoint: checkpoints.last().copied(),
+    }
+}
+
+/// Whether version `v` is one to checkpoint.
+pub fn checkpoint_due(version: u64, interval: u64) -> bool {
+    version > 0 && version.is_multiple_of(interval.max(1))
+}
+
+/// Runs after `table` committed `version` (its state is that version): checkpoints when due
+/// and then removes expired log files. Problems are logged, never returned.
+pub async fn after_commit(table: &DeltaTable, version: u64) {
+    let Ok(snapshot) = table.snapshot() else { return };
+    let config = snapshot.table_config();
+    if !checkpoint_due(version, config.checkpoint_interval().get()) {
+        return;
+    }
+    let retention = config.log_retention_duration();
+    let started = Instant::now();
+    if let Err(e) = create_checkpoint(table, None).await {
+        record(table, |s| s.checkpoint_failures += 1);
+        tracing::warn!(version, error = %e, "writing the checkpoint failed; the next checkpoint interval tries again (readers replay more log files until then)");
+        return;
+    }
+    record(table, |s| {
+        s.last_checkpoint = Some(version);
+        s.checkpoints_written += 1;
+    });
+    let cutoff = chrono::Utc::now().timestamp_millis() - retention.as_millis() as i64;
+    match cleanup_expired_logs_for(version, table.log_store().as_ref(), cutoff, None).await {
+        Ok(removed) => {
+            record(table, |s| s.log_files_removed += removed as u64);
+            tracing::info!(
+                version,
+                removed,
+                took_ms = started.elapsed().as_millis() as u64,
+                "checkpoint written, expired log files removed"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(version, error = %e, "removing expired log files failed; the next checkpoint tries again")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{checkpoint_due, extent, interval};
+
+    #[test]
+    fn the_oldest_readable_version_needs_a_checkpoint_once_commits_expired() {
+        let whole = extent((0..=12).collect(), vec![10]);
+        assert_eq!(
+            (whole.oldest_readable, whole.last_checkpoint, whole.log_files),
+            (Some(0), Some(10), 14)
+        );
+        // commits 0..=7 expired: 8 and 9 are listed but have no checkpoint below them
+        let expired = extent((8..=25).collect(), vec![10, 20]);
+        assert_eq!((expired.oldest_commit, expired.oldest_readable), (Some(8), Some(10)));
+        // a checkpoint right below the oldest commit file serves it
+        assert_eq!(extent((11..=25).collect(), vec![10, 20]).oldest_readable, Some(10));
+        assert_eq!(extent(vec![], vec![]).oldest_readable, None);
+    }
+
+    #[test]
+    fn intervals_in_the_largest_exact_unit() {
+        assert_eq!(interval(Duration::from_secs(30 * 86_400)), "interval 30 days");
+        assert_eq!(interval(Duration::from_secs(7_200)), "interval 2 hours");
+        assert_eq!(interval(Duration::from_secs(90)), "interval 90 seconds");
+        assert_eq!(interval(Duration::ZERO), "interval 0 seconds");
+    }
+
+    #[test]
+    fn every_interval_th_version_but_not_the_first() {
+        let due: Vec<u64> = (0..=300).filter(|v| checkpoint_due(*v, 100)).collect();
+        assert_eq!(due, vec![100, 200, 300]);
+        assert!(checkpoint_due(7, 1) && checkpoint_due(7, 0));
+    }
+}

@@ -1,0 +1,223 @@
+//! A compressed long run: the real capture in batches of a few records (1,000+ commits on
+//! local disk), with checkpoints, log expiry, inline vacuum racing ingest and `cormorant vacuum`
+//! — every marked point inside the retention still reads exactly, through Python too.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use tables::{DeleteMode, WriteMode};
+
+use crate::support::*;
+
+/// Data and deletion-vector files of `table` (everything outside `_delta_log/`).
+async fn data_objects(cfg: &cormorant::config::Config, table: &str) -> Vec<String> {
+    let mut all = objects(cfg, table, "").await;
+    all.retain(|p| !p.contains("_delta_log/"));
+    all
+}
+
+/// Object names under `prefix` of `table` (`_delta_log/`, or "" for the whole table).
+async fn objects(cfg: &cormorant::config::Config, table: &str, prefix: &str) -> Vec<String> {
+    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let t = lake.open(table, None).await.expect("open");
+    let store = t.log_store().object_store(None);
+    let prefix = (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix));
+    let metas: Vec<object_store::ObjectMeta> = store.list(prefix.as_ref()).try_collect().await.expect("list");
+    let mut names: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+    names.sort();
+    names
+}
+
+async fn versions(cfg: &cormorant::config::Config) -> HashMap<String, u64> {
+    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let mut out = HashMap::new();
+    for (table, _) in TABLES {
+        let v = lake.open(table, None).await.expect("open").version().expect("version");
+        out.insert(table.to_string(), v as u64);
+    }
+    out
+}
+
+fn cli(cfg: &cormorant::config::Config, tag: &str, args: &[&str]) -> (bool, String) {
+    let path = write_config(cfg, tag);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cormorant"))
+        .arg("--config")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("cormorant runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+async fn long_run(storage: Storage, batch: usize, checkpoint_interval: u64, tag: &str) {
+    let loaded = load_prefix(&unique(tag)).await;
+    let fx = fixture();
+    let mut cfg = config(&loaded.prefix, storage, DeleteMode::Soft, WriteMode::Mor, tag);
+    cfg.kafka.batch_max_records = batch;
+    cfg.maintenance.checkpoint_interval = checkpoint_interval;
+    cfg.maintenance.log_retention = "1h".into();
+    cfg.maintenance.deleted_file_retention = "1h".into();
+    // inline vacuum: its commits race ingest's (it deletes nothing: 1h retention)
+    cfg.maintenance.vacuum_every = "15s".into();
+    let marks = markers();
+    let mut at: Vec<(String, HashMap<String, u64>)> = Vec::new();
+    let mut start = 0;
+    let mut phase2 = None;
+    for (i, (point, end)) in marks.iter().enumerate() {
+        if i == 1 {
+            // a gap: what phase 1 superseded is older than the retention vacuum gets below
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            phase2 = Some(Instant::now());
+        }
+        if i == marks.len() - 1 {
+            // the last stretch with a short log retention and frequent checkpoints: commit files
+            // older than 4 s expire up to the newest checkpoint older than that
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            cfg.maintenance.log_retention = "4s".into();
+            cfg.maintenance.checkpoint_interval = checkpoint_interval.min(10);
+        }
+        fx.produce(&brokers(), &loaded.prefix, &loaded.ids, start..*end)
+            .await
+            .expect("produce");
+        start = *end;
+        let t = Instant::now();
+        let stats = run_until_caught_up(&cfg).await;
+        eprintln!(
+            "{tag} {point}: {} batches, {} commits in {:.1} s",
+            stats.batches,
+            stats.commits,
+            t.elapsed().as_secs_f64()
+        );
+        assert_point(&cfg, point, None, false).await;
+        at.push((point.clone(), versions(&cfg).await));
+        if i == marks.len() - 2 {
+            vacuum_keeps_the_retained_points(&cfg, tag, &at, phase2.expect("phase 2 started")).await;
+        }
+    }
+    let final_versions = &at.last().expect("final").1;
+    assert!(
+        final_versions.values().sum::<u64>() >= (fx.events.len() / batch) as u64,
+        "a long run: {final_versions:?} commits"
+    );
+    log_expired_and_checkpoints_serve_readers(&cfg, final_versions).await;
+}
+
+/// `cormorant vacuum` with a retention reaching back to just before phase 2: it deletes data
+/// and deletion-vector files phase 1 superseded, and every marked point still reads exactly.
+async fn vacuum_keeps_the_retained_points(
+    cfg: &cormorant::config::Config,
+    tag: &str,
+    at: &[(String, HashMap<String, u64>)],
+    phase2: Instant,
+) {
+    let retain_secs = phase2.elapsed().as_secs() + 3;
+    let retain = format!("{retain_secs}s");
+    let vacuumed_at = Instant::now();
+    let before = data_objects(cfg, "orders").await;
+    let (ok, dry) = cli(
+        cfg,
+        tag,
+        &["vacuum", "--table", "orders", "--retain", &retain, "--dry-run"],
+    );
+    assert!(ok, "{dry}");
+    assert!(
+        dry.contains("orders: would delete") && dry.contains("deletion_vector_"),
+        "{dry}"
+    );
+    assert_eq!(data_objects(cfg, "orders").await, before, "a dry run deletes nothing");
+    let (ok, out) = cli(cfg, tag, &["vacuum", "--retain", &retain]);
+    assert!(ok, "{out}");
+    let deleted = out
+        .lines()
+        .filter(|l| l.starts_with("orders: deleted ") && l.ends_with(" bytes)"))
+        .count();
+    assert!(deleted > 0, "{out}");
+    assert_eq!(data_objects(cfg, "orders").await.len(), before.len() - deleted);
+    for (point, versions) in at {
+        // time travel to every marked point inside the retention, also through Python
+        assert_point(cfg, point, Some(versions), true).await;
+    }
+    // history() marks the versions whose files vacuum deleted
+    let (ok, h) = cli(
+        cfg,
+        tag,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "-c",
+            "SELECT min(version) FILTER (WHERE readable), count(*) FILTER (WHERE NOT readable) FROM history('orders')",
+        ],
+    );
+    assert!(ok, "{h}");
+    let row: Vec<i64> = h
+        .lines()
+        .nth(1)
+        .expect("a row")
+        .split(',')
+        .map(|c| c.parse().expect("number"))
+        .collect();
+    assert!(row[0] > 0 && row[1] > 0, "phase 1 versions are marked unreadable: {h}");
+    assert!(row[0] as u64 <= at[0].1["orders"], "point 1 stays readable: {h}");
+    // the same horizon again (the retention grown by the time since): nothing left to delete
+    let same = format!("{}s", retain_secs + vacuumed_at.elapsed().as_secs() + 1);
+    let (ok, again) = cli(cfg, tag, &["vacuum", "--retain", &same]);
+    assert!(ok && again.contains("orders: deleted 0 files"), "{again}");
+    let (ok, refused) = cli(cfg, tag, &["vacuum", "--retain", "30days"]);
+    assert!(!ok && refused.contains("deletedFileRetentionDuration"), "{refused}");
+}
+
+/// Checkpoints every interval, `_last_checkpoint`, commit files below the last checkpoint gone
+/// once older than the retention, and readers (DataFusion, Python) starting from a checkpoint.
+async fn log_expired_and_checkpoints_serve_readers(
+    cfg: &cormorant::config::Config,
+    final_versions: &HashMap<String, u64>,
+) {
+    // products gets a handful of commits; the two busy tables cross many checkpoints
+    for (table, key) in TABLES.iter().filter(|(t, _)| *t != "products") {
+        let log = objects(cfg, table, "_delta_log").await;
+        let version = final_versions[*table];
+        let checkpoints: Vec<&String> = log.iter().filter(|f| f.contains(".checkpoint.")).collect();
+        assert!(!checkpoints.is_empty(), "{table} has checkpoints: {log:?}");
+        assert!(log.iter().any(|f| f.ends_with("_last_checkpoint")), "{table}: {log:?}");
+        let commits = log.iter().filter(|f| f.ends_with(".json")).count() as u64;
+        assert!(
+            commits < version / 2,
+            "{table}: expired commit files removed ({commits} left of {version})"
+        );
+        let first = log.iter().find(|f| f.ends_with(".json")).expect("a commit file");
+        assert!(
+            !first.ends_with("00000000000000000000.json"),
+            "{table}: version 0 expired"
+        );
+        // the independent reader loads from the checkpoint (version 0 is gone) and is exact
+        let csv = fixture_dir().join(format!("expected/final/{table}.csv"));
+        assert_python_reads(cfg, table, key, &csv, None);
+        let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+        assert!(lake.open(table, Some(1)).await.is_err(), "{table}: version 1 expired");
+        let (ok, out) = cli(
+            cfg,
+            "expired",
+            &["sql", "-c", &format!("SELECT count(*) FROM {table} VERSION AS OF 1")],
+        );
+        assert!(
+            !ok && out.contains("has expired") && out.contains("the oldest readable version is"),
+            "{out}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_run_local_keeps_log_and_storage_bounded() {
+    long_run(Storage::Local, 5, 100, "soak-local").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_run_s3_keeps_log_and_storage_bounded() {
+    // a few hundred commits: checkpoints every 10 so that some lie behind the log retention
+    long_run(Storage::S3, 25, 10, "soak-s3").await;
+}
