@@ -1,6 +1,7 @@
 //! `cormorant status`: per table — version, rows, live rows, files, the share of rows hidden by
 //! deletion vectors, last commit time, and lag per partition (the broker's high watermark
-//! minus the next offset recorded in the table's `txn` actions).
+//! minus the next offset recorded in the table's `txn` actions), and the log's state: last
+//! checkpoint, files in `_delta_log`, oldest version time travel can read.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,21 @@ use tables::Lake;
 
 use crate::config::Config;
 
+/// One table's line.
+#[derive(Default)]
+struct Row {
+    table: String,
+    version: Option<i64>,
+    rows: Option<i64>,
+    files: Option<i64>,
+    dv_share: Option<f64>,
+    last: Option<i64>,
+    last_checkpoint: Option<i64>,
+    log_files: Option<i64>,
+    oldest_readable: Option<i64>,
+    lag: Option<String>,
+}
+
 /// The status of every table in the lake (and every configured one) as one batch.
 pub async fn status(cfg: &Config) -> anyhow::Result<RecordBatch> {
     let lake = Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
@@ -22,51 +38,67 @@ pub async fn status(cfg: &Config) -> anyhow::Result<RecordBatch> {
         }
     }
     let reader = KafkaSource::reader(&cfg.kafka.settings()).ok();
-    let (mut table, mut version, mut rows, mut files, mut dv_share, mut last, mut lag) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut out = Vec::new();
     for name in names {
         let Ok(t) = lake.open(&name, None).await else {
-            table.push(name);
-            version.push(None);
-            rows.push(None);
-            files.push(None);
-            dv_share.push(None);
-            last.push(None);
-            lag.push(Some("not created yet".to_string()));
+            out.push(Row {
+                table: name,
+                lag: Some("not created yet".to_string()),
+                ..Row::default()
+            });
             continue;
         };
-        let snapshot = t.snapshot()?;
-        let v = snapshot.version();
-        let (mut total, mut hidden, mut n_files) = (0i64, 0i64, 0i64);
-        for f in snapshot.log_data().iter() {
-            n_files += 1;
-            total += f.num_records().unwrap_or(0) as i64;
-            hidden += f.deletion_vector_descriptor().map_or(0, |d| d.cardinality);
-        }
-        let mut lags = Vec::new();
-        if let (Some(reader), Some(tc)) = (&reader, cfg.tables.iter().find(|c| c.name == name)) {
-            match reader.partitions(&tc.topic, Duration::from_secs(5)) {
-                Ok(parts) => {
-                    for p in parts {
-                        let app = change::StreamId::new(&cfg.kafka.group_id, &tc.topic).app_id(p);
-                        let next = snapshot.transaction_version(t.log_store().as_ref(), &app).await?;
-                        match reader.watermarks(&tc.topic, p, Duration::from_secs(5)) {
-                            Ok((low, high)) => lags.push(format!("{p}:{}", high - next.unwrap_or(low))),
-                            Err(e) => lags.push(format!("{p}:? ({e})")),
-                        }
+        out.push(table_row(cfg, &t, name, reader.as_ref()).await?);
+    }
+    to_batch(out)
+}
+
+async fn table_row(
+    cfg: &Config,
+    t: &deltalake::DeltaTable,
+    name: String,
+    reader: Option<&KafkaSource>,
+) -> anyhow::Result<Row> {
+    let snapshot = t.snapshot()?;
+    let v = snapshot.version();
+    let (mut total, mut hidden, mut n_files) = (0i64, 0i64, 0i64);
+    for f in snapshot.log_data().iter() {
+        n_files += 1;
+        total += f.num_records().unwrap_or(0) as i64;
+        hidden += f.deletion_vector_descriptor().map_or(0, |d| d.cardinality);
+    }
+    let mut lags = Vec::new();
+    if let (Some(reader), Some(tc)) = (reader, cfg.tables.iter().find(|c| c.name == name)) {
+        match reader.partitions(&tc.topic, Duration::from_secs(5)) {
+            Ok(parts) => {
+                for p in parts {
+                    let app = change::StreamId::new(&cfg.kafka.group_id, &tc.topic).app_id(p);
+                    let next = snapshot.transaction_version(t.log_store().as_ref(), &app).await?;
+                    match reader.watermarks(&tc.topic, p, Duration::from_secs(5)) {
+                        Ok((low, high)) => lags.push(format!("{p}:{}", high - next.unwrap_or(low))),
+                        Err(e) => lags.push(format!("{p}:? ({e})")),
                     }
                 }
-                Err(e) => lags.push(format!("? ({e})")),
             }
+            Err(e) => lags.push(format!("? ({e})")),
         }
-        table.push(name);
-        version.push(Some(v as i64));
-        rows.push(Some(total - hidden));
-        files.push(Some(n_files));
-        dv_share.push(Some(if total > 0 { hidden as f64 / total as f64 } else { 0.0 }));
-        last.push(snapshot.version_timestamp(v));
-        lag.push((!lags.is_empty()).then(|| lags.join(",")));
     }
+    let log = tables::maintain::log_extent(t).await?;
+    Ok(Row {
+        table: name,
+        version: Some(v as i64),
+        rows: Some(total - hidden),
+        files: Some(n_files),
+        dv_share: Some(if total > 0 { hidden as f64 / total as f64 } else { 0.0 }),
+        last: snapshot.version_timestamp(v),
+        last_checkpoint: log.last_checkpoint.map(|c| c as i64),
+        log_files: Some(log.log_files as i64),
+        oldest_readable: log.oldest_readable.map(|c| c as i64),
+        lag: (!lags.is_empty()).then(|| lags.join(",")),
+    })
+}
+
+fn to_batch(rows: Vec<Row>) -> anyhow::Result<RecordBatch> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("table", DataType::Utf8, false),
         Field::new("version", DataType::Int64, true),
@@ -78,16 +110,23 @@ pub async fn status(cfg: &Config) -> anyhow::Result<RecordBatch> {
             DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
             true,
         ),
+        Field::new("last_checkpoint", DataType::Int64, true),
+        Field::new("log_files", DataType::Int64, true),
+        Field::new("oldest_readable", DataType::Int64, true),
         Field::new("lag", DataType::Utf8, true),
     ]));
+    let int = |f: fn(&Row) -> Option<i64>| -> ArrayRef { Arc::new(rows.iter().map(f).collect::<Int64Array>()) };
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(table)),
-        Arc::new(Int64Array::from(version)),
-        Arc::new(Int64Array::from(rows)),
-        Arc::new(Int64Array::from(files)),
-        Arc::new(Float64Array::from(dv_share)),
-        Arc::new(TimestampMillisecondArray::from(last).with_timezone("UTC")),
-        Arc::new(StringArray::from(lag)),
+        Arc::new(rows.iter().map(|r| Some(r.table.as_str())).collect::<StringArray>()),
+        int(|r| r.version),
+        int(|r| r.rows),
+        int(|r| r.files),
+        Arc::new(rows.iter().map(|r| r.dv_share).collect::<Float64Array>()),
+        Arc::new(TimestampMillisecondArray::from(rows.iter().map(|r| r.last).collect::<Vec<_>>()).with_timezone("UTC")),
+        int(|r| r.last_checkpoint),
+        int(|r| r.log_files),
+        int(|r| r.oldest_readable),
+        Arc::new(rows.iter().map(|r| r.lag.as_deref()).collect::<StringArray>()),
     ];
     Ok(RecordBatch::try_new(schema, cols)?)
 }

@@ -168,6 +168,11 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
     let poller = source.clone().start(cfg.kafka.limits(), tx, poll_stop.clone())?;
     let mut applying = tokio::spawn(pipeline.run(rx));
     let mut last_lag: Option<Instant> = None;
+    // lag comes from a client of its own: on the group consumer's connection a watermark query
+    // waits behind the broker's long-polled fetch (fetch.wait.max.ms per partition — seen as
+    // 24 s for 48 idle partitions), and it runs beside the loop, never in it
+    let lag_reader = KafkaSource::reader(&settings).ok().map(Arc::new);
+    let mut lag_task: Option<tokio::task::JoinHandle<()>> = None;
     let result = loop {
         tokio::select! {
             r = &mut applying => break Some(r),
@@ -178,9 +183,13 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
             break None;
         }
         source.commit(&progress.applied());
-        if last_lag.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+        let lag_idle = lag_task.as_ref().is_none_or(|t| t.is_finished());
+        if lag_idle
+            && last_lag.is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+            && let Some(reader) = &lag_reader
+        {
             last_lag = Some(Instant::now());
-            report_lag(cfg, &source, &progress).await;
+            lag_task = Some(report_lag(cfg, reader, &source, &progress));
         }
         if until_caught_up && caught_up(cfg, &lake, &targets, &progress, &watches).await? {
             tracing::info!("every partition caught up with its end offset at start; exiting");
@@ -198,16 +207,21 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
 }
 
 /// Sets the lag gauge of the partitions this worker owns (asks the broker, off the runtime).
-async fn report_lag(cfg: &Config, source: &Arc<KafkaSource>, progress: &Arc<Progress>) {
-    let (cfg, source, progress) = (cfg.clone(), source.clone(), progress.clone());
-    let _ = tokio::task::spawn_blocking(move || {
+fn report_lag(
+    cfg: &Config,
+    reader: &Arc<KafkaSource>,
+    source: &Arc<KafkaSource>,
+    progress: &Arc<Progress>,
+) -> tokio::task::JoinHandle<()> {
+    let (cfg, reader, source, progress) = (cfg.clone(), reader.clone(), source.clone(), progress.clone());
+    tokio::task::spawn_blocking(move || {
         for (topic, p, next) in progress.applied() {
             if !source.assignment().owns(&topic, p) {
                 continue;
             }
             if let (Some(t), Ok((_, high))) = (
                 cfg.table_for_topic(&topic),
-                source.watermarks(&topic, p, Duration::from_secs(2)),
+                reader.watermarks(&topic, p, Duration::from_secs(2)),
             ) {
                 crate::metrics::METRICS
                     .lag
@@ -216,5 +230,4 @@ async fn report_lag(cfg: &Config, source: &Arc<KafkaSource>, progress: &Arc<Prog
             }
         }
     })
-    .await;
 }
