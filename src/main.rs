@@ -140,8 +140,10 @@ enum Command {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CORMORANT_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
-            // deltalake_core warns about every commit race; Cormorant resolves those itself
-            "info,deltalake=warn,deltalake_core=warn,deltalake_core::kernel::transaction=error,datafusion=warn,buoyant_kernel=off",
+            // deltalake_core logs every commit race, at ERROR once retries are off ("exceeded
+            // maximum commit attempts max_retries=0"); Cormorant resolves races itself (tables/
+            // src/commit.rs) and returns every real commit error with its own message
+            "info,deltalake=warn,deltalake_core=warn,deltalake_core::kernel::transaction=off,datafusion=warn,buoyant_kernel=off",
         )
     });
     let builder = tracing_subscriber::fmt()
