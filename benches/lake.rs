@@ -8,6 +8,9 @@
 //! 2. Restart on `BENCH_RESTART_KEYS` keys (10,000,000): a fresh writer's first commit, which
 //!    loads the primary-key index from the table's key columns, and the index's memory per key.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -86,22 +89,6 @@ fn upserts(ids: &[i64], first_offset: i64, rng: &mut Rng) -> ChangeBatch {
     }
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.file_name().is_some_and(|n| n == "_delta_log") {
-            continue;
-        }
-        total += if path.is_dir() {
-            dir_bytes(&path)
-        } else {
-            entry.metadata().map(|m| m.len()).unwrap_or(0)
-        };
-    }
-    total
-}
-
 async fn write_amplification(mode: WriteMode, root: &Path) -> anyhow::Result<(u64, u64, f64)> {
     let lake_dir = root.join(format!("wa-{mode:?}"));
     let lake = Lake::new(&lake_dir.to_string_lossy(), Default::default())?;
@@ -115,7 +102,7 @@ async fn write_amplification(mode: WriteMode, root: &Path) -> anyhow::Result<(u6
     let keys = 100_000i64;
     let ids: Vec<i64> = (0..keys).collect();
     w.apply(&upserts(&ids, 0, &mut rng)).await?;
-    let before = dir_bytes(&lake_dir.join("t"));
+    let before = common::dir_bytes(&lake_dir.join("t"));
     let mut input = 0u64;
     let mut offset = keys;
     let started = Instant::now();
@@ -127,21 +114,8 @@ async fn write_amplification(mode: WriteMode, root: &Path) -> anyhow::Result<(u6
         w.apply(&b).await?;
     }
     let secs = started.elapsed().as_secs_f64();
-    let written = dir_bytes(&lake_dir.join("t")) - before;
+    let written = common::dir_bytes(&lake_dir.join("t")) - before;
     Ok((written, input, secs))
-}
-
-/// Resident set of this process now (VmRSS), bytes.
-fn rss() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// A table of `keys` keys (one partition, files of 1,000,000 rows), then a fresh writer: the
@@ -166,14 +140,14 @@ async fn restart(root: &Path, keys: i64) -> anyhow::Result<(f64, f64, f64, f64)>
             start += chunk;
         }
     }
-    let before = rss();
+    let before = common::rss();
     let started = Instant::now();
     let mut w = TableWriter::open(&lake, "t", opts).await?;
     w.apply(&upserts(&[5, keys / 2], keys, &mut rng)).await?;
     let secs = started.elapsed().as_secs_f64();
     let keys_indexed = w.indexed_keys().unwrap_or(0) as f64;
     let bytes = w.index_heap_bytes().unwrap_or(0) as f64;
-    let grown = rss().saturating_sub(before) as f64;
+    let grown = common::rss().saturating_sub(before) as f64;
     Ok((
         secs,
         keys_indexed,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use common::{Generator, Shape};
+use common::{Generator, Shape, env};
 use connectors::RawRecord;
 use connectors::kafka::{Assignment, RawBatch};
 use cormorant::config::{Config, TableConfig};
@@ -27,10 +27,6 @@ use tables::{DeleteMode, Lake, WriteMode};
 // the allocator the `cormorant` binary uses
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

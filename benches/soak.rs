@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use common::{Generator, Shape};
+use common::{Generator, Shape, env};
 use connectors::RawRecord;
 use connectors::kafka::{Assignment, RawBatch};
 use cormorant::config::{Config, TableConfig};
@@ -30,10 +30,6 @@ use tables::{DeleteMode, Lake, WriteMode};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -60,18 +56,6 @@ fn records(g: &mut Generator, partition: i32, next: &mut i64, n: usize) -> anyho
         *next += 1;
     }
     Ok(batch)
-}
-
-fn rss_now() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -196,6 +180,6 @@ async fn measure(
         load.as_millis(),
         count_ms.as_millis(),
         common::dir_bytes(&dir.join("customers")),
-        rss_now() / (1 << 20),
+        common::rss() / (1 << 20),
     ))
 }

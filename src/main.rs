@@ -158,6 +158,16 @@ fn init_logs(format: LogFormat) {
 /// mimalloc instead of glibc's malloc: the decode and apply stages allocate many short-lived
 /// column buffers from several threads; measured on the pipeline bench (1M inserts, release)
 /// it raised inserts from ~285k to ~310k events per CPU-second (benches/results/pipeline.md).
+/// The lake and the tables a maintenance command works on: one, or every table in the lake.
+async fn lake_tables(cfg: &Config, table: Option<String>) -> anyhow::Result<(tables::Lake, Vec<String>)> {
+    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
+    let names = match table {
+        Some(t) => vec![t],
+        None => lake.list_tables().await?,
+    };
+    Ok((lake, names))
+}
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -209,11 +219,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Compact { table } => {
             let cfg = Config::load(cli.config.as_deref())?;
-            let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
-            let names = match table {
-                Some(t) => vec![t],
-                None => lake.list_tables().await?,
-            };
+            let (lake, names) = lake_tables(&cfg, table).await?;
             for name in names {
                 let mut t = lake.open(&name, None).await?;
                 let r = tables::compact(&mut t, &cfg.compaction.options).await?;
@@ -229,11 +235,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Vacuum { table, retain, dry_run } => {
             let cfg = Config::load(cli.config.as_deref())?;
-            let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
-            let names = match table {
-                Some(t) => vec![t],
-                None => lake.list_tables().await?,
-            };
+            let (lake, names) = lake_tables(&cfg, table).await?;
             for name in names {
                 let mut t = lake.open(&name, None).await?;
                 let r = tables::vacuum(&mut t, retain, dry_run).await?;

@@ -363,17 +363,32 @@ pub fn cpu_seconds() -> f64 {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// Peak resident set of this process so far (VmHWM), bytes.
-pub fn peak_rss() -> u64 {
+/// A setting from the environment, or `default`.
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A `kB` field of `/proc/self/status`, in bytes (0 where unknown).
+fn status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Peak resident set of this process so far (VmHWM), bytes.
+pub fn peak_rss() -> u64 {
+    status_bytes("VmHWM:")
+}
+
+/// Resident set of this process now (VmRSS), bytes.
+pub fn rss() -> u64 {
+    status_bytes("VmRSS:")
 }
 
 /// Total bytes of the files under `dir`.
