@@ -230,12 +230,7 @@ impl Fixture {
     /// timestamps as µs since the epoch).
     pub(crate) async fn query(&self, sql: &str) -> Vec<String> {
         let table = self.lake.open(TABLE, None).await.expect("table opens");
-        let ctx = SessionContext::new();
-        table.update_datafusion_session(&ctx.state()).expect("session");
-        ctx.register_table("t", table.table_provider().await.expect("provider"))
-            .expect("register");
-        let batches = ctx.sql(sql).await.expect("plan").collect().await.expect("query");
-        render(&batches)
+        query_table(&table, sql).await
     }
 
     /// Every row of the table, ordered by key, with the source and the interesting meta columns.
@@ -273,11 +268,17 @@ pub(crate) const ROWS_SQL: &str = "SELECT id, name, amount, ts, __op, __deleted,
 /// incremental log replay instead of a fresh load, for tests that read after every step.
 pub(crate) async fn rows_of(table: &mut DeltaTable) -> Vec<String> {
     table.update_state().await.expect("table updates");
+    query_table(table, ROWS_SQL).await
+}
+
+/// Rows of `sql` over `table` at the version it holds, registered as `t`, rendered as
+/// [`Fixture::query`] does.
+pub(crate) async fn query_table(table: &DeltaTable, sql: &str) -> Vec<String> {
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state()).expect("session");
     ctx.register_table("t", table.table_provider().await.expect("provider"))
         .expect("register");
-    let batches = ctx.sql(ROWS_SQL).await.expect("plan").collect().await.expect("query");
+    let batches = ctx.sql(sql).await.expect("plan").collect().await.expect("query");
     render(&batches)
 }
 
