@@ -70,10 +70,10 @@ pub struct CompactionReport {
 
 /// An active file, as compaction sees it.
 #[derive(Clone, Debug)]
-struct Candidate {
-    add: Add,
-    partition: Option<i32>,
-    rows: u64,
+pub(crate) struct Candidate {
+    pub(crate) add: Add,
+    pub(crate) partition: Option<i32>,
+    pub(crate) rows: u64,
 }
 
 impl Candidate {
@@ -84,7 +84,7 @@ impl Candidate {
             .map_or(0, |d| d.cardinality.max(0) as u64)
     }
 
-    fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.add.size.max(0) as u64
     }
 }
@@ -108,7 +108,7 @@ fn candidates(table: &DeltaTable) -> Result<Vec<Candidate>> {
 
 /// Files worth rewriting, grouped into bins of about the target size, each bin within one
 /// partition's file group.
-fn pick(files: Vec<Candidate>, opts: &CompactionOptions) -> Vec<Vec<Candidate>> {
+pub(crate) fn pick(files: Vec<Candidate>, opts: &CompactionOptions) -> Vec<Vec<Candidate>> {
     let mut groups: BTreeMap<Option<i32>, Vec<Candidate>> = BTreeMap::new();
     for f in files {
         let mostly_deleted = f.rows > 0 && f.deleted() as f64 >= opts.deleted_fraction * f.rows as f64;

@@ -10,6 +10,7 @@
 
 pub mod commit;
 pub mod compact;
+mod compact_job;
 pub mod dv;
 pub mod error;
 pub mod evolve;
@@ -37,6 +38,7 @@ pub mod writer;
 
 pub use change;
 pub use compact::{CompactionOptions, CompactionReport, compact, compact_partitions};
+pub use compact_job::{CompactionJob, ReadyCompaction};
 pub use error::{Result, TableError};
 pub use lake::Lake;
 pub use offsets::OffsetsWatch;

@@ -5,8 +5,10 @@
 //! changes as delete + tombstone + create, truncates; tombstones only consume an offset), and
 //! delivers it in batches cut at random offsets. Between batches it randomly crashes the writer
 //! (an orphan data file and deletion vector left behind, a fresh writer rebuilding its index),
-//! redelivers already-applied offsets (at-least-once: nothing may change), or compacts the
-//! table eagerly; a batch may also start before the recorded offset (a partly applied batch).
+//! redelivers already-applied offsets (at-least-once: nothing may change), compacts the
+//! table eagerly from another handle, or runs a compaction job beside ingest that the writer
+//! commits a few steps later (batches and crashes in between: deletes carried into the new
+//! files); a batch may also start before the recorded offset (a partly applied batch).
 //! After every step the table, read through deltalake's DataFusion provider, must equal an
 //! in-memory model of DESIGN.md's rules, and the recorded next offset must be the model's.
 //!
@@ -296,6 +298,8 @@ struct Run<'a> {
     applied: usize,
     /// Offset ranges delivered so far.
     delivered: Vec<(usize, usize)>,
+    /// A compaction job run beside ingest, not committed yet (batches and crashes go on).
+    pending: Option<crate::ReadyCompaction>,
     log: &'a mut Vec<String>,
 }
 
@@ -420,13 +424,37 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Compaction beside ingest: a job reads and rewrites files now; the writer commits it
+    /// a few steps later, after batches (and maybe a crash) changed those files.
+    async fn background_compaction(&mut self) -> Result<(), String> {
+        if let Some(ready) = self.pending.take() {
+            let r = self
+                .w
+                .finish_compaction(ready)
+                .await
+                .map_err(|e| format!("finishing a compaction failed: {e}"))?;
+            self.log.push(format!(
+                "finish background compaction: version {:?}, files -{} +{}, rows {}, dropped {}",
+                r.version, r.files_removed, r.files_added, r.rows_written, r.conflicted
+            ));
+            return self.check(false).await;
+        }
+        let Some(job) = self.w.compaction_job(&eager()) else {
+            return Ok(());
+        };
+        self.pending = job.run().await.map_err(|e| format!("compaction job failed: {e}"))?;
+        self.log.push("background compaction job run".into());
+        self.check(false).await
+    }
+
     async fn between_batches(&mut self) -> Result<(), String> {
         // none (50%), one (40%) or two (10%) steps
         for _ in 0..[0, 0, 0, 0, 0, 1, 1, 1, 1, 2][self.rng.below(10) as usize] {
-            match self.rng.below(3) {
+            match self.rng.below(4) {
                 0 => self.crash().await?,
                 1 => self.redeliver().await?,
-                _ => self.compact().await?,
+                2 => self.compact().await?,
+                _ => self.background_compaction().await?,
             }
         }
         Ok(())
@@ -454,7 +482,11 @@ impl Run<'_> {
             }
             self.deliver(start, end).await?;
         }
-        self.between_batches().await
+        self.between_batches().await?;
+        if self.pending.is_some() {
+            self.background_compaction().await?;
+        }
+        Ok(())
     }
 }
 
@@ -518,6 +550,7 @@ async fn sequence(seed: u64, log: &mut Vec<String>) -> Result<(), String> {
             reader: None,
             applied: 0,
             delivered: Vec::new(),
+            pending: None,
             log,
         };
         run.go().await

@@ -267,16 +267,21 @@ impl TableWriter {
     }
 
     /// Compacts the file groups of the partitions this writer has loaded (its own, in a
-    /// consumer group: members never compete for files), then follows its own compaction into
-    /// the index as a patch.
+    /// consumer group: members never compete for files) at once: a [`compaction_job`] run
+    /// here and committed through [`finish_compaction`]. The worker runs the job on a task of
+    /// its own instead, so batches keep committing meanwhile.
+    ///
+    /// [`compaction_job`]: TableWriter::compaction_job
+    /// [`finish_compaction`]: TableWriter::finish_compaction
     pub async fn compact(&mut self, opts: &crate::CompactionOptions) -> Result<crate::CompactionReport> {
-        let owned = self.loaded_partitions();
-        if owned.is_empty() || self.table.version().is_none() {
-            return Ok(crate::CompactionReport::default());
-        }
-        let report = crate::compact::compact_partitions(&mut self.table, opts, Some(&owned)).await?;
         self.sync().await?;
-        Ok(report)
+        let Some(job) = self.compaction_job(opts) else {
+            return Ok(crate::CompactionReport::default());
+        };
+        match job.run().await? {
+            Some(ready) => self.finish_compaction(ready).await,
+            None => Ok(crate::CompactionReport::default()),
+        }
     }
 
     /// Tells the writer how many partitions the source stream has now. The first count is
@@ -338,14 +343,18 @@ impl TableWriter {
         Ok(())
     }
 
+    /// Whether the table can take deletion vectors (protocol feature).
+    pub(crate) fn has_dv_feature(&self) -> bool {
+        self.table.snapshot().is_ok_and(|s| {
+            s.protocol()
+                .writer_features()
+                .is_some_and(|f| f.iter().any(|x| x.as_ref() == "deletionVectors"))
+        })
+    }
+
     /// MoR tables need the deletionVectors feature; tables created as CoW get it on first use.
     async fn ensure_dv_feature(&mut self) -> Result<()> {
-        let snapshot = self.table.snapshot()?;
-        let has = snapshot
-            .protocol()
-            .writer_features()
-            .is_some_and(|f| f.iter().any(|x| x.as_ref() == "deletionVectors"));
-        if !has {
+        if !self.has_dv_feature() {
             tracing::info!(table = %self.name, "enabling deletion vectors (protocol 3/7) for merge-on-read");
             self.table = self
                 .table
