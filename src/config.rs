@@ -32,12 +32,13 @@ pub struct MetricsConfig {
     pub address: Option<String>,
 }
 
-/// `[compaction]`: inline compaction between batches and the thresholds `cormorant compact`
-/// uses too.
+/// `[compaction]`: compaction beside ingest while `cormorant run` runs, and the thresholds
+/// `cormorant compact` uses too.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct CompactionConfig {
-    /// Compact inline, between batches, every `every_commits` commits of a table.
+    /// Compact while ingesting: every `every_commits` commits of a table a compaction job of
+    /// the worker's partitions starts on its own task; its result commits between batches.
     pub inline: bool,
     pub every_commits: u64,
     #[serde(flatten)]

@@ -175,7 +175,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
-    match real_main(cli).await {
+    let result = real_main(cli).await;
+    // a checkpoint that came due with the last commits is written before the process exits
+    tables::maintain::settle().await;
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

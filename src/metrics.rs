@@ -19,6 +19,9 @@ pub struct Metrics {
     pub lag: IntGaugeVec,
     pub compactions: IntCounterVec,
     pub compaction_bytes: IntCounterVec,
+    /// files (and their bytes) of the owned partitions past the compaction thresholds
+    pub compaction_backlog_files: IntGaugeVec,
+    pub compaction_backlog_bytes: IntGaugeVec,
     /// keys in the primary-key index of the partitions this worker owns
     pub index_keys: IntGaugeVec,
     /// approximate heap bytes of that index
@@ -118,6 +121,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &registry,
             "cormorant_compaction_bytes_written_total",
             "bytes written by compaction",
+        ),
+        compaction_backlog_files: gauge(
+            &registry,
+            "cormorant_compaction_backlog_files",
+            "files of the owned partitions past the compaction thresholds (small or mostly deleted)",
+        ),
+        compaction_backlog_bytes: gauge(
+            &registry,
+            "cormorant_compaction_backlog_bytes",
+            "bytes of the files past the compaction thresholds",
         ),
         index_keys: gauge(
             &registry,

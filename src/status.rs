@@ -1,7 +1,8 @@
 //! `cormorant status`: per table — version, rows, live rows, files, the share of rows hidden by
 //! deletion vectors, last commit time, and lag per partition (the broker's high watermark
 //! minus the next offset recorded in the table's `txn` actions), and the log's state: last
-//! checkpoint, files in `_delta_log`, oldest version time travel can read.
+//! checkpoint, files in `_delta_log`, oldest version time travel can read; and the compaction
+//! backlog (files past the `[compaction]` thresholds).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ struct Row {
     version: Option<i64>,
     rows: Option<i64>,
     files: Option<i64>,
+    backlog: Option<i64>,
     dv_share: Option<f64>,
     last: Option<i64>,
     last_checkpoint: Option<i64>,
@@ -89,6 +91,7 @@ async fn table_row(
         version: Some(v as i64),
         rows: Some(total - hidden),
         files: Some(n_files),
+        backlog: Some(tables::compact::backlog(t, &cfg.compaction.options)?.0 as i64),
         dv_share: Some(if total > 0 { hidden as f64 / total as f64 } else { 0.0 }),
         last: snapshot.version_timestamp(v),
         last_checkpoint: log.last_checkpoint.map(|c| c as i64),
@@ -104,6 +107,7 @@ fn to_batch(rows: Vec<Row>) -> anyhow::Result<RecordBatch> {
         Field::new("version", DataType::Int64, true),
         Field::new("rows", DataType::Int64, true),
         Field::new("files", DataType::Int64, true),
+        Field::new("compaction_backlog", DataType::Int64, true),
         Field::new("deleted_by_dv", DataType::Float64, true),
         Field::new(
             "last_commit",
@@ -121,6 +125,7 @@ fn to_batch(rows: Vec<Row>) -> anyhow::Result<RecordBatch> {
         int(|r| r.version),
         int(|r| r.rows),
         int(|r| r.files),
+        int(|r| r.backlog),
         Arc::new(rows.iter().map(|r| r.dv_share).collect::<Float64Array>()),
         Arc::new(TimestampMillisecondArray::from(rows.iter().map(|r| r.last).collect::<Vec<_>>()).with_timezone("UTC")),
         int(|r| r.last_checkpoint),

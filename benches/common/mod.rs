@@ -64,6 +64,9 @@ pub enum Shape {
     Insert,
     /// 70/10/20 update/delete/insert over `keys` keys
     Upsert { keys: u64 },
+    /// A table of `keys` rows in a steady state (a long run): after the first `keys` inserts,
+    /// 80/10/10 update/delete/re-insert of a deleted key — the key space never grows.
+    Steady { keys: u64 },
 }
 
 /// One record: key and value bytes (Confluent framed; `None` value: tombstone).
@@ -117,6 +120,8 @@ pub struct Generator {
     rng: Rng,
     /// keys that exist now (upsert streams), and the next new key
     live: Vec<i32>,
+    /// deleted keys a steady stream inserts again
+    dead: Vec<i32>,
     next_key: i32,
     lsn: i64,
     /// pending tombstone after a delete
@@ -135,6 +140,7 @@ impl Generator {
             shape,
             rng: Rng(seed),
             live: Vec::new(),
+            dead: Vec::new(),
             next_key: 1,
             lsn: 30_000_000,
             tombstone: None,
@@ -271,6 +277,13 @@ impl Generator {
         ))
     }
 
+    /// Starts new keys at `first` (a second stream whose keys never meet this one's, as keys
+    /// of different Kafka partitions never do).
+    pub fn with_first_key(mut self, first: i32) -> Self {
+        self.next_key = first;
+        self
+    }
+
     /// The next record, with `source.ts_ms = ts_ms`.
     pub fn next_record(&mut self, ts_ms: i64) -> anyhow::Result<Rec> {
         self.made += 1;
@@ -288,6 +301,25 @@ impl Generator {
                 }
                 _ => ("c", self.new_key()),
             },
+            Shape::Steady { keys } if (self.live.len() + self.dead.len()) as u64 >= keys => {
+                match self.rng.below(100) {
+                    0..80 => ("u", self.live[self.rng.below(self.live.len() as u64) as usize]),
+                    80..90 => {
+                        let i = self.rng.below(self.live.len() as u64) as usize;
+                        let id = self.live.swap_remove(i);
+                        self.dead.push(id);
+                        ("d", id)
+                    }
+                    _ => match self.dead.pop() {
+                        Some(id) => {
+                            self.live.push(id);
+                            ("c", id)
+                        }
+                        None => ("u", self.live[self.rng.below(self.live.len() as u64) as usize]),
+                    },
+                }
+            }
+            Shape::Steady { .. } => ("c", self.new_key()),
         };
         let key = self.key(id)?;
         let value = self.envelope(op, id, ts_ms)?;
@@ -303,7 +335,7 @@ impl Generator {
     fn new_key(&mut self) -> i32 {
         let id = self.next_key;
         self.next_key += 1;
-        if matches!(self.shape, Shape::Upsert { .. }) {
+        if matches!(self.shape, Shape::Upsert { .. } | Shape::Steady { .. }) {
             self.live.push(id);
         }
         id

@@ -1,4 +1,5 @@
-//! The apply stage: ownership filter, dead letters, then every table's commit at once.
+//! The apply stage: ownership filter, dead letters, finished compactions, then every table's
+//! commit at once.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -30,6 +31,7 @@ impl Pipeline {
             }
         }
         self.apply_dead_letters(&batch).await?;
+        self.commit_compactions(false).await;
         let mut running = Vec::new();
         for (name, (tc, changes)) in std::mem::take(&mut batch.tables) {
             if changes.is_empty() && changes.offsets.is_empty() {
@@ -58,9 +60,6 @@ impl Pipeline {
         }
         if let Some(e) = failure {
             return Err(e);
-        }
-        if self.cfg.compaction.inline {
-            self.compact_due().await;
         }
         METRICS
             .batch_seconds
@@ -119,7 +118,7 @@ impl Pipeline {
             .set(writer.recent_rows_bytes() as i64);
         if applied.version.is_some() {
             self.progress.commits.fetch_add(1, Ordering::Relaxed);
-            *self.since_compaction.entry(name.to_string()).or_default() += 1;
+            self.compactions.committed(name, writer);
             METRICS.maintenance(name, writer.table().log_store().root_url().as_str());
             self.vacuums.poke(name);
             if let Ok(s) = writer.table().snapshot() {
@@ -132,34 +131,12 @@ impl Pipeline {
         }
     }
 
-    /// Inline compaction of the tables that committed `compaction.every_commits` times since
-    /// their last round, over the file groups of the partitions this worker owns. It runs
-    /// between batches (the next batch decodes meanwhile), bounded by `max_seconds`; failures
-    /// are logged, never fatal: compaction only reorganizes committed data.
-    async fn compact_due(&mut self) {
-        let every = self.cfg.compaction.every_commits.max(1);
-        let due: Vec<String> = self
-            .since_compaction
-            .iter()
-            .filter(|(_, n)| **n >= every)
-            .map(|(t, _)| t.clone())
-            .collect();
-        for name in due {
-            self.since_compaction.insert(name.clone(), 0);
-            let Some(writer) = self.writers.get_mut(&name) else {
-                continue;
-            };
-            match writer.compact(&self.cfg.compaction.options).await {
-                Ok(r) if r.version.is_some() => {
-                    tracing::info!(table = %name, version = ?r.version, removed = r.files_removed, added = r.files_added, "compacted");
-                    METRICS.compactions.with_label_values(&[name.as_str()]).inc();
-                    METRICS
-                        .compaction_bytes
-                        .with_label_values(&[name.as_str()])
-                        .inc_by(r.bytes_written);
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(table = %name, error = %e, "inline compaction failed; will retry later"),
+    /// Commits the compaction jobs that are done (`wait`: all of them, awaited), each through
+    /// its table's writer, between batches.
+    pub(super) async fn commit_compactions(&mut self, wait: bool) {
+        for (name, result) in self.compactions.finished(wait).await {
+            if let Some(writer) = self.writers.get_mut(&name) {
+                super::compaction::commit(&name, writer, result).await;
             }
         }
     }

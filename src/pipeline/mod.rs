@@ -21,6 +21,7 @@
 //! - a batch that cannot be applied stops the pipeline with an error; nothing is skipped.
 
 mod apply;
+mod compaction;
 mod decode;
 mod vacuum;
 
@@ -136,8 +137,8 @@ pub struct Pipeline {
     assignment: Arc<Assignment>,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
-    /// commits per table since its last inline compaction
-    since_compaction: HashMap<String, u64>,
+    /// compaction jobs beside ingest
+    compactions: compaction::Compactions,
     vacuums: vacuum::Vacuums,
 }
 
@@ -181,7 +182,11 @@ impl Pipeline {
             assignment,
             progress: Arc::new(Progress::default()),
             stop,
-            since_compaction: HashMap::new(),
+            compactions: compaction::Compactions::new(
+                cfg.compaction.inline,
+                cfg.compaction.every_commits,
+                cfg.compaction.options.clone(),
+            ),
             vacuums: vacuum::Vacuums::new(lake, cfg.maintenance.vacuum_interval()?),
         })
     }
@@ -214,6 +219,12 @@ impl Pipeline {
         }
         drop(decoded);
         self.vacuums.abort_all();
+        if failed.is_some() || self.stop.load(Ordering::Relaxed) {
+            self.compactions.abort_all();
+        } else {
+            self.commit_compactions(true).await;
+        }
+        tables::maintain::settle().await;
         let decoded_result = decoding.await?;
         if let Some(e) = failed {
             return Err(e);

@@ -64,6 +64,9 @@ pub struct CompactionReport {
     pub rows_written: usize,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Rows deleted by ingest while the compaction ran, carried into the new files' deletion
+    /// vectors (compaction beside ingest).
+    pub carried: u64,
     /// The commit lost a race with another writer; nothing changed.
     pub conflicted: bool,
 }
@@ -82,6 +85,10 @@ impl Candidate {
             .deletion_vector
             .as_ref()
             .map_or(0, |d| d.cardinality.max(0) as u64)
+    }
+
+    fn mostly_deleted(&self, opts: &CompactionOptions) -> bool {
+        self.rows > 0 && self.deleted() as f64 >= opts.deleted_fraction * self.rows as f64
     }
 
     pub(crate) fn size(&self) -> u64 {
@@ -108,17 +115,32 @@ fn candidates(table: &DeltaTable) -> Result<Vec<Candidate>> {
 
 /// Files worth rewriting, grouped into bins of about the target size, each bin within one
 /// partition's file group.
+///
+/// A file whose deleted share passed the threshold is always rewritten. Small files are
+/// merged size-tiered: smallest first, a file joins only while it is at most twice what was
+/// picked before it. Without that rule a compacted file below `small_file_bytes` would be
+/// rewritten by every round to absorb a few new batch files — O(partition) bytes per round,
+/// which a long run pays again and again (the soak bench's storage grew with the table). With
+/// it, a file is re-merged only once the newer files add up to half its size, so each row is
+/// rewritten O(log(small_file_bytes / batch file size)) times.
 pub(crate) fn pick(files: Vec<Candidate>, opts: &CompactionOptions) -> Vec<Vec<Candidate>> {
     let mut groups: BTreeMap<Option<i32>, Vec<Candidate>> = BTreeMap::new();
     for f in files {
-        let mostly_deleted = f.rows > 0 && f.deleted() as f64 >= opts.deleted_fraction * f.rows as f64;
-        if mostly_deleted || f.size() < opts.small_file_bytes {
+        if f.mostly_deleted(opts) || f.size() < opts.small_file_bytes {
             groups.entry(f.partition).or_default().push(f);
         }
     }
     let mut bins: Vec<Vec<Candidate>> = Vec::new();
     for (_, mut group) in groups {
         group.sort_by_key(Candidate::size);
+        let mut picked = 0u64;
+        group.retain(|f| {
+            let take = f.mostly_deleted(opts) || picked == 0 || f.size() <= 2 * picked;
+            if take {
+                picked += f.size();
+            }
+            take
+        });
         let mut current: Vec<Candidate> = Vec::new();
         let mut size = 0u64;
         for f in group {
@@ -136,6 +158,13 @@ pub(crate) fn pick(files: Vec<Candidate>, opts: &CompactionOptions) -> Vec<Vec<C
     // A lone small file without deletes gains nothing from a rewrite.
     bins.retain(|b| b.len() > 1 || b.iter().any(|f| f.deleted() > 0));
     bins
+}
+
+/// Files (and their bytes) of the table's latest snapshot that pass the thresholds: what the
+/// next compaction rounds would rewrite.
+pub fn backlog(table: &DeltaTable, opts: &CompactionOptions) -> Result<(usize, u64)> {
+    let bins = pick(candidates(table)?, opts);
+    Ok((bins.iter().map(Vec::len).sum(), bins.iter().flatten().map(Candidate::size).sum()))
 }
 
 /// A compaction read and written but not committed yet.

@@ -353,6 +353,7 @@ impl TableWriter {
                 let add = add.clone();
                 report.files_added += 1;
                 report.rows_written += n;
+                report.carried += deleted.len();
                 report.bytes_written += add.size.max(0) as u64;
                 let entry = FileEntry {
                     add,

@@ -83,3 +83,51 @@ async fn a_delete_racing_a_compaction_is_never_undone() {
     assert!(r.version.is_some());
     assert_eq!(fx.rows().await, expected);
 }
+
+fn file(path: &str, size: i64, rows: u64, deleted: i64) -> super::Candidate {
+    let mut add = deltalake::kernel::Add {
+        path: path.into(),
+        size,
+        ..Default::default()
+    };
+    if deleted > 0 {
+        add.deletion_vector = Some(deltalake::kernel::DeletionVectorDescriptor {
+            storage_type: deltalake::kernel::StorageType::UuidRelativePath,
+            path_or_inline_dv: String::new(),
+            offset: Some(1),
+            size_in_bytes: 10,
+            cardinality: deleted,
+        });
+    }
+    super::Candidate {
+        add,
+        partition: Some(0),
+        rows,
+    }
+}
+
+fn picked(files: Vec<super::Candidate>) -> Vec<Vec<String>> {
+    let opts = crate::CompactionOptions {
+        small_file_bytes: 10_000,
+        ..Default::default()
+    };
+    super::pick(files, &opts)
+        .into_iter()
+        .map(|b| b.into_iter().map(|c| c.add.path).collect())
+        .collect()
+}
+
+#[test]
+fn small_files_merge_size_tiered_and_mostly_deleted_files_always() {
+    // a compacted file is not rewritten to absorb a few small ones ...
+    let few = vec![file("a", 10, 1, 0), file("b", 10, 1, 0), file("big", 5_000, 100, 0)];
+    assert_eq!(picked(few), vec![vec!["a", "b"]]);
+    // ... only once they add up to half its size
+    let enough = vec![file("a", 1_500, 1, 0), file("b", 1_000, 1, 0), file("big", 5_000, 100, 0)];
+    assert_eq!(picked(enough), vec![vec!["b", "a", "big"]]);
+    // a file a fifth deleted is rewritten whatever its size, and takes the small ones along
+    let deleted = vec![file("a", 10, 1, 0), file("huge", 50_000, 100, 30)];
+    assert_eq!(picked(deleted), vec![vec!["a", "huge"]]);
+    // one small clean file alone: nothing to gain
+    assert!(picked(vec![file("a", 10, 1, 0), file("big", 5_000, 100, 0)]).is_empty());
+}

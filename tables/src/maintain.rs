@@ -9,6 +9,9 @@
 //! (the default), which grows with the table's age, and a checkpoint failure there surfaces as a
 //! failed commit although the commit landed.
 //!
+//! The checkpoint is written on a task beside the commit path ([`after_commit`]); a process
+//! that exits calls [`settle`] first so a due checkpoint is not lost with it.
+//!
 //! Invariants: a failed checkpoint or clean-up never fails the commit that triggered it (the
 //! next interval tries again, readers replay a few more JSON files meanwhile); log files are
 //! removed only below a checkpoint and only when older than the retention
@@ -163,15 +166,75 @@ pub fn checkpoint_due(version: u64, interval: u64) -> bool {
     version > 0 && version.is_multiple_of(interval.max(1))
 }
 
-/// Runs after `table` committed `version` (its state is that version): checkpoints when due
-/// and then removes expired log files. Problems are logged, never returned.
+/// Per table root: whether a checkpoint task runs, and the newest due version that arrived
+/// meanwhile (its table handle at that version).
+#[derive(Default)]
+struct Slot {
+    running: Option<tokio::task::JoinHandle<()>>,
+    next: Option<(DeltaTable, u64)>,
+}
+
+static CHECKPOINTS: LazyLock<Mutex<HashMap<String, Slot>>> = LazyLock::new(Default::default);
+
+fn root_of(table: &DeltaTable) -> String {
+    table.log_store().root_url().to_string().trim_end_matches('/').to_string()
+}
+
+/// Runs after `table` committed `version` (its state is that version): when a checkpoint is
+/// due, it is written — with the removal of expired log files after it — on a task of its own,
+/// so the commit path never waits for it (a checkpoint of a table with thousands of files takes
+/// a second or more). One task per table at a time; a checkpoint that comes due while one runs
+/// is written right after it (only the newest one if several came due). Problems are logged,
+/// never returned.
 pub async fn after_commit(table: &DeltaTable, version: u64) {
     let Ok(snapshot) = table.snapshot() else { return };
-    let config = snapshot.table_config();
-    if !checkpoint_due(version, config.checkpoint_interval().get()) {
+    if !checkpoint_due(version, snapshot.table_config().checkpoint_interval().get()) {
         return;
     }
-    let retention = config.log_retention_duration();
+    let root = root_of(table);
+    let Ok(mut slots) = CHECKPOINTS.lock() else { return };
+    let slot = slots.entry(root.clone()).or_default();
+    if slot.running.as_ref().is_some_and(|h| !h.is_finished()) {
+        slot.next = Some((table.clone(), version));
+        return;
+    }
+    let table = table.clone();
+    slot.running = Some(tokio::spawn(async move {
+        let (mut table, mut version) = (table, version);
+        loop {
+            checkpoint(&table, version).await;
+            let next = CHECKPOINTS
+                .lock()
+                .ok()
+                .and_then(|mut m| m.get_mut(&root).and_then(|s| s.next.take()));
+            match next {
+                Some((t, v)) => (table, version) = (t, v),
+                None => break,
+            }
+        }
+    }));
+}
+
+/// Waits for the checkpoints in flight (a process about to exit, a test about to look).
+pub async fn settle() {
+    loop {
+        let running: Vec<tokio::task::JoinHandle<()>> = match CHECKPOINTS.lock() {
+            Ok(mut m) => m.values_mut().filter_map(|s| s.running.take()).collect(),
+            Err(_) => return,
+        };
+        if running.is_empty() {
+            return;
+        }
+        for h in running {
+            let _ = h.await;
+        }
+    }
+}
+
+/// Writes the checkpoint of `version`, then removes the log files the retention let go.
+async fn checkpoint(table: &DeltaTable, version: u64) {
+    let Ok(snapshot) = table.snapshot() else { return };
+    let retention = snapshot.table_config().log_retention_duration();
     let started = Instant::now();
     if let Err(e) = create_checkpoint(table, None).await {
         record(table, |s| s.checkpoint_failures += 1);

@@ -66,6 +66,7 @@ async fn checkpoints_every_interval_and_expired_log_files_go() {
     for i in 0..35 {
         apply(&mut w, &churn(i)).await;
     }
+    crate::maintain::settle().await; // checkpoints are written beside the commits
     let version = w.table().version().expect("version") as u64;
     let before = fx.rows().await;
     let log = log_files(&fx);
@@ -107,6 +108,7 @@ async fn vacuum_keeps_what_retained_versions_read_and_deletes_the_rest() {
     for i in 0..6 {
         apply(&mut w, &churn(i)).await;
     }
+    crate::maintain::settle().await; // checkpoints are written beside the commits
     let old_dvs = table_files(&fx, true);
     assert!(old_dvs >= 3, "deletion vectors written: {old_dvs}");
     // the horizon: everything above was superseded before it, everything below after it
@@ -115,6 +117,7 @@ async fn vacuum_keeps_what_retained_versions_read_and_deletes_the_rest() {
     for i in 6..10 {
         apply(&mut w, &churn(i)).await;
     }
+    crate::maintain::settle().await; // checkpoints are written beside the commits
     let latest = w.table().version().expect("version") as u64;
     assert!(
         log_files(&fx).iter().any(|f| f.contains(".checkpoint.")),
@@ -169,6 +172,7 @@ async fn vacuum_never_deletes_recent_files_and_refuses_a_retention_checkpoints_c
     for i in 0..4 {
         apply(&mut w, &churn(i)).await;
     }
+    crate::maintain::settle().await; // checkpoints are written beside the commits
     let files = table_files(&fx, false);
     let mut table = fx.lake.open(TABLE, None).await.expect("open");
     // superseded copy-on-write files exist, but they are newer than a one-hour horizon

@@ -208,7 +208,35 @@ async fn log_expired_and_checkpoints_serve_readers(
             !ok && out.contains("has expired") && out.contains("the oldest readable version is"),
             "{out}"
         );
+        status_shows_the_log(cfg, table, &log);
     }
+}
+
+/// `cormorant status` reports what the log holds, as a user reads it (CSV text).
+fn status_shows_the_log(cfg: &cormorant::config::Config, table: &str, log: &[String]) {
+    let (ok, out) = cli(cfg, "status", &["status", "--format", "csv"]);
+    assert!(ok, "{out}");
+    let mut lines = out.lines().filter(|l| !l.starts_with("20")); // skip log lines
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let row: Vec<&str> = lines
+        .find(|l| l.starts_with(&format!("{table},")))
+        .unwrap_or_else(|| panic!("a row for {table}: {out}"))
+        .split(',')
+        .collect();
+    let col = |name: &str| -> i64 {
+        let i = header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("column {name}: {out}"));
+        row[i].parse().unwrap_or_else(|_| panic!("{name} is a number: {out}"))
+    };
+    let newest_checkpoint = log
+        .iter()
+        .filter(|f| f.contains(".checkpoint.parquet"))
+        .filter_map(|f| f.rsplit('/').next()?.split('.').next()?.parse::<i64>().ok())
+        .max()
+        .expect("a checkpoint");
+    assert!(col("last_checkpoint") >= newest_checkpoint, "{out}");
+    assert!(col("log_files") >= log.len() as i64 - 2, "{out}"); // vacuum may have committed since
+    assert!(col("oldest_readable") > 1, "{out}");
+    assert!(col("compaction_backlog") >= 0, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
