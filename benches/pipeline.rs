@@ -25,10 +25,12 @@ use cormorant::pipeline::Pipeline;
 use tables::{DeleteMode, Lake, WriteMode};
 
 // the allocator the `cormorant` binary uses
+#[cfg(not(feature = "heap-profile"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    cormorant::memory::return_freed_memory_promptly(); // as the binary does
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run())
 }

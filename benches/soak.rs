@@ -32,10 +32,12 @@ use cormorant::config::{Config, TableConfig};
 use cormorant::pipeline::Pipeline;
 use tables::{DeleteMode, Lake, WriteMode};
 
+#[cfg(not(feature = "heap-profile"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    cormorant::memory::return_freed_memory_promptly(); // as the binary does
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run())
 }

@@ -373,6 +373,9 @@ async fn freshness(b: &Bench, ids: (u32, u32), rate: u64, secs: u64) -> anyhow::
                 if v.pointer("/add/deletionVector").is_some_and(|d| !d.is_null()) {
                     continue; // an existing file with a grown deletion vector: no new rows
                 }
+                if v.pointer("/add/dataChange").and_then(|d| d.as_bool()) == Some(false) {
+                    continue; // a compaction's file: rows made visible long before
+                }
                 for ts in source_ts(&table.join(path))? {
                     lags.push(visible - ts / 1000);
                 }

@@ -168,11 +168,13 @@ async fn lake_tables(cfg: &Config, table: Option<String>) -> anyhow::Result<(tab
     Ok((lake, names))
 }
 
+#[cfg(not(feature = "heap-profile"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    cormorant::memory::return_freed_memory_promptly();
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let result = real_main(cli).await;
