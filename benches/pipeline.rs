@@ -30,7 +30,7 @@ use tables::{DeleteMode, Lake, WriteMode};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    cormorant::memory::return_freed_memory_promptly(); // as the binary does
+    cormorant::memory::tune_allocator(); // as the binary does
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run())
 }

@@ -55,27 +55,42 @@ struct Measured {
     written: u64,
 }
 
-/// Waits for `child`; its CPU seconds and peak RSS (bytes) from the kernel.
+/// Waits for `child`; its CPU seconds (from the kernel) and peak RSS (bytes).
+///
+/// The peak RSS is the last `VmHWM` of `/proc/<pid>/status` seen while polling, not wait4's
+/// `ru_maxrss`: a child forked from this process (which holds the mock broker's data) reports
+/// at least the RSS it inherited at fork, before its exec — every worker then "peaked" at the
+/// bench's own size.
 fn wait_rusage(child: &Child) -> anyhow::Result<(i32, f64, u64)> {
     let mut status = 0;
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: wait4 on our own child's pid fills status and the rusage we pass
-    let (pid, usage) = unsafe {
-        let pid = libc::wait4(child.id() as i32, &mut status, 0, usage.as_mut_ptr());
-        (pid, usage.assume_init())
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut hwm = 0u64;
+    let pid = loop {
+        if let Some(kb) = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        }) {
+            hwm = kb * 1024;
+        }
+        // SAFETY: wait4 on our own child's pid fills status and the rusage we pass
+        let pid = unsafe { libc::wait4(child.id() as i32, &mut status, libc::WNOHANG, usage.as_mut_ptr()) };
+        if pid != 0 {
+            break pid;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     };
     anyhow::ensure!(pid > 0, "wait4 failed");
+    // SAFETY: wait4 returned the child, so it filled `usage`
+    let usage = unsafe { usage.assume_init() };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     let code = if libc::WIFEXITED(status) {
         libc::WEXITSTATUS(status)
     } else {
         -1
     };
-    Ok((
-        code,
-        tv(usage.ru_utime) + tv(usage.ru_stime),
-        usage.ru_maxrss as u64 * 1024,
-    ))
+    Ok((code, tv(usage.ru_utime) + tv(usage.ru_stime), hwm))
 }
 
 fn producer(bootstrap: &str) -> anyhow::Result<BaseProducer> {

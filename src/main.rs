@@ -174,7 +174,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    cormorant::memory::return_freed_memory_promptly();
+    cormorant::memory::tune_allocator();
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let result = real_main(cli).await;

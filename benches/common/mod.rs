@@ -301,24 +301,22 @@ impl Generator {
                 }
                 _ => ("c", self.new_key()),
             },
-            Shape::Steady { keys } if (self.live.len() + self.dead.len()) as u64 >= keys => {
-                match self.rng.below(100) {
-                    0..80 => ("u", self.live[self.rng.below(self.live.len() as u64) as usize]),
-                    80..90 => {
-                        let i = self.rng.below(self.live.len() as u64) as usize;
-                        let id = self.live.swap_remove(i);
-                        self.dead.push(id);
-                        ("d", id)
-                    }
-                    _ => match self.dead.pop() {
-                        Some(id) => {
-                            self.live.push(id);
-                            ("c", id)
-                        }
-                        None => ("u", self.live[self.rng.below(self.live.len() as u64) as usize]),
-                    },
+            Shape::Steady { keys } if (self.live.len() + self.dead.len()) as u64 >= keys => match self.rng.below(100) {
+                0..80 => ("u", self.live[self.rng.below(self.live.len() as u64) as usize]),
+                80..90 => {
+                    let i = self.rng.below(self.live.len() as u64) as usize;
+                    let id = self.live.swap_remove(i);
+                    self.dead.push(id);
+                    ("d", id)
                 }
-            }
+                _ => match self.dead.pop() {
+                    Some(id) => {
+                        self.live.push(id);
+                        ("c", id)
+                    }
+                    None => ("u", self.live[self.rng.below(self.live.len() as u64) as usize]),
+                },
+            },
             Shape::Steady { .. } => ("c", self.new_key()),
         };
         let key = self.key(id)?;

@@ -164,7 +164,10 @@ pub(crate) fn pick(files: Vec<Candidate>, opts: &CompactionOptions) -> Vec<Vec<C
 /// next compaction rounds would rewrite.
 pub fn backlog(table: &DeltaTable, opts: &CompactionOptions) -> Result<(usize, u64)> {
     let bins = pick(candidates(table)?, opts);
-    Ok((bins.iter().map(Vec::len).sum(), bins.iter().flatten().map(Candidate::size).sum()))
+    Ok((
+        bins.iter().map(Vec::len).sum(),
+        bins.iter().flatten().map(Candidate::size).sum(),
+    ))
 }
 
 /// A compaction read and written but not committed yet.

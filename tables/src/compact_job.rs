@@ -133,7 +133,13 @@ impl CompactionJob {
             }
             let data = arrow::compute::concat_batches(&self.schema, &live)?;
             let keys = self.encoder.encode(&data)?;
-            let adds = files::write(&self.table, &data, Some(self.opts.target_file_bytes), Some(bin.partition)).await?;
+            let adds = files::write(
+                &self.table,
+                &data,
+                Some(self.opts.target_file_bytes),
+                Some(bin.partition),
+            )
+            .await?;
             let mut outputs = Vec::with_capacity(adds.len());
             let mut left = keys.len() as u64;
             for add in adds {
@@ -157,7 +163,9 @@ fn without(rows: &RecordBatch, deleted: &RoaringTreemap) -> Result<RecordBatch> 
     if deleted.is_empty() {
         return Ok(rows.clone());
     }
-    let keep: BooleanArray = (0..rows.num_rows() as u64).map(|i| Some(!deleted.contains(i))).collect();
+    let keep: BooleanArray = (0..rows.num_rows() as u64)
+        .map(|i| Some(!deleted.contains(i)))
+        .collect();
     Ok(filter_record_batch(rows, &keep)?)
 }
 
@@ -197,7 +205,11 @@ impl TableWriter {
                     .into_iter()
                     .filter_map(|c| {
                         let (rows, deleted) = by_path.remove(&c.add.path)?;
-                        Some(Source { add: c.add, rows, deleted })
+                        Some(Source {
+                            add: c.add,
+                            rows,
+                            deleted,
+                        })
                     })
                     .collect();
                 Some(JobBin { partition, sources })
@@ -217,7 +229,9 @@ impl TableWriter {
 
     /// Files and bytes of the loaded partitions that pass the compaction thresholds.
     pub fn compaction_backlog(&self, opts: &CompactionOptions) -> (usize, u64) {
-        let Some(state) = self.state.as_ref() else { return (0, 0) };
+        let Some(state) = self.state.as_ref() else {
+            return (0, 0);
+        };
         let candidates: Vec<Candidate> = state
             .index
             .partitions()
@@ -349,7 +363,9 @@ impl TableWriter {
                 let n = *rows as usize;
                 let keys = &bin.keys[start..(start + n).min(bin.keys.len())];
                 start += n;
-                let (Some(deleted), Some(add)) = (deleted, add) else { continue };
+                let (Some(deleted), Some(add)) = (deleted, add) else {
+                    continue;
+                };
                 let add = add.clone();
                 report.files_added += 1;
                 report.rows_written += n;

@@ -9,7 +9,11 @@ use crate::writer::{DeleteMode, WriteMode};
 async fn mor_table(deletes: DeleteMode) -> (Fixture, crate::TableWriter) {
     let fx = Fixture::new(deletes);
     let mut w = MODE.scope(WriteMode::Mor, fx.writer()).await;
-    apply(&mut w, &batch(&[up(0, 1, "a", 100), up(1, 2, "b", 200), up(2, 3, "c", 300)])).await;
+    apply(
+        &mut w,
+        &batch(&[up(0, 1, "a", 100), up(1, 2, "b", 200), up(2, 3, "c", 300)]),
+    )
+    .await;
     apply(&mut w, &batch(&[up(3, 4, "d", 400), up(4, 5, "e", 500)])).await;
     apply(&mut w, &batch(&[up(5, 2, "b2", 210), del(6, 4)])).await;
     (fx, w)
@@ -31,16 +35,27 @@ async fn deletes_made_while_a_job_runs_are_carried_into_the_new_files() {
         apply(&mut w, &batch(&[up(7, 3, "c2", 310), del(8, 1), up(9, 6, "f", 600)])).await;
         let expected = fx.rows().await;
         let r = w.finish_compaction(ready).await.expect("finish");
-        assert!(!r.conflicted && r.version.is_some(), "ingest never makes it give up: {r:?}");
+        assert!(
+            !r.conflicted && r.version.is_some(),
+            "ingest never makes it give up: {r:?}"
+        );
         // the first file left the table meanwhile (all its rows superseded): its rows are
         // carried as deleted, the other two are removed by the compaction
         assert_eq!(r.files_removed, 2, "{r:?}");
-        assert_eq!(fx.rows().await, expected, "{deletes:?}: the compaction changes nothing a query sees");
+        assert_eq!(
+            fx.rows().await,
+            expected,
+            "{deletes:?}: the compaction changes nothing a query sees"
+        );
         assert_one_row_per_key(&fx).await;
         let (adds, removes) = fx.log_actions(r.version.expect("version"));
         assert_eq!((adds.len(), removes.len()), (1, 2));
         // the index moved with it: updates and deletes of compacted keys land right
-        apply(&mut w, &batch(&[up(10, 2, "b3", 220), del(11, 5), up(12, 3, "c3", 320)])).await;
+        apply(
+            &mut w,
+            &batch(&[up(10, 2, "b3", 220), del(11, 5), up(12, 3, "c3", 320)]),
+        )
+        .await;
         let rows = fx.rows().await;
         assert!(rows.iter().any(|r| r.starts_with("2|b3|")), "{rows:?}");
         assert!(rows.iter().any(|r| r.starts_with("3|c3|")), "{rows:?}");
@@ -49,7 +64,10 @@ async fn deletes_made_while_a_job_runs_are_carried_into_the_new_files() {
         let mut fresh = MODE.scope(WriteMode::Mor, fx.writer()).await;
         apply(&mut fresh, &batch(&[up(13, 6, "f2", 610)])).await;
         assert_one_row_per_key(&fx).await;
-        assert_eq!(fresh.indexed_keys(), Some(if deletes == DeleteMode::Soft { 6 } else { 3 }));
+        assert_eq!(
+            fresh.indexed_keys(),
+            Some(if deletes == DeleteMode::Soft { 6 } else { 3 })
+        );
     }
 }
 
@@ -77,7 +95,13 @@ async fn copy_on_write_gives_up_a_bin_that_changed_and_retries_next_round() {
     let mut w = MODE.scope(WriteMode::Cow, fx.writer()).await;
     apply(&mut w, &batch(&[up(0, 1, "a", 100), up(1, 2, "b", 200)])).await;
     apply(&mut w, &batch(&[up(2, 3, "c", 300)])).await;
-    let ready = w.compaction_job(&eager()).expect("job").run().await.expect("runs").expect("ready");
+    let ready = w
+        .compaction_job(&eager())
+        .expect("job")
+        .run()
+        .await
+        .expect("runs")
+        .expect("ready");
     apply(&mut w, &batch(&[up(3, 1, "a2", 110)])).await; // rewrites the first file
     let expected = fx.rows().await;
     let r = w.finish_compaction(ready).await.expect("finish");
@@ -92,7 +116,13 @@ async fn copy_on_write_gives_up_a_bin_that_changed_and_retries_next_round() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_partition_is_left_to_its_new_owner() {
     let (fx, mut w) = mor_table(DeleteMode::Soft).await;
-    let ready = w.compaction_job(&eager()).expect("job").run().await.expect("runs").expect("ready");
+    let ready = w
+        .compaction_job(&eager())
+        .expect("job")
+        .run()
+        .await
+        .expect("runs")
+        .expect("ready");
     w.release_partitions(|p| p != 0);
     let expected = fx.rows().await;
     let r = w.finish_compaction(ready).await.expect("finish");
@@ -100,7 +130,10 @@ async fn a_revoked_partition_is_left_to_its_new_owner() {
     assert_eq!(fx.rows().await, expected);
     let files = std::fs::read_dir(fx.dir.path().join(TABLE))
         .expect("table dir")
-        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "parquet")))
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+        })
         .count();
     assert_eq!(files, 3, "the job's files were deleted");
 }

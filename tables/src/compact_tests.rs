@@ -123,7 +123,11 @@ fn small_files_merge_size_tiered_and_mostly_deleted_files_always() {
     let few = vec![file("a", 10, 1, 0), file("b", 10, 1, 0), file("big", 5_000, 100, 0)];
     assert_eq!(picked(few), vec![vec!["a", "b"]]);
     // ... only once they add up to half its size
-    let enough = vec![file("a", 1_500, 1, 0), file("b", 1_000, 1, 0), file("big", 5_000, 100, 0)];
+    let enough = vec![
+        file("a", 1_500, 1, 0),
+        file("b", 1_000, 1, 0),
+        file("big", 5_000, 100, 0),
+    ];
     assert_eq!(picked(enough), vec![vec!["b", "a", "big"]]);
     // a file a fifth deleted is rewritten whatever its size, and takes the small ones along
     let deleted = vec![file("a", 10, 1, 0), file("huge", 50_000, 100, 30)];

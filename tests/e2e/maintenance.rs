@@ -224,7 +224,10 @@ fn status_shows_the_log(cfg: &cormorant::config::Config, table: &str, log: &[Str
         .split(',')
         .collect();
     let col = |name: &str| -> i64 {
-        let i = header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("column {name}: {out}"));
+        let i = header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("column {name}: {out}"));
         row[i].parse().unwrap_or_else(|_| panic!("{name} is a number: {out}"))
     };
     let newest_checkpoint = log
