@@ -24,49 +24,60 @@
 //! `libmimalloc-sys` names them only under a feature that needs another crate; the option
 //! numbers are those of the mimalloc v3 header `libmimalloc-sys` 0.1.49 builds by default.
 
-/// `mi_option_arena_eager_commit` in mimalloc v3's `mi_option_e`.
-const ARENA_EAGER_COMMIT: i32 = 4;
-
-// links mimalloc (and its C library, which defines the functions below) into every user of
-// this module, the library's tests included
-#[cfg(not(feature = "heap-profile"))]
-extern crate mimalloc as _;
-
-#[cfg(not(feature = "heap-profile"))]
-unsafe extern "C" {
-    fn mi_option_set(option: i32, value: std::ffi::c_long);
-    fn mi_option_get(option: i32) -> std::ffi::c_long;
-}
-
 /// Makes the allocator commit memory on demand (call first thing in `main`),
 /// unless `CORMORANT_MIMALLOC_DEFAULTS=1` asks for mimalloc's defaults (to compare).
 pub fn tune_allocator() {
     if std::env::var("CORMORANT_MIMALLOC_DEFAULTS").is_ok_and(|v| v == "1") {
         return;
     }
-    #[cfg(not(feature = "heap-profile"))]
-    // SAFETY: mimalloc's option setters are thread-safe and take plain integers; these options
-    // may change at any time (they only steer when pages are committed and purged).
-    unsafe {
-        mi_option_set(ARENA_EAGER_COMMIT, 0);
-    }
+    mi::set_arena_eager_commit(0);
 }
 
 /// `arena_eager_commit` as mimalloc reports it (`None` under the system allocator).
 pub fn arena_eager_commit() -> Option<i64> {
-    #[cfg(not(feature = "heap-profile"))]
-    // SAFETY: reading an option is thread-safe.
-    unsafe {
-        return Some(mi_option_get(ARENA_EAGER_COMMIT) as i64);
+    mi::arena_eager_commit()
+}
+
+#[cfg(not(feature = "heap-profile"))]
+mod mi {
+    // links mimalloc (and its C library, which defines the functions below) into every user
+    // of this module, the library's tests included
+    extern crate mimalloc as _;
+
+    /// `mi_option_arena_eager_commit` in mimalloc v3's `mi_option_e`.
+    const ARENA_EAGER_COMMIT: i32 = 4;
+
+    unsafe extern "C" {
+        fn mi_option_set(option: i32, value: std::ffi::c_long);
+        fn mi_option_get(option: i32) -> std::ffi::c_long;
     }
-    #[allow(unreachable_code)]
-    None
+
+    pub(super) fn set_arena_eager_commit(value: i64) {
+        // SAFETY: mimalloc's option setters are thread-safe and take plain integers; this
+        // option may change at any time (it only steers when arena memory is committed).
+        unsafe { mi_option_set(ARENA_EAGER_COMMIT, value as std::ffi::c_long) }
+    }
+
+    pub(super) fn arena_eager_commit() -> Option<i64> {
+        // SAFETY: reading an option is thread-safe.
+        Some(unsafe { mi_option_get(ARENA_EAGER_COMMIT) } as i64)
+    }
+}
+
+/// The system allocator (`--features heap-profile`): nothing to tune.
+#[cfg(feature = "heap-profile")]
+mod mi {
+    pub(super) fn set_arena_eager_commit(_: i64) {}
+
+    pub(super) fn arena_eager_commit() -> Option<i64> {
+        None
+    }
 }
 
 #[cfg(all(test, not(feature = "heap-profile")))]
 mod tests {
     #[test]
-    fn the_options_are_the_ones_set() {
+    fn the_option_is_the_one_set() {
         super::tune_allocator();
         assert_eq!(super::arena_eager_commit(), Some(0));
     }
