@@ -166,23 +166,20 @@ pub fn checkpoint_due(version: u64, interval: u64) -> bool {
     version > 0 && version.is_multiple_of(interval.max(1))
 }
 
-/// Per table root: whether a checkpoint task runs, and the newest due version that arrived
-/// meanwhile (its table handle at that version).
+/// Per table root: whether a checkpoint task runs (`busy`, changed only under the lock, so a
+/// due version is either queued for the running task or starts a new one — never lost between
+/// the two), its handle, and the newest due version that arrived meanwhile.
 #[derive(Default)]
 struct Slot {
-    running: Option<tokio::task::JoinHandle<()>>,
+    busy: bool,
+    handle: Option<tokio::task::JoinHandle<()>>,
     next: Option<(DeltaTable, u64)>,
 }
 
 static CHECKPOINTS: LazyLock<Mutex<HashMap<String, Slot>>> = LazyLock::new(Default::default);
 
 fn root_of(table: &DeltaTable) -> String {
-    table
-        .log_store()
-        .root_url()
-        .to_string()
-        .trim_end_matches('/')
-        .to_string()
+    table.log_store().root_url().to_string().trim_end_matches('/').to_string()
 }
 
 /// Runs after `table` committed `version` (its state is that version): when a checkpoint is
@@ -199,12 +196,18 @@ pub async fn after_commit(table: &DeltaTable, version: u64) {
     let root = root_of(table);
     let Ok(mut slots) = CHECKPOINTS.lock() else { return };
     let slot = slots.entry(root.clone()).or_default();
-    if slot.running.as_ref().is_some_and(|h| !h.is_finished()) {
+    if slot.busy {
+        tracing::debug!(version, root, "checkpoint due while another is written: queued");
         slot.next = Some((table.clone(), version));
         return;
     }
+    tracing::debug!(version, root, "checkpoint due");
+    slot.busy = true;
     let table = table.clone();
-    slot.running = Some(tokio::spawn(async move {
+    // dropped when the task ends, also when it panics or is cancelled before it ever ran
+    let idle = Idle(root.clone());
+    slot.handle = Some(tokio::spawn(async move {
+        let _idle = idle;
         let (mut table, mut version) = (table, version);
         loop {
             checkpoint(&table, version).await;
@@ -214,26 +217,54 @@ pub async fn after_commit(table: &DeltaTable, version: u64) {
                 .and_then(|mut m| m.get_mut(&root).and_then(|s| s.next.take()));
             match next {
                 Some((t, v)) => (table, version) = (t, v),
-                None => break,
+                None => break, // `_idle` marks the slot idle under the same check below
             }
         }
     }));
 }
 
-/// Waits for the checkpoints in flight (a process about to exit, a test about to look).
-pub async fn settle() {
-    loop {
-        let running: Vec<tokio::task::JoinHandle<()>> = match CHECKPOINTS.lock() {
-            Ok(mut m) => m.values_mut().filter_map(|s| s.running.take()).collect(),
-            Err(_) => return,
-        };
-        if running.is_empty() {
-            return;
-        }
-        for h in running {
-            let _ = h.await;
+/// Marks a table's checkpoint slot idle when its task ends — unless a due version arrived
+/// after the task's last look, which then gets a task of its own.
+struct Idle(String);
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        let Ok(mut slots) = CHECKPOINTS.lock() else { return };
+        let Some(slot) = slots.get_mut(&self.0) else { return };
+        slot.busy = false;
+        if let Some((table, version)) = slot.next.take() {
+            drop(slots);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { after_commit(&table, version).await });
+            }
         }
     }
+}
+
+/// Waits for the checkpoints in flight (a process about to exit, a test about to look), at
+/// most a minute: an exit is never held up for long — a checkpoint not written is written at
+/// the next interval.
+pub async fn settle() {
+    let waited = Instant::now();
+    while waited.elapsed() < Duration::from_secs(60) {
+        let (handles, busy) = match CHECKPOINTS.lock() {
+            Ok(mut m) => (
+                m.values_mut().filter_map(|s| s.handle.take()).collect::<Vec<_>>(),
+                m.values().any(|s| s.busy),
+            ),
+            Err(_) => return,
+        };
+        if handles.is_empty() && !busy {
+            return;
+        }
+        for h in handles {
+            let _ = h.await;
+        }
+        if busy {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    tracing::warn!("checkpoints still running after a minute; exiting without them (the next interval writes them)");
 }
 
 /// Writes the checkpoint of `version`, then removes the log files the retention let go.

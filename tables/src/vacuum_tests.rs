@@ -187,3 +187,24 @@ async fn vacuum_never_deletes_recent_files_and_refuses_a_retention_checkpoints_c
     assert!(e.to_string().contains("deletedFileRetentionDuration"), "{e}");
     assert!(!e.is_retryable());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_due_checkpoint_is_never_lost_while_another_is_written() {
+    let fx = Fixture::new(DeleteMode::Soft);
+    let policy = LogPolicy {
+        checkpoint_interval: Some(1), // every commit: due versions arrive while one is written
+        log_retention: None,
+        deleted_file_retention: None,
+    };
+    let mut w = writer_with(&fx, WriteMode::Mor, policy).await;
+    for i in 0..25 {
+        apply(&mut w, &churn(i)).await;
+    }
+    crate::maintain::settle().await;
+    let version = w.table().version().expect("version") as u64;
+    let last: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fx.dir.path().join(TABLE).join("_delta_log/_last_checkpoint")).expect("_last_checkpoint"),
+    )
+    .expect("json");
+    assert_eq!(last["version"].as_u64(), Some(version), "the newest due checkpoint was written");
+}

@@ -91,6 +91,7 @@ pub enum Storage {
 
 /// A worker config over the fixture's three tables.
 pub fn config(prefix: &str, storage: Storage, deletes: DeleteMode, mode: WriteMode, lake_tag: &str) -> Config {
+    test_logs();
     let mut cfg = Config::default();
     cfg.kafka.brokers = brokers();
     cfg.kafka.group_id = unique(&format!("g-{lake_tag}"));
@@ -132,6 +133,20 @@ pub fn s3_options() -> HashMap<String, String> {
 }
 
 /// Runs the worker in-process until it has caught up.
+/// The worker's logs on stderr when `CORMORANT_TEST_LOG` holds a filter (e.g. `info` or
+/// `tables=debug`), to see what an in-process worker did in a failing test.
+pub fn test_logs() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if let Ok(filter) = std::env::var("CORMORANT_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    });
+}
+
 pub async fn run_until_caught_up(cfg: &Config) -> cormorant::worker::RunStats {
     cormorant::worker::run(cfg, true, Arc::new(AtomicBool::new(false)))
         .await
