@@ -7,8 +7,8 @@
 //! per commit here; the heap profile of the soak bench under heaptrack peaked at 169 MB, 162 MB
 //! of it those buffers). On the soak bench's steady table that made the resident set 0.4 GB
 //! after 1,000 commits and ~1 GB later on, while the live heap stayed under 170 MB. Measured side
-//! by side (`benches/results/soak.md`, `benches/results/pipeline.md`), at 1,000 soak commits
-//! and on the 1M-event pipeline bench:
+//! by side at 1,000 soak commits and on the 1M-event pipeline bench (compaction on), options
+//! given as `MIMALLOC_*` environment variables (read at process start):
 //!
 //! | mimalloc options | soak RSS | pipeline events/CPU-s |
 //! |---|---|---|
@@ -17,25 +17,30 @@
 //! | the same and `purge_delay = 100` | 203 MiB | 152k |
 //! | the same and `purge_delay = 0` | 153 MiB | 141k |
 //!
-//! Committing arenas on demand costs nothing and saves ~40%; purging at once saves another
-//! 40 MB for 9% more CPU (page faults and madvise calls), so the delay stays at its default.
+//! Set from `main` (too late for the arena mimalloc reserves at start-up, which is why
+//! `arena_eager_commit` alone changed nothing there: 475 MiB at 1,000 commits, 817 at 5,000),
+//! `purge_delay = 0` is what bounds the resident set: 263 MiB at 1,000 commits and a plateau of
+//! 430–540 MiB to 20,000 commits, against ~1 GB with the defaults. It costs up to ~9% CPU on
+//! the pipeline bench (page faults and madvise calls); a worker that runs for months is worth
+//! that. `CORMORANT_MIMALLOC_DEFAULTS=1` keeps mimalloc's defaults.
 //!
 //! Hand-rolled FFI (two declarations) because the `mimalloc` crate does not expose options and its
 //! `libmimalloc-sys` names them only under a feature that needs another crate; the option
 //! numbers are those of the mimalloc v3 header `libmimalloc-sys` 0.1.49 builds by default.
 
-/// Makes the allocator commit memory on demand (call first thing in `main`),
+/// Makes the allocator give freed memory back at once (call first thing in `main`),
 /// unless `CORMORANT_MIMALLOC_DEFAULTS=1` asks for mimalloc's defaults (to compare).
 pub fn tune_allocator() {
     if std::env::var("CORMORANT_MIMALLOC_DEFAULTS").is_ok_and(|v| v == "1") {
         return;
     }
-    mi::set_arena_eager_commit(0);
+    mi::set(mi::ARENA_EAGER_COMMIT, 0);
+    mi::set(mi::PURGE_DELAY, 0);
 }
 
-/// `arena_eager_commit` as mimalloc reports it (`None` under the system allocator).
-pub fn arena_eager_commit() -> Option<i64> {
-    mi::arena_eager_commit()
+/// `purge_delay` as mimalloc reports it (`None` under the system allocator).
+pub fn purge_delay() -> Option<i64> {
+    mi::get(mi::PURGE_DELAY)
 }
 
 #[cfg(not(feature = "heap-profile"))]
@@ -45,31 +50,36 @@ mod mi {
     extern crate mimalloc as _;
 
     /// `mi_option_arena_eager_commit` in mimalloc v3's `mi_option_e`.
-    const ARENA_EAGER_COMMIT: i32 = 4;
+    pub(super) const ARENA_EAGER_COMMIT: i32 = 4;
+    /// `mi_option_purge_delay` in mimalloc v3's `mi_option_e`.
+    pub(super) const PURGE_DELAY: i32 = 15;
 
     unsafe extern "C" {
         fn mi_option_set(option: i32, value: std::ffi::c_long);
         fn mi_option_get(option: i32) -> std::ffi::c_long;
     }
 
-    pub(super) fn set_arena_eager_commit(value: i64) {
-        // SAFETY: mimalloc's option setters are thread-safe and take plain integers; this
-        // option may change at any time (it only steers when arena memory is committed).
-        unsafe { mi_option_set(ARENA_EAGER_COMMIT, value as std::ffi::c_long) }
+    pub(super) fn set(option: i32, value: i64) {
+        // SAFETY: mimalloc's option setters are thread-safe and take plain integers; these
+        // options may change at any time (they only steer when memory is committed and purged).
+        unsafe { mi_option_set(option, value as std::ffi::c_long) }
     }
 
-    pub(super) fn arena_eager_commit() -> Option<i64> {
+    pub(super) fn get(option: i32) -> Option<i64> {
         // SAFETY: reading an option is thread-safe.
-        Some(unsafe { mi_option_get(ARENA_EAGER_COMMIT) } as i64)
+        Some(unsafe { mi_option_get(option) } as i64)
     }
 }
 
 /// The system allocator (`--features heap-profile`): nothing to tune.
 #[cfg(feature = "heap-profile")]
 mod mi {
-    pub(super) fn set_arena_eager_commit(_: i64) {}
+    pub(super) const ARENA_EAGER_COMMIT: i32 = 4;
+    pub(super) const PURGE_DELAY: i32 = 15;
 
-    pub(super) fn arena_eager_commit() -> Option<i64> {
+    pub(super) fn set(_: i32, _: i64) {}
+
+    pub(super) fn get(_: i32) -> Option<i64> {
         None
     }
 }
@@ -77,8 +87,8 @@ mod mi {
 #[cfg(all(test, not(feature = "heap-profile")))]
 mod tests {
     #[test]
-    fn the_option_is_the_one_set() {
+    fn the_options_are_the_ones_set() {
         super::tune_allocator();
-        assert_eq!(super::arena_eager_commit(), Some(0));
+        assert_eq!(super::purge_delay(), Some(0));
     }
 }

@@ -179,7 +179,12 @@ struct Slot {
 static CHECKPOINTS: LazyLock<Mutex<HashMap<String, Slot>>> = LazyLock::new(Default::default);
 
 fn root_of(table: &DeltaTable) -> String {
-    table.log_store().root_url().to_string().trim_end_matches('/').to_string()
+    table
+        .log_store()
+        .root_url()
+        .to_string()
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// Runs after `table` committed `version` (its state is that version): when a checkpoint is

@@ -203,8 +203,13 @@ async fn the_last_due_checkpoint_is_never_lost_while_another_is_written() {
     crate::maintain::settle().await;
     let version = w.table().version().expect("version") as u64;
     let last: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fx.dir.path().join(TABLE).join("_delta_log/_last_checkpoint")).expect("_last_checkpoint"),
+        &std::fs::read_to_string(fx.dir.path().join(TABLE).join("_delta_log/_last_checkpoint"))
+            .expect("_last_checkpoint"),
     )
     .expect("json");
-    assert_eq!(last["version"].as_u64(), Some(version), "the newest due checkpoint was written");
+    assert_eq!(
+        last["version"].as_u64(),
+        Some(version),
+        "the newest due checkpoint was written"
+    );
 }
