@@ -19,6 +19,12 @@ async fn mor_table(deletes: DeleteMode) -> (Fixture, crate::TableWriter) {
     (fx, w)
 }
 
+/// A compaction job of everything `w` indexes, run to its result (not committed).
+async fn run_job(w: &crate::TableWriter) -> crate::ReadyCompaction {
+    let job = w.compaction_job(&eager()).expect("files to compact");
+    job.run().await.expect("job runs").expect("rewrote files")
+}
+
 /// A reader's count of rows per key must be 1 (no row duplicated by a compaction).
 async fn assert_one_row_per_key(fx: &Fixture) {
     let dup = fx.query("SELECT id FROM t GROUP BY id HAVING COUNT(*) > 1").await;
@@ -29,8 +35,7 @@ async fn assert_one_row_per_key(fx: &Fixture) {
 async fn deletes_made_while_a_job_runs_are_carried_into_the_new_files() {
     for deletes in [DeleteMode::Soft, DeleteMode::Hard] {
         let (fx, mut w) = mor_table(deletes).await;
-        let job = w.compaction_job(&eager()).expect("files to compact");
-        let ready = job.run().await.expect("job runs").expect("rewrote files");
+        let ready = run_job(&w).await;
         // ingest goes on meanwhile: an update and a delete of rows the job just rewrote
         apply(&mut w, &batch(&[up(7, 3, "c2", 310), del(8, 1), up(9, 6, "f", 600)])).await;
         let expected = fx.rows().await;
@@ -74,13 +79,7 @@ async fn deletes_made_while_a_job_runs_are_carried_into_the_new_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_rows_were_all_deleted_removes_its_sources_and_adds_nothing() {
     let (fx, mut w) = mor_table(DeleteMode::Hard).await;
-    let ready = w
-        .compaction_job(&eager())
-        .expect("job")
-        .run()
-        .await
-        .expect("runs")
-        .expect("ready");
+    let ready = run_job(&w).await;
     apply(&mut w, &batch(&[trunc(7)])).await;
     apply(&mut w, &batch(&[up(8, 9, "z", 900)])).await;
     let expected = fx.rows().await;
@@ -95,13 +94,7 @@ async fn copy_on_write_gives_up_a_bin_that_changed_and_retries_next_round() {
     let mut w = MODE.scope(WriteMode::Cow, fx.writer()).await;
     apply(&mut w, &batch(&[up(0, 1, "a", 100), up(1, 2, "b", 200)])).await;
     apply(&mut w, &batch(&[up(2, 3, "c", 300)])).await;
-    let ready = w
-        .compaction_job(&eager())
-        .expect("job")
-        .run()
-        .await
-        .expect("runs")
-        .expect("ready");
+    let ready = run_job(&w).await;
     apply(&mut w, &batch(&[up(3, 1, "a2", 110)])).await; // rewrites the first file
     let expected = fx.rows().await;
     let r = w.finish_compaction(ready).await.expect("finish");
@@ -116,13 +109,7 @@ async fn copy_on_write_gives_up_a_bin_that_changed_and_retries_next_round() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_partition_is_left_to_its_new_owner() {
     let (fx, mut w) = mor_table(DeleteMode::Soft).await;
-    let ready = w
-        .compaction_job(&eager())
-        .expect("job")
-        .run()
-        .await
-        .expect("runs")
-        .expect("ready");
+    let ready = run_job(&w).await;
     w.release_partitions(|p| p != 0);
     let expected = fx.rows().await;
     let r = w.finish_compaction(ready).await.expect("finish");
