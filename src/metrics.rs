@@ -19,7 +19,8 @@ pub struct Metrics {
     pub lag: IntGaugeVec,
     pub compactions: IntCounterVec,
     pub compaction_bytes: IntCounterVec,
-    /// files (and their bytes) of the owned partitions past the compaction thresholds
+    /// files (and their bytes) of the owned partitions past the compaction thresholds,
+    /// updated every `compaction.every_commits` commits
     pub compaction_backlog_files: IntGaugeVec,
     pub compaction_backlog_bytes: IntGaugeVec,
     /// keys in the primary-key index of the partitions this worker owns

@@ -22,7 +22,7 @@ pub(super) struct Compactions {
     enabled: bool,
     every: u64,
     opts: CompactionOptions,
-    /// commits per table since its last job started
+    /// commits per table since its last round
     since: HashMap<String, u64>,
     running: HashMap<String, Job>,
 }
@@ -38,8 +38,15 @@ impl Compactions {
         }
     }
 
-    /// A table committed: count it, publish its backlog, and start a job when one is due.
+    /// A table committed: count it; once `every_commits` commits passed and no job of it runs,
+    /// publish its backlog (a pass over its files, kept off the other commits) and start a job.
     pub(super) fn committed(&mut self, table: &str, writer: &TableWriter) {
+        let n = self.since.entry(table.to_string()).or_default();
+        *n += 1;
+        if *n < self.every || self.running.contains_key(table) {
+            return;
+        }
+        *n = 0;
         let (files, bytes) = writer.compaction_backlog(&self.opts);
         METRICS
             .compaction_backlog_files
@@ -52,12 +59,6 @@ impl Compactions {
         if !self.enabled {
             return;
         }
-        let n = self.since.entry(table.to_string()).or_default();
-        *n += 1;
-        if *n < self.every || self.running.contains_key(table) {
-            return;
-        }
-        *n = 0;
         if let Some(job) = writer.compaction_job(&self.opts) {
             tracing::debug!(table, files, bytes, "compaction job started");
             self.running.insert(table.to_string(), tokio::spawn(job.run()));

@@ -163,11 +163,15 @@ pub(crate) fn pick(files: Vec<Candidate>, opts: &CompactionOptions) -> Vec<Vec<C
 /// Files (and their bytes) of the table's latest snapshot that pass the thresholds: what the
 /// next compaction rounds would rewrite.
 pub fn backlog(table: &DeltaTable, opts: &CompactionOptions) -> Result<(usize, u64)> {
-    let bins = pick(candidates(table)?, opts);
-    Ok((
+    Ok(extent(&pick(candidates(table)?, opts)))
+}
+
+/// Files and bytes of some bins.
+pub(crate) fn extent(bins: &[Vec<Candidate>]) -> (usize, u64) {
+    (
         bins.iter().map(Vec::len).sum(),
         bins.iter().flatten().map(Candidate::size).sum(),
-    ))
+    )
 }
 
 /// A compaction read and written but not committed yet.

@@ -28,7 +28,7 @@
 //! - the index maps each key of a compacted row to its new location, computed from the keys
 //!   the job encoded — nothing is re-read from storage.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,10 +41,10 @@ use deltalake::protocol::DeltaOperation;
 use roaring::RoaringTreemap;
 
 use crate::commit::{Outcome, try_commit};
-use crate::compact::{Candidate, CompactionOptions, CompactionReport, pick};
+use crate::compact::{Candidate, CompactionOptions, CompactionReport, extent, pick};
 use crate::error::Result;
 use crate::files::{self, FileRef};
-use crate::index::FileEntry;
+use crate::index::{FileEntry, Index};
 use crate::keys::{KeyEncoder, KeyId};
 use crate::writer::{TableWriter, add_rows, remove_of};
 
@@ -185,18 +185,12 @@ impl TableWriter {
     /// when nothing passes the thresholds). Its `run` needs no access to the writer.
     pub fn compaction_job(&self, opts: &CompactionOptions) -> Option<CompactionJob> {
         let state = self.state.as_ref()?;
-        let mut by_path = std::collections::HashMap::new();
-        let mut candidates = Vec::new();
-        for p in state.index.partitions() {
-            for (_, f) in state.index.files_of(p) {
-                by_path.insert(f.path().to_string(), (f.rows, f.deleted.clone()));
-                candidates.push(Candidate {
-                    add: f.add.clone(),
-                    partition: Some(p),
-                    rows: f.rows,
-                });
-            }
-        }
+        let deleted: HashMap<&str, (u64, &RoaringTreemap)> = state
+            .index
+            .files()
+            .map(|(_, f)| (f.path(), (f.rows, &f.deleted)))
+            .collect();
+        let candidates = index_candidates(&state.index);
         let bins: Vec<JobBin> = pick(candidates, opts)
             .into_iter()
             .filter_map(|bin| {
@@ -204,11 +198,11 @@ impl TableWriter {
                 let sources = bin
                     .into_iter()
                     .filter_map(|c| {
-                        let (rows, deleted) = by_path.remove(&c.add.path)?;
+                        let (rows, deleted) = deleted.get(c.add.path.as_str())?;
                         Some(Source {
+                            rows: *rows,
+                            deleted: (*deleted).clone(),
                             add: c.add,
-                            rows,
-                            deleted,
                         })
                     })
                     .collect();
@@ -229,25 +223,10 @@ impl TableWriter {
 
     /// Files and bytes of the loaded partitions that pass the compaction thresholds.
     pub fn compaction_backlog(&self, opts: &CompactionOptions) -> (usize, u64) {
-        let Some(state) = self.state.as_ref() else {
-            return (0, 0);
-        };
-        let candidates: Vec<Candidate> = state
-            .index
-            .partitions()
-            .into_iter()
-            .flat_map(|p| {
-                state.index.files_of(p).map(move |(_, f)| Candidate {
-                    add: f.add.clone(),
-                    partition: Some(p),
-                    rows: f.rows,
-                })
-            })
-            .collect();
-        let bins = pick(candidates, opts);
-        let files = bins.iter().map(Vec::len).sum();
-        let bytes = bins.iter().flatten().map(Candidate::size).sum();
-        (files, bytes)
+        match self.state.as_ref() {
+            Some(state) => extent(&pick(index_candidates(&state.index), opts)),
+            None => (0, 0),
+        }
     }
 
     /// Commits a job's result at the table's next version, carrying the deletes made since
@@ -384,8 +363,20 @@ impl TableWriter {
     }
 }
 
+/// Every file of the index as a compaction candidate (one pass over the files).
+fn index_candidates(index: &Index) -> Vec<Candidate> {
+    index
+        .files()
+        .map(|(_, f)| Candidate {
+            add: f.add.clone(),
+            partition: Some(f.partition),
+            rows: f.rows,
+        })
+        .collect()
+}
+
 /// How a ready bin commits now, given the index (the table's current state): `None` drops it.
-fn carry(index: &crate::index::Index, bin: &ReadyBin, i: usize, dv_ok: bool) -> Option<Carried> {
+fn carry(index: &Index, bin: &ReadyBin, i: usize, dv_ok: bool) -> Option<Carried> {
     if !index.is_loaded(bin.partition) {
         return None; // revoked: the new owner compacts it
     }

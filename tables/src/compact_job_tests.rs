@@ -5,20 +5,6 @@
 use crate::test_support::*;
 use crate::writer::{DeleteMode, WriteMode};
 
-/// Three MoR files on partition 0, two of them with deletion vectors.
-async fn mor_table(deletes: DeleteMode) -> (Fixture, crate::TableWriter) {
-    let fx = Fixture::new(deletes);
-    let mut w = MODE.scope(WriteMode::Mor, fx.writer()).await;
-    apply(
-        &mut w,
-        &batch(&[up(0, 1, "a", 100), up(1, 2, "b", 200), up(2, 3, "c", 300)]),
-    )
-    .await;
-    apply(&mut w, &batch(&[up(3, 4, "d", 400), up(4, 5, "e", 500)])).await;
-    apply(&mut w, &batch(&[up(5, 2, "b2", 210), del(6, 4)])).await;
-    (fx, w)
-}
-
 /// A compaction job of everything `w` indexes, run to its result (not committed).
 async fn run_job(w: &crate::TableWriter) -> crate::ReadyCompaction {
     let job = w.compaction_job(&eager()).expect("files to compact");
@@ -34,7 +20,7 @@ async fn assert_one_row_per_key(fx: &Fixture) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_made_while_a_job_runs_are_carried_into_the_new_files() {
     for deletes in [DeleteMode::Soft, DeleteMode::Hard] {
-        let (fx, mut w) = mor_table(deletes).await;
+        let (fx, mut w) = mor_table_with_deletes(deletes).await;
         let ready = run_job(&w).await;
         // ingest goes on meanwhile: an update and a delete of rows the job just rewrote
         apply(&mut w, &batch(&[up(7, 3, "c2", 310), del(8, 1), up(9, 6, "f", 600)])).await;
@@ -78,7 +64,7 @@ async fn deletes_made_while_a_job_runs_are_carried_into_the_new_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_rows_were_all_deleted_removes_its_sources_and_adds_nothing() {
-    let (fx, mut w) = mor_table(DeleteMode::Hard).await;
+    let (fx, mut w) = mor_table_with_deletes(DeleteMode::Hard).await;
     let ready = run_job(&w).await;
     apply(&mut w, &batch(&[trunc(7)])).await;
     apply(&mut w, &batch(&[up(8, 9, "z", 900)])).await;
@@ -108,7 +94,7 @@ async fn copy_on_write_gives_up_a_bin_that_changed_and_retries_next_round() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_partition_is_left_to_its_new_owner() {
-    let (fx, mut w) = mor_table(DeleteMode::Soft).await;
+    let (fx, mut w) = mor_table_with_deletes(DeleteMode::Soft).await;
     let ready = run_job(&w).await;
     w.release_partitions(|p| p != 0);
     let expected = fx.rows().await;
@@ -127,7 +113,7 @@ async fn a_revoked_partition_is_left_to_its_new_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_counts_what_the_thresholds_pick() {
-    let (_fx, mut w) = mor_table(DeleteMode::Soft).await;
+    let (_fx, mut w) = mor_table_with_deletes(DeleteMode::Soft).await;
     let (files, bytes) = w.compaction_backlog(&eager());
     assert_eq!(files, 3, "every file passes the eager thresholds");
     assert!(bytes > 0);

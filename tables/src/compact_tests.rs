@@ -5,22 +5,9 @@ use super::{commit, compact, prepare};
 use crate::test_support::*;
 use crate::writer::{DeleteMode, WriteMode};
 
-async fn mor_table_with_deletes() -> (Fixture, crate::TableWriter) {
-    let fx = Fixture::new(DeleteMode::Hard);
-    let mut w = MODE.scope(WriteMode::Mor, fx.writer()).await;
-    apply(
-        &mut w,
-        &batch(&[up(0, 1, "a", 100), up(1, 2, "b", 200), up(2, 3, "c", 300)]),
-    )
-    .await;
-    apply(&mut w, &batch(&[up(3, 4, "d", 400), up(4, 5, "e", 500)])).await;
-    apply(&mut w, &batch(&[up(5, 2, "b2", 210), del(6, 4)])).await; // DVs on both files
-    (fx, w)
-}
-
 #[tokio::test]
 async fn compaction_keeps_rows_and_folds_in_deletion_vectors() {
-    let (fx, mut w) = mor_table_with_deletes().await;
+    let (fx, mut w) = mor_table_with_deletes(DeleteMode::Hard).await;
     let before = fx.rows().await;
     let version_before = w.table().version().expect("version");
     let mut table = fx.lake.open("orders", None).await.expect("open");
@@ -65,7 +52,7 @@ async fn compaction_keeps_rows_and_folds_in_deletion_vectors() {
 
 #[tokio::test]
 async fn a_delete_racing_a_compaction_is_never_undone() {
-    let (fx, mut w) = mor_table_with_deletes().await;
+    let (fx, mut w) = mor_table_with_deletes(DeleteMode::Hard).await;
     let mut table = fx.lake.open("orders", None).await.expect("open");
     // the compaction reads and writes the live rows (key 3 among them) ...
     let prepared = prepare(&mut table, &eager(), None)

@@ -202,6 +202,11 @@ impl Index {
         self.by_path.get(path).copied()
     }
 
+    /// Every file of the loaded partitions.
+    pub fn files(&self) -> impl Iterator<Item = (u32, &FileEntry)> {
+        self.files.iter().map(|(id, f)| (*id, f))
+    }
+
     /// The files of a partition.
     pub fn files_of(&self, partition: i32) -> impl Iterator<Item = (u32, &FileEntry)> {
         self.files

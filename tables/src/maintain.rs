@@ -96,9 +96,8 @@ pub fn stats(root: &str) -> Stats {
 }
 
 pub(crate) fn record(table: &DeltaTable, f: impl FnOnce(&mut Stats)) {
-    let root = table.log_store().root_url().to_string();
     if let Ok(mut m) = STATS.lock() {
-        f(m.entry(root.trim_end_matches('/').to_string()).or_default());
+        f(m.entry(root_of(table)).or_default());
     }
 }
 

@@ -325,6 +325,21 @@ tokio::task_local! {
     pub(crate) static MODE: WriteMode;
 }
 
+/// A merge-on-read table of three files on partition 0, two of them with deletion vectors
+/// (keys 1, 2 (b2), 3, 5 live; key 4 deleted as `deletes` says).
+pub(crate) async fn mor_table_with_deletes(deletes: DeleteMode) -> (Fixture, TableWriter) {
+    let fx = Fixture::new(deletes);
+    let mut w = MODE.scope(WriteMode::Mor, fx.writer()).await;
+    apply(
+        &mut w,
+        &batch(&[up(0, 1, "a", 100), up(1, 2, "b", 200), up(2, 3, "c", 300)]),
+    )
+    .await;
+    apply(&mut w, &batch(&[up(3, 4, "d", 400), up(4, 5, "e", 500)])).await;
+    apply(&mut w, &batch(&[up(5, 2, "b2", 210), del(6, 4)])).await; // DVs on both files
+    (fx, w)
+}
+
 /// Compaction thresholds that make every file a candidate.
 pub(crate) fn eager() -> crate::CompactionOptions {
     crate::CompactionOptions {
