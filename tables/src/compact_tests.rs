@@ -3,7 +3,7 @@
 
 use super::{commit, compact, prepare};
 use crate::test_support::*;
-use crate::writer::{DeleteMode, WriteMode};
+use crate::writer::DeleteMode;
 
 #[tokio::test]
 async fn compaction_keeps_rows_and_folds_in_deletion_vectors() {
