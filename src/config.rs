@@ -144,6 +144,8 @@ pub struct RegistryConfig {
     pub username: Option<String>,
     pub password: Option<String>,
     pub bearer_token: Option<String>,
+    /// PEM file of a CA to trust for an `https://` registry behind a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RegistryConfig {
@@ -153,6 +155,7 @@ impl Default for RegistryConfig {
             username: None,
             password: None,
             bearer_token: None,
+            ca_file: None,
         }
     }
 }
@@ -311,6 +314,7 @@ impl RegistryConfig {
             username: self.username.clone(),
             password: self.password.clone(),
             bearer_token: self.bearer_token.clone(),
+            ca_file: self.ca_file.clone(),
         }
     }
 }

@@ -15,4 +15,5 @@ pub mod registry;
 pub mod replay;
 pub mod shell;
 pub mod status;
+pub mod stop;
 pub mod worker;

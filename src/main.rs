@@ -179,7 +179,12 @@ async fn main() -> std::process::ExitCode {
     init_logs(cli.log_format);
     let result = real_main(cli).await;
     // a checkpoint that came due with the last commits is written before the process exits
-    tables::maintain::settle().await;
+    // (a stop has seconds, not the minute a normal end may wait)
+    if STOPPING.load(Ordering::Relaxed) {
+        tables::maintain::settle_within(std::time::Duration::from_millis(500)).await;
+    } else {
+        tables::maintain::settle().await;
+    }
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -194,12 +199,7 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Run { until_caught_up } => {
             let cfg = Config::load(cli.config.as_deref())?;
             let stop = Arc::new(AtomicBool::new(false));
-            let flag = stop.clone();
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                tracing::info!("signal received: finishing the current batch");
-                flag.store(true, Ordering::Relaxed);
-            });
+            tokio::spawn(stop_on_signals(stop.clone()));
             let stats = cormorant::worker::run(&cfg, until_caught_up, stop).await?;
             tracing::info!(?stats, "worker stopped");
         }
@@ -297,6 +297,32 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Set by the first SIGTERM/SIGINT.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// The longest a stop may take: past it the process exits whatever is still running (a hung
+/// broker can hold librdkafka's close). Nothing half-done is committed either way: Delta
+/// commits are atomic and the next start resumes from the tables' offsets.
+const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_millis(4500);
+
+/// First signal: stop gracefully (and exit by [`STOP_DEADLINE`] whatever happens); second
+/// signal: exit at once.
+async fn stop_on_signals(stop: Arc<AtomicBool>) {
+    shutdown_signal().await;
+    tracing::info!("signal received: finishing the batch in flight (a second signal exits at once)");
+    STOPPING.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    // a plain thread: it must fire even if the runtime's threads are all blocked
+    let _ = std::thread::Builder::new().name("stop-deadline".into()).spawn(|| {
+        std::thread::sleep(STOP_DEADLINE);
+        tracing::warn!(deadline = ?STOP_DEADLINE, "the worker did not stop in time (a service is hung); exiting now — nothing uncommitted is lost, the next start resumes from the tables' offsets");
+        std::process::exit(0);
+    });
+    shutdown_signal().await;
+    tracing::warn!("second signal: exiting at once");
+    std::process::exit(130);
 }
 
 async fn shutdown_signal() {

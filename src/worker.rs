@@ -177,6 +177,7 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
         tokio::select! {
             r = &mut applying => break Some(r),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = crate::stop::requested(&stop) => {}
         }
         if stop.load(Ordering::Relaxed) {
             tracing::info!("stop requested; finishing the batches in flight, then exiting");
@@ -197,13 +198,41 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
         }
     };
     poll_stop.store(true, Ordering::Relaxed);
-    let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+    let stopping = stop.load(Ordering::Relaxed);
+    // the poll thread wakes within its poll timeout, but a rebalance callback waiting on a hung
+    // lake can hold it: a stop does not wait for it
+    let poller = tokio::task::spawn_blocking(move || poller.join());
+    let _ = tokio::time::timeout(Duration::from_secs(if stopping { 1 } else { 60 }), poller).await;
     let stats = match result {
         Some(r) => r??,
+        None if stopping => finish_or_abandon(applying, &progress).await?,
         None => applying.await??,
     };
     source.commit(&progress.applied());
     Ok(stats)
+}
+
+/// How long a stop waits for the batches in flight to commit before abandoning them.
+const STOP_GRACE: Duration = Duration::from_millis(2500);
+
+/// Lets the pipeline finish what it holds within [`STOP_GRACE`], else abandons it: a Delta
+/// commit is atomic, so an abandoned batch is either committed whole or not at all (its data
+/// files are orphans for vacuum), and the next start resumes from the tables' offsets.
+async fn finish_or_abandon(
+    mut applying: tokio::task::JoinHandle<anyhow::Result<RunStats>>,
+    progress: &Progress,
+) -> anyhow::Result<RunStats> {
+    match tokio::time::timeout(STOP_GRACE, &mut applying).await {
+        Ok(r) => r?,
+        Err(_) => {
+            applying.abort();
+            tracing::warn!(
+                grace = ?STOP_GRACE,
+                "the batch in flight did not finish in time (a service is slow or hung); abandoned it uncommitted — the next start re-reads it from the tables' offsets"
+            );
+            Ok(progress.stats())
+        }
+    }
 }
 
 /// Sets the lag gauge of the partitions this worker owns (asks the broker, off the runtime).

@@ -80,7 +80,7 @@ impl Decoder {
         for id in ids {
             match self.cache.plan(id).await {
                 Ok(_) => {}
-                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) if e.is_retryable() || e.is_fatal() => return Err(e),
                 Err(_) => {} // permanent: `decode` sends the records to the dead letters
             }
         }

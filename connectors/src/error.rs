@@ -1,6 +1,8 @@
 //! The connectors crate's one error type. Every variant says whether retrying can help
 //! ([`ConnectorError::is_retryable`]); permanent errors about one record send that record to
-//! the dead-letter table, retryable ones are retried with backoff and never drop data.
+//! the dead-letter table, retryable ones are retried with backoff and never drop data, and
+//! fatal ones ([`ConnectorError::is_fatal`]: the worker's own configuration is wrong) stop the
+//! worker with the message saying what to fix — no record is dead-lettered for them.
 
 use thiserror::Error;
 
@@ -32,12 +34,21 @@ pub enum ConnectorError {
     IncompatibleSchema(String),
     #[error("Kafka error: {0}; check kafka.brokers and the broker's health")]
     Kafka(String),
+    /// The worker's configuration does not work with the service (credentials, URL, CA).
+    #[error("{0}")]
+    Config(String),
 }
 
 impl ConnectorError {
     /// Whether the same call can succeed later (outages), as opposed to bad input.
     pub fn is_retryable(&self) -> bool {
         matches!(self, ConnectorError::RegistryUnavailable(_) | ConnectorError::Kafka(_))
+    }
+
+    /// Whether the error is about the worker's configuration rather than a record: retrying
+    /// cannot help and dead-lettering would be wrong, so the worker stops.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ConnectorError::Config(_))
     }
 
     /// A short stable name for the dead-letter table's `error_kind` column.
@@ -53,6 +64,7 @@ impl ConnectorError {
             ConnectorError::MissingKey(_) => "missing_key",
             ConnectorError::IncompatibleSchema(_) => "incompatible_schema",
             ConnectorError::Kafka(_) => "kafka",
+            ConnectorError::Config(_) => "config",
         }
     }
 }

@@ -1,51 +1,99 @@
 //! Schema Registry client side: schemas by id, parsed into decoding plans and cached.
 //!
-//! Invariant: a schema id, once resolved, is never fetched again (ids are immutable in every
-//! Confluent-compatible registry), so a registry outage does not stop decoding of known ids.
+//! Invariants:
+//! - a schema id, once resolved, is never fetched again (ids are immutable in every
+//!   Confluent-compatible registry), so a registry outage does not stop decoding of known ids;
+//! - a failed lookup is classified by what the registry answered — the HTTP status and the
+//!   Confluent `error_code` — never by the text of an error: only "schema not found"
+//!   (404 with `error_code` 40403, what Confluent, Karapace, Apicurio's ccompat API, Redpanda
+//!   and the project's own registry answer) makes a record a dead letter.
+//!
+//! Hand-rolled over `reqwest` (the client `schema_registry_converter` itself uses) because that
+//! crate's error keeps the status only in its message text and cannot take a custom CA.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use schema_registry_converter::async_impl::schema_registry::{SrSettings, get_schema_by_id};
 
 use crate::avro::Plan;
 use crate::error::ConnectorError;
 
 /// How to reach the registry.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct RegistrySettings {
     pub url: String,
     pub username: Option<String>,
     pub password: Option<String>,
     pub bearer_token: Option<String>,
+    /// PEM file of a CA to trust besides the system's (a registry behind a private CA).
+    pub ca_file: Option<PathBuf>,
 }
+
+/// Never prints credentials.
+impl std::fmt::Debug for RegistrySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySettings")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// The registry's JSON error body (`{"error_code": 40403, "message": "..."}`).
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    error_code: Option<i64>,
+    message: Option<String>,
+}
+
+/// `GET /schemas/ids/{id}`'s answer.
+#[derive(serde::Deserialize)]
+struct SchemaBody {
+    schema: String,
+    #[serde(rename = "schemaType")]
+    schema_type: Option<String>,
+}
+
+/// Confluent's "schema not found".
+const SCHEMA_NOT_FOUND: i64 = 40403;
 
 /// Schemas by id, cached for the life of the process.
 pub struct SchemaCache {
-    settings: SrSettings,
+    client: reqwest::Client,
+    base: String,
+    settings: RegistrySettings,
     plans: Mutex<HashMap<u32, Arc<Plan>>>,
-    /// Attempts for a transient registry failure before giving up on this call.
-    attempts: u32,
 }
 
 impl SchemaCache {
     pub fn new(cfg: &RegistrySettings) -> Result<Self, ConnectorError> {
-        let mut builder = SrSettings::new_builder(cfg.url.trim_end_matches('/').to_string());
-        if let Some(user) = &cfg.username {
-            builder.set_basic_authorization(user, cfg.password.as_deref());
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                ConnectorError::Config(format!(
+                    "cannot read registry.ca_file {}: {e}; point it at a PEM file",
+                    path.display()
+                ))
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                ConnectorError::Config(format!("registry.ca_file {} is not a PEM certificate: {e}", path.display()))
+            })?;
+            builder = builder.add_root_certificate(cert);
         }
-        if let Some(token) = &cfg.bearer_token {
-            builder.set_token_authorization(token);
-        }
-        builder.set_timeout(Duration::from_secs(10));
-        let settings = builder
+        let client = builder
             .build()
-            .map_err(|e| ConnectorError::RegistryUnavailable(format!("cannot build client for {}: {e}", cfg.url)))?;
+            .map_err(|e| ConnectorError::Config(format!("cannot build the registry client for {}: {e}", cfg.url)))?;
         Ok(Self {
-            settings,
+            client,
+            base: cfg.url.trim_end_matches('/').to_string(),
+            settings: cfg.clone(),
             plans: Mutex::new(HashMap::new()),
-            attempts: 5,
         })
     }
 
@@ -63,31 +111,137 @@ impl SchemaCache {
         self.plans.lock().ok()?.get(&id).cloned()
     }
 
-    /// The plan of schema `id`: from the cache, else from the registry with retries.
+    /// The plan of schema `id`: from the cache, else one call to the registry. Retrying a
+    /// retryable error is the caller's (it knows when to stop).
     pub async fn plan(&self, id: u32) -> Result<Arc<Plan>, ConnectorError> {
         if let Some(p) = self.get(id) {
             return Ok(p);
         }
-        let mut delay = Duration::from_millis(200);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match get_schema_by_id(id, &self.settings).await {
-                Ok(s) => return self.insert(id, &s.schema),
-                Err(e) => {
-                    let text = format!("{e}");
-                    // A 404 (error code 40403) is permanent: the id does not exist.
-                    if text.contains("40403") || text.contains("404") {
-                        return Err(ConnectorError::UnknownSchema(id));
-                    }
-                    if attempt >= self.attempts {
-                        return Err(ConnectorError::RegistryUnavailable(text));
-                    }
-                    tracing::warn!(schema_id = id, error = %text, "schema registry call failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+        let schema = self.fetch(id).await?;
+        self.insert(id, &schema)
+    }
+
+    async fn fetch(&self, id: u32) -> Result<String, ConnectorError> {
+        let url = format!("{}/schemas/ids/{id}", self.base);
+        let mut request = self.client.get(&url);
+        if let Some(token) = &self.settings.bearer_token {
+            request = request.bearer_auth(token);
+        } else if let Some(user) = &self.settings.username {
+            request = request.basic_auth(user, self.settings.password.as_deref());
         }
+        let response = request.send().await.map_err(|e| classify_transport(&self.base, &e))?;
+        let status = response.status();
+        if status.is_success() {
+            let body: SchemaBody = response.json().await.map_err(|e| {
+                ConnectorError::RegistryUnavailable(format!("{url} answered {status} with a body that is not a schema: {e}"))
+            })?;
+            return match body.schema_type.as_deref() {
+                None | Some("AVRO") => Ok(body.schema),
+                Some(other) => Err(ConnectorError::InvalidSchema(format!(
+                    "schema id {id} is a {other} schema; Cormorant reads Avro (Debezium's AvroConverter)"
+                ))),
+            };
+        }
+        let error: Option<ErrorBody> = response.json().await.ok();
+        Err(classify_status(&self.base, id, status.as_u16(), error))
+    }
+}
+
+/// What a registry's error status means for the worker.
+fn classify_status(base: &str, id: u32, status: u16, body: Option<ErrorBody>) -> ConnectorError {
+    let code = body.as_ref().and_then(|b| b.error_code);
+    let message = body.and_then(|b| b.message).unwrap_or_default();
+    match status {
+        404 if code == Some(SCHEMA_NOT_FOUND) => ConnectorError::UnknownSchema(id),
+        404 => ConnectorError::Config(format!(
+            "{base}/schemas/ids/{id} answered 404 without a registry error code: registry.url does not point at a Confluent-compatible registry API (Apicurio: use its /apis/ccompat/v7 path)"
+        )),
+        401 | 403 => ConnectorError::Config(format!(
+            "the schema registry at {base} refused the worker's credentials ({status}{}); set registry.username/password or registry.bearer_token",
+            if message.is_empty() { String::new() } else { format!(": {message}") }
+        )),
+        408 | 429 | 500..=599 => ConnectorError::RegistryUnavailable(format!("{base} answered {status} {message}")),
+        _ => ConnectorError::Config(format!(
+            "the schema registry at {base} answered {status} {message} to a schema lookup; check registry.url"
+        )),
+    }
+}
+
+/// A registry that cannot be reached is retried; one whose certificate is not trusted is a
+/// configuration error (retrying cannot help).
+fn classify_transport(base: &str, e: &reqwest::Error) -> ConnectorError {
+    if is_certificate_error(e) {
+        return ConnectorError::Config(format!(
+            "the schema registry at {base} presented a certificate this worker does not trust ({}); set registry.ca_file to the PEM file of the CA that signed it",
+            chain(e)
+        ));
+    }
+    ConnectorError::RegistryUnavailable(format!("{base}: {}", chain(e)))
+}
+
+/// Whether a connect error was the TLS handshake rejecting the server's certificate (looked up
+/// on the typed error chain: rustls' `Error::InvalidCertificate`).
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && is_rustls_certificate(inner)
+        {
+            return true;
+        }
+        if is_rustls_certificate(err) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+fn is_rustls_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        err.downcast_ref::<rustls::Error>(),
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+    )
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(code: i64) -> Option<ErrorBody> {
+        Some(ErrorBody {
+            error_code: Some(code),
+            message: Some("Schema not found".into()),
+        })
+    }
+
+    #[test]
+    fn only_schema_not_found_is_an_unknown_schema() {
+        let base = "http://registry:14040";
+        assert!(matches!(
+            classify_status(base, 1404, 404, body(40403)),
+            ConnectorError::UnknownSchema(1404)
+        ));
+        // a 404 from something that is not a registry API stops the worker instead of
+        // dead-lettering every record
+        assert!(matches!(classify_status(base, 1404, 404, None), ConnectorError::Config(_)));
+        // a transport-ish status whose numbers hold "404" is retried
+        let e = classify_status(base, 1404, 503, None);
+        assert!(e.is_retryable(), "{e}");
+        assert!(matches!(classify_status(base, 7, 401, None), ConnectorError::Config(_)));
+        assert!(classify_status(base, 7, 429, None).is_retryable());
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use change::{ChangeBatch, StreamId};
@@ -30,23 +30,34 @@ pub(crate) struct DecodedBatch {
 }
 
 /// Decodes `records` (schemas are fetched first, retried while the registry is unavailable,
-/// until `stop` is set).
+/// until `stop` is set: then `None`, nothing decoded).
 pub(crate) async fn decode(
     cfg: &Config,
     group: &str,
     decoder: &Arc<Decoder>,
     records: Vec<RawRecord>,
     stop: &AtomicBool,
-) -> anyhow::Result<DecodedBatch> {
+) -> anyhow::Result<Option<DecodedBatch>> {
     let started = Instant::now();
     let n = records.len();
     let mut delay = Duration::from_millis(500);
-    while let Err(e) = decoder.prefetch(&records).await {
-        if stop.load(Ordering::Relaxed) {
-            anyhow::bail!("stopped while the schema registry was unavailable: {e}");
+    loop {
+        // a hung registry must not hold a stop: the lookup is dropped (nothing was applied)
+        let e = tokio::select! {
+            r = decoder.prefetch(&records) => match r {
+                Ok(()) => break,
+                Err(e) => e,
+            },
+            _ = crate::stop::requested(stop) => return Ok(None),
+        };
+        if e.is_fatal() {
+            anyhow::bail!("{e}; the worker stops (no record was dead-lettered for this) — fix the setting and restart");
         }
-        tracing::warn!(error = %e, "schema registry unavailable while decoding; retrying");
-        tokio::time::sleep(delay).await;
+        tracing::warn!(error = %e, retry_in = ?delay, "schema registry unavailable while decoding; retrying (the batch waits, nothing is skipped)");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = crate::stop::requested(stop) => return Ok(None),
+        }
         delay = (delay * 2).min(Duration::from_secs(30));
     }
     let mut by_table: BTreeMap<String, (TableConfig, Vec<RawRecord>)> = BTreeMap::new();
@@ -97,5 +108,5 @@ pub(crate) async fn decode(
             out.tables.insert(name, (tc, batch));
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }

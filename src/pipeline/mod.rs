@@ -203,7 +203,9 @@ impl Pipeline {
         let group = cfg.kafka.group_id.clone();
         let decoding = tokio::spawn(async move {
             while let Some(raw) = batches.recv().await {
-                let d = decode::decode(&cfg, &group, &decoder, raw.records, &stop).await?;
+                let Some(d) = decode::decode(&cfg, &group, &decoder, raw.records, &stop).await? else {
+                    break; // stopped while the registry was unavailable: nothing of it applied
+                };
                 if tx.send(d).await.is_err() {
                     break; // the apply stage failed; it reports why
                 }
@@ -221,10 +223,12 @@ impl Pipeline {
         self.vacuums.abort_all();
         if failed.is_some() || self.stop.load(Ordering::Relaxed) {
             self.compactions.abort_all();
+            // a stop has seconds: a checkpoint not written now is written at the next interval
+            tables::maintain::settle_within(std::time::Duration::from_secs(1)).await;
         } else {
             self.commit_compactions(true).await;
+            tables::maintain::settle().await;
         }
-        tables::maintain::settle().await;
         let decoded_result = decoding.await?;
         if let Some(e) = failed {
             return Err(e);

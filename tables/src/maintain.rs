@@ -249,8 +249,21 @@ impl Drop for Idle {
 /// most a minute: an exit is never held up for long — a checkpoint not written is written at
 /// the next interval.
 pub async fn settle() {
-    let waited = Instant::now();
-    while waited.elapsed() < Duration::from_secs(60) {
+    settle_within(Duration::from_secs(60)).await;
+}
+
+/// [`settle`] bounded by `limit` (a stop requested by a signal has seconds, not a minute).
+pub async fn settle_within(limit: Duration) {
+    if tokio::time::timeout(limit, wait_for_checkpoints()).await.is_err() {
+        tracing::warn!(
+            seconds = limit.as_secs_f64(),
+            "checkpoints still running; exiting without them (the next interval writes them)"
+        );
+    }
+}
+
+async fn wait_for_checkpoints() {
+    loop {
         let (handles, busy) = match CHECKPOINTS.lock() {
             Ok(mut m) => (
                 m.values_mut().filter_map(|s| s.handle.take()).collect::<Vec<_>>(),
@@ -268,7 +281,6 @@ pub async fn settle() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    tracing::warn!("checkpoints still running after a minute; exiting without them (the next interval writes them)");
 }
 
 /// Writes the checkpoint of `version`, then removes the log files the retention let go.

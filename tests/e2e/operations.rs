@@ -132,6 +132,31 @@ async fn topic_pattern_picks_up_new_topics_and_metrics_are_scraped() {
     .await;
 }
 
+/// Issue 10: with `topic_pattern` and no `[[tables]]`, `--until-caught-up` must exit once the
+/// tables hold everything (it used to apply everything and never exit: the applied offsets were
+/// keyed by a topic the pattern tables did not have), and a restart must resume from the
+/// tables' offsets.
+#[tokio::test(flavor = "multi_thread")]
+async fn topic_pattern_catches_up_exits_and_resumes() {
+    let loaded = load_prefix(&unique("patcu")).await;
+    let fx = fixture();
+    let prefix = loaded.prefix.clone();
+    let mut cfg = config(&prefix, Storage::Local, DeleteMode::Soft, WriteMode::Mor, "patcu");
+    cfg.tables.clear();
+    cfg.kafka.topic_pattern = Some(format!("^{}dbz\\.public\\.(.*)$", regex_escape(&prefix)));
+    cfg.kafka.batch_linger_ms = 100;
+    let (point, half) = markers()[markers().len() / 2].clone();
+    // the second run is a restart: it resumes from the tables' offsets (same group)
+    for (range, expected) in [(0..half, point.as_str()), (half..fx.events.len(), "final")] {
+        fx.produce(&brokers(), &prefix, &loaded.ids, range)
+            .await
+            .expect("produce");
+        let run = tokio::time::timeout(Duration::from_secs(90), run_until_caught_up(&cfg)).await;
+        assert!(run.is_ok(), "run --until-caught-up with topic_pattern did not exit within 90 s");
+        assert_point(&cfg, expected, None, false).await;
+    }
+}
+
 fn regex_escape(s: &str) -> String {
     s.chars()
         .map(|c| {
