@@ -46,6 +46,11 @@ fn offset_lookup(cfg: &Config, lake: &Lake, watches: &Watches) -> OffsetLookup {
             w.refresh().await?;
             w.get(&app).await
         };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // a rebalance callback run by a consumer closed on the runtime (a stop during
+            // start-up): blocking here would panic; the group's offset is the safe answer
+            return Err("the table's offsets cannot be read from the runtime; using the group's".to_string());
+        }
         handle.block_on(async {
             match tokio::time::timeout(Duration::from_secs(30), lookup).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
@@ -162,7 +167,16 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
     tracing::info!(?topics, group = %cfg.kafka.group_id, lake = %lake.root(), "worker started");
 
     let poll_stop = Arc::new(AtomicBool::new(false));
-    let pipeline = Pipeline::new(cfg, &lake, &present, source.assignment(), poll_stop.clone()).await?;
+    // opening the tables reads the lake, which may hang: a stop does not wait for it
+    let pipeline = tokio::select! {
+        p = Pipeline::new(cfg, &lake, &present, source.assignment(), poll_stop.clone()) => p?,
+        _ = crate::stop::requested(&stop) => {
+            tracing::info!("stop requested while opening the tables; exiting (nothing was applied)");
+            // closing the consumer runs rebalance callbacks that block: off the runtime
+            let _ = tokio::time::timeout(Duration::from_secs(1), tokio::task::spawn_blocking(move || drop(source))).await;
+            return Ok(RunStats::default());
+        }
+    };
     let progress = pipeline.progress();
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     let poller = source.clone().start(cfg.kafka.limits(), tx, poll_stop.clone())?;

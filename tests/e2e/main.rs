@@ -10,4 +10,5 @@ mod operations;
 mod replay;
 mod restart;
 mod sql;
+mod stop;
 mod support;
