@@ -82,7 +82,10 @@ impl SchemaCache {
                 ))
             })?;
             let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                ConnectorError::Config(format!("registry.ca_file {} is not a PEM certificate: {e}", path.display()))
+                ConnectorError::Config(format!(
+                    "registry.ca_file {} is not a PEM certificate: {e}",
+                    path.display()
+                ))
             })?;
             builder = builder.add_root_certificate(cert);
         }
@@ -133,7 +136,9 @@ impl SchemaCache {
         let status = response.status();
         if status.is_success() {
             let body: SchemaBody = response.json().await.map_err(|e| {
-                ConnectorError::RegistryUnavailable(format!("{url} answered {status} with a body that is not a schema: {e}"))
+                ConnectorError::RegistryUnavailable(format!(
+                    "{url} answered {status} with a body that is not a schema: {e}"
+                ))
             })?;
             return match body.schema_type.as_deref() {
                 None | Some("AVRO") => Ok(body.schema),
@@ -158,7 +163,11 @@ fn classify_status(base: &str, id: u32, status: u16, body: Option<ErrorBody>) ->
         )),
         401 | 403 => ConnectorError::Config(format!(
             "the schema registry at {base} refused the worker's credentials ({status}{}); set registry.username/password or registry.bearer_token",
-            if message.is_empty() { String::new() } else { format!(": {message}") }
+            if message.is_empty() {
+                String::new()
+            } else {
+                format!(": {message}")
+            }
         )),
         408 | 429 | 500..=599 => ConnectorError::RegistryUnavailable(format!("{base} answered {status} {message}")),
         _ => ConnectorError::Config(format!(
@@ -237,7 +246,10 @@ mod tests {
         ));
         // a 404 from something that is not a registry API stops the worker instead of
         // dead-lettering every record
-        assert!(matches!(classify_status(base, 1404, 404, None), ConnectorError::Config(_)));
+        assert!(matches!(
+            classify_status(base, 1404, 404, None),
+            ConnectorError::Config(_)
+        ));
         // a transport-ish status whose numbers hold "404" is retried
         let e = classify_status(base, 1404, 503, None);
         assert!(e.is_retryable(), "{e}");

@@ -152,7 +152,10 @@ async fn topic_pattern_catches_up_exits_and_resumes() {
             .await
             .expect("produce");
         let run = tokio::time::timeout(Duration::from_secs(90), run_until_caught_up(&cfg)).await;
-        assert!(run.is_ok(), "run --until-caught-up with topic_pattern did not exit within 90 s");
+        assert!(
+            run.is_ok(),
+            "run --until-caught-up with topic_pattern did not exit within 90 s"
+        );
         assert_point(&cfg, expected, None, false).await;
     }
 }

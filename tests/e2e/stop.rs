@@ -37,7 +37,9 @@ fn freezable_proxy(upstream: String) -> (String, Arc<AtomicBool>) {
     let flag = frozen.clone();
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
-            let Ok(server) = TcpStream::connect(&upstream) else { continue };
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
             for (from, to) in [
                 (client.try_clone(), server.try_clone()),
                 (server.try_clone(), client.try_clone()),
@@ -147,11 +149,21 @@ async fn stops_within_5_s_while(hung: Hung, twice: bool) {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let (took, status) = stop(&mut child, twice, &log);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let limit = if twice { Duration::from_secs(1) } else { Duration::from_secs(5) };
-    assert!(took <= limit, "{hung:?} hung: exit took {took:?} (limit {limit:?}); log:\n{text}");
+    let limit = if twice {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
+    assert!(
+        took <= limit,
+        "{hung:?} hung: exit took {took:?} (limit {limit:?}); log:\n{text}"
+    );
     let expected = if twice { Some(130) } else { Some(0) };
     assert_eq!(status.code(), expected, "{hung:?} hung: exit status; log:\n{text}");
-    eprintln!("{hung:?} hung: SIGTERM{} → exit in {took:?}", if twice { " ×2" } else { "" });
+    eprintln!(
+        "{hung:?} hung: SIGTERM{} → exit in {took:?}",
+        if twice { " ×2" } else { "" }
+    );
     // the same lake with the real services: exact, nothing half-done was committed
     cfg.kafka.group_id = hung_cfg.kafka.group_id.clone();
     run_until_caught_up(&cfg).await;
@@ -163,7 +175,13 @@ async fn stops_within_5_s_while(hung: Hung, twice: bool) {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_exits_within_5_s_when_s3_hangs_mid_run() {
     let loaded = full_fixture().await;
-    let mut cfg = config(&loaded.prefix, Storage::S3, DeleteMode::Hard, WriteMode::Mor, "stop-s3-mid");
+    let mut cfg = config(
+        &loaded.prefix,
+        Storage::S3,
+        DeleteMode::Hard,
+        WriteMode::Mor,
+        "stop-s3-mid",
+    );
     let upstream = s3_endpoint().trim_start_matches("http://").to_string();
     let (proxy, frozen) = freezable_proxy(upstream);
     let mut proxied = cfg.clone();
@@ -176,7 +194,14 @@ async fn sigterm_exits_within_5_s_when_s3_hangs_mid_run() {
     let (mut child, log) = spawn(&proxied, "stop-s3-mid");
     let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while lake.open("orders", None).await.ok().and_then(|t| t.version()).unwrap_or(0) < 3 {
+    while lake
+        .open("orders", None)
+        .await
+        .ok()
+        .and_then(|t| t.version())
+        .unwrap_or(0)
+        < 3
+    {
         assert!(Instant::now() < deadline, "no progress through the proxy");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
