@@ -106,7 +106,7 @@ impl MaintenanceConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct KafkaConfig {
     pub brokers: String,
@@ -121,6 +121,13 @@ pub struct KafkaConfig {
     pub batch_max_bytes: usize,
     /// How long a batch waits for more records after its first one.
     pub batch_linger_ms: u64,
+    /// Static membership id: "auto" (host name + a slot, stable across restarts), "none", or
+    /// an explicit id unique among the group's live workers.
+    pub instance_id: String,
+    /// How long the group waits for a silent worker before reassigning its partitions.
+    pub session_timeout_ms: u32,
+    /// Longest pause between two polls before the group considers the worker stuck.
+    pub max_poll_interval_ms: u32,
 }
 
 impl Default for KafkaConfig {
@@ -133,11 +140,14 @@ impl Default for KafkaConfig {
             batch_max_records: 50_000,
             batch_max_bytes: 32 * 1024 * 1024,
             batch_linger_ms: 500,
+            instance_id: "auto".into(),
+            session_timeout_ms: 6_000,
+            max_poll_interval_ms: 300_000,
         }
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RegistryConfig {
     pub url: String,
@@ -160,7 +170,7 @@ impl Default for RegistryConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default)]
 pub struct LakeConfig {
     pub uri: String,
@@ -174,6 +184,72 @@ impl Default for LakeConfig {
             uri: "./lake".into(),
             storage_options: HashMap::new(),
         }
+    }
+}
+
+// Debug by hand for the three sections that hold credentials: a config printed in a log, an
+// error or a panic must not carry them (`redact`).
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("properties", &redact::map(&self.properties))
+            .field("topic_pattern", &self.topic_pattern)
+            .field("batch_max_records", &self.batch_max_records)
+            .field("batch_max_bytes", &self.batch_max_bytes)
+            .field("batch_linger_ms", &self.batch_linger_ms)
+            .field("instance_id", &self.instance_id)
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("max_poll_interval_ms", &self.max_poll_interval_ms)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &redact::option(&self.password))
+            .field("bearer_token", &redact::option(&self.bearer_token))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LakeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LakeConfig")
+            .field("uri", &self.uri)
+            .field("storage_options", &redact::map(&self.storage_options))
+            .finish()
+    }
+}
+
+/// What a printed config shows of a credential: that it is set, never its value.
+mod redact {
+    use std::collections::{BTreeMap, HashMap};
+
+    const HIDDEN: &str = "<redacted>";
+
+    /// Words that mark a librdkafka property or storage option as a credential
+    /// (`sasl.password`, `ssl.key.pem`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, …). Too
+    /// broad on purpose: hiding a key's path costs nothing, printing a secret does.
+    const WORDS: [&str; 6] = ["password", "secret", "token", "key", "credential", "jaas"];
+
+    pub fn map(map: &HashMap<String, String>) -> BTreeMap<&str, &str> {
+        map.iter()
+            .map(|(k, v)| {
+                let lower = k.to_ascii_lowercase();
+                let hide = WORDS.iter().any(|w| lower.contains(w));
+                (k.as_str(), if hide { HIDDEN } else { v.as_str() })
+            })
+            .collect()
+    }
+
+    pub fn option(value: &Option<String>) -> Option<&'static str> {
+        value.as_ref().map(|_| HIDDEN)
     }
 }
 
@@ -226,12 +302,33 @@ impl Config {
             );
         }
         cfg.maintenance.validate()?;
-        for t in &cfg.tables {
+        cfg.validate_tables()?;
+        Ok(cfg)
+    }
+
+    /// Each `[[tables]]` entry names its own table and topic: one table fed by two entries (or
+    /// one topic into two tables) would share one offset record and skip or double records.
+    fn validate_tables(&self) -> anyhow::Result<()> {
+        let mut names = std::collections::HashSet::new();
+        let mut topics = std::collections::HashSet::new();
+        for t in &self.tables {
+            anyhow::ensure!(
+                names.insert(t.name.as_str()),
+                "table {:?} has two [[tables]] entries; keep one (one topic feeds one table)",
+                t.name
+            );
+            anyhow::ensure!(
+                t.topic.is_empty() || topics.insert(t.topic.as_str()),
+                "topic {:?} is named by two [[tables]] entries; keep one (one topic feeds one table)",
+                t.topic
+            );
+        }
+        for t in &self.tables {
             if let Some(r) = &t.log_retention {
                 parse_duration(&format!("log_retention of table {:?}", t.name), r)?;
             }
             anyhow::ensure!(
-                !t.topic.is_empty() || cfg.kafka.topic_pattern.is_some(),
+                !t.topic.is_empty() || self.kafka.topic_pattern.is_some(),
                 "table {:?} has no topic: set topic, or kafka.topic_pattern to name tables from topics",
                 t.name
             );
@@ -242,7 +339,7 @@ impl Config {
                 );
             }
         }
-        Ok(cfg)
+        Ok(())
     }
 
     /// The table fed by `topic`: an explicit `[[tables]]` entry, else the first capture group
@@ -302,6 +399,9 @@ impl KafkaConfig {
             brokers: self.brokers.clone(),
             group_id: self.group_id.clone(),
             properties: self.properties.clone(),
+            instance_id: None, // resolved by the worker (membership::resolve)
+            session_timeout_ms: self.session_timeout_ms,
+            max_poll_interval_ms: self.max_poll_interval_ms,
         }
     }
 }
@@ -315,6 +415,60 @@ impl RegistryConfig {
             password: self.password.clone(),
             bearer_token: self.bearer_token.clone(),
             ca_file: self.ca_file.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_config_holds_no_credential() {
+        let mut cfg = Config::default();
+        cfg.registry.password = Some("planted-registry-pw".into());
+        cfg.registry.bearer_token = Some("planted-bearer".into());
+        cfg.kafka
+            .properties
+            .insert("sasl.password".into(), "planted-sasl-pw".into());
+        cfg.lake
+            .storage_options
+            .insert("AWS_SECRET_ACCESS_KEY".into(), "planted-aws".into());
+        cfg.lake.storage_options.insert("AWS_REGION".into(), "us-east-1".into());
+        let printed = format!("{cfg:?} {cfg:#?}");
+        for secret in [
+            "planted-registry-pw",
+            "planted-bearer",
+            "planted-sasl-pw",
+            "planted-aws",
+        ] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        // what is not a credential stays readable
+        assert!(printed.contains("us-east-1") && printed.contains("sasl.password"));
+    }
+
+    #[test]
+    fn one_table_or_topic_named_twice_is_refused() {
+        let dir = std::env::temp_dir().join(format!("cormorant-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cases = [
+            (
+                "name = \"a\"\ntopic = \"t1\"",
+                "name = \"a\"\ntopic = \"t2\"",
+                "two [[tables]] entries",
+            ),
+            (
+                "name = \"a\"\ntopic = \"t1\"",
+                "name = \"b\"\ntopic = \"t1\"",
+                "named by two",
+            ),
+        ];
+        for (i, (first, second, expected)) in cases.iter().enumerate() {
+            let path = dir.join(format!("{i}.toml"));
+            std::fs::write(&path, format!("[[tables]]\n{first}\n[[tables]]\n{second}\n")).expect("write");
+            let err = Config::load(Some(&path)).expect_err("accepted a duplicate").to_string();
+            assert!(err.contains(expected), "{err}");
         }
     }
 }

@@ -145,8 +145,11 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
             .entry("topic.metadata.refresh.interval.ms".into())
             .or_insert_with(|| "5000".into());
     }
+    let membership = crate::membership::resolve(&cfg.kafka.instance_id, &cfg.kafka.group_id)
+        .context("choosing the worker's group.instance.id (kafka.instance_id)")?;
     let settings = connectors::kafka::KafkaSettings {
         properties,
+        instance_id: membership.instance_id.clone(),
         ..cfg.kafka.settings()
     };
     let source = Arc::new(KafkaSource::new(&settings, offset_lookup(cfg, &lake, &watches))?);
@@ -164,7 +167,7 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
         .collect();
     topics.extend(cfg.kafka.topic_pattern.clone());
     source.subscribe(&topics)?;
-    tracing::info!(?topics, group = %cfg.kafka.group_id, lake = %lake.root(), "worker started");
+    tracing::info!(?topics, group = %cfg.kafka.group_id, instance = ?membership.instance_id, lake = %lake.root(), "worker started");
 
     let poll_stop = Arc::new(AtomicBool::new(false));
     // opening the tables reads the lake, which may hang: a stop does not wait for it
@@ -187,6 +190,7 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
     // 24 s for 48 idle partitions), and it runs beside the loop, never in it
     let lag_reader = KafkaSource::reader(&settings).ok().map(Arc::new);
     let mut lag_task: Option<tokio::task::JoinHandle<()>> = None;
+    let mut idle = Unassigned::new();
     let result = loop {
         tokio::select! {
             r = &mut applying => break Some(r),
@@ -198,6 +202,7 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
             break None;
         }
         source.commit(&progress.applied());
+        idle.check(&source.assignment(), membership.instance_id.as_deref());
         let lag_idle = lag_task.as_ref().is_none_or(|t| t.is_finished());
         if lag_idle
             && last_lag.is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
@@ -224,6 +229,50 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
     };
     source.commit(&progress.applied());
     Ok(stats)
+}
+
+/// Says so when the group gives this worker no partition for a while: silent, it would look
+/// like a worker with nothing to do.
+struct Unassigned {
+    since: Instant,
+    warned: Option<Instant>,
+}
+
+impl Unassigned {
+    const FIRST: Duration = Duration::from_secs(30);
+    const AGAIN: Duration = Duration::from_secs(300);
+
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            warned: None,
+        }
+    }
+
+    fn check(&mut self, assignment: &connectors::kafka::Assignment, instance_id: Option<&str>) {
+        if !assignment.is_empty() {
+            self.since = Instant::now();
+            self.warned = None;
+            return;
+        }
+        let due = self.warned.map_or(Self::FIRST, |_| Self::AGAIN);
+        if self.warned.unwrap_or(self.since).elapsed() < due {
+            return;
+        }
+        self.warned = Some(Instant::now());
+        let stalled = self.since.elapsed().as_secs();
+        match instance_id {
+            Some(id) => tracing::warn!(
+                stalled_s = stalled,
+                instance = id,
+                "no partition assigned for {stalled} s. Either the group has more workers than partitions, or the broker does not hand partitions back to a static member (Tansu does not): set kafka.instance_id = \"none\""
+            ),
+            None => tracing::warn!(
+                stalled_s = stalled,
+                "no partition assigned for {stalled} s: the group has more workers than partitions, or the broker is not answering group requests (check its logs)"
+            ),
+        }
+    }
 }
 
 /// How long a stop waits for the batches in flight to commit before abandoning them.

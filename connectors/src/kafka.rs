@@ -40,8 +40,15 @@ pub type OffsetLookup = Arc<dyn Fn(&str, i32) -> Result<Option<i64>, String> + S
 pub struct KafkaSettings {
     pub brokers: String,
     pub group_id: String,
-    /// Passed to librdkafka as is (security.protocol, sasl.*, ssl.*, session.timeout.ms, …).
+    /// Passed to librdkafka as is (security.protocol, sasl.*, ssl.*, …); wins over the rest.
     pub properties: HashMap<String, String>,
+    /// Static group membership (`group.instance.id`, KIP-345): a member restarted under the
+    /// same id gets its partitions back at once instead of after the session timeout.
+    pub instance_id: Option<String>,
+    /// How long the group waits for a silent member before reassigning its partitions.
+    pub session_timeout_ms: u32,
+    /// Longest time between two polls before the member is considered stuck.
+    pub max_poll_interval_ms: u32,
 }
 
 impl KafkaSettings {
@@ -52,8 +59,18 @@ impl KafkaSettings {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "30000")
             .set("enable.partition.eof", "false");
+        if self.session_timeout_ms > 0 {
+            cfg.set("session.timeout.ms", self.session_timeout_ms.to_string())
+                // the broker expects a heartbeat well within the session
+                .set(
+                    "heartbeat.interval.ms",
+                    (self.session_timeout_ms / 4).max(100).to_string(),
+                );
+        }
+        if self.max_poll_interval_ms > 0 {
+            cfg.set("max.poll.interval.ms", self.max_poll_interval_ms.to_string());
+        }
         for (k, v) in &self.properties {
             cfg.set(k, v);
         }
@@ -134,6 +151,11 @@ impl Assignment {
             .filter(|(t, _)| t == topic)
             .map(|(_, p)| *p)
             .collect()
+    }
+
+    /// Owns no partition (yet, or any more).
+    pub fn is_empty(&self) -> bool {
+        !self.static_all() && lock(&self.owned).is_empty()
     }
 
     /// Bumped by every rebalance.
@@ -278,7 +300,13 @@ pub struct KafkaSource {
 impl KafkaSource {
     /// A group member; `lookup` positions assigned partitions.
     pub fn new(settings: &KafkaSettings, lookup: OffsetLookup) -> Result<Self, ConnectorError> {
-        Self::with_config(settings.client_config(), lookup, Arc::new(Assignment::default()))
+        let mut cfg = settings.client_config();
+        if let Some(id) = &settings.instance_id
+            && !settings.properties.contains_key("group.instance.id")
+        {
+            cfg.set("group.instance.id", id);
+        }
+        Self::with_config(cfg, lookup, Arc::new(Assignment::default()))
     }
 
     /// A reader outside any group (replay, status): explicit assignment, no commits, so it

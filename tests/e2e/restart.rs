@@ -82,3 +82,104 @@ async fn killed_worker_resumes_exactly() {
         assert_eq!(rows[1][0].as_deref(), Some("0"), "{table}: a key appears twice");
     }
 }
+
+/// Next offsets the tables recorded, summed over the fixture's topics (one partition each):
+/// the number of events applied.
+async fn applied_events(cfg: &cormorant::config::Config) -> i64 {
+    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let mut sum = 0;
+    for t in &cfg.tables {
+        if let Ok(table) = lake.open(&t.name, None).await {
+            let app = change::StreamId::new(&cfg.kafka.group_id, &t.topic).app_id(0);
+            let snapshot = table.snapshot().expect("snapshot");
+            sum += snapshot
+                .transaction_version(table.log_store().as_ref(), &app)
+                .await
+                .expect("txn")
+                .unwrap_or(0);
+        }
+    }
+    sum
+}
+
+async fn wait_applied(cfg: &cormorant::config::Config, at_least: i64, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if applied_events(cfg).await >= at_least {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Kill -9, then restart: how long until the new process applies a record again, and that it
+/// resumes exactly. With static membership (`kafka.instance_id = "auto"`, the default) a
+/// broker that implements KIP-345 hands the restarted member its partitions at once; neither
+/// broker here does — librdkafka's mock cluster adds a rejoining static member as a new one
+/// (rdkafka_mock_cgrp.c, `classic_member_add`), and Tansu 0.6 thrashes with static members in
+/// a group of several — so here the dead member's partitions wait for its session to time out
+/// (`kafka.session_timeout_ms`). The timings are printed, not asserted.
+async fn restart_to_consuming(instance_id: &str, tag: &str) -> Duration {
+    let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+    let brokers = mock.bootstrap_servers();
+    let fx = fixture();
+    let prefix = format!("{}.", unique(tag));
+    let ids = fx.register(&registry(), &prefix).await.expect("registry");
+    for t in fx.topics() {
+        mock.create_topic(&format!("{prefix}{t}"), 1, 1).expect("mock topic");
+    }
+    let mut cfg = config(&prefix, Storage::Local, DeleteMode::Hard, WriteMode::Mor, tag);
+    cfg.kafka.brokers = brokers.clone();
+    cfg.kafka.instance_id = instance_id.to_string();
+    cfg.kafka.batch_linger_ms = 20;
+    let half = fx.events.len() / 2;
+    fx.produce(&brokers, &prefix, &ids, 0..half).await.expect("produce");
+    let path = write_config(&cfg, &format!("{tag}-cfg"));
+    let spawn = |n: usize| {
+        let log = path.with_file_name(format!("worker-{n}.log"));
+        std::process::Command::new(env!("CARGO_BIN_EXE_cormorant"))
+            .args(["--config", path.to_str().expect("utf-8 path"), "run"])
+            .env(
+                "CORMORANT_LOG",
+                "info,buoyant_kernel=warn,deltalake_core=warn,rdkafka=debug",
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log"))
+            .spawn()
+            .expect("spawn worker")
+    };
+    let mut first = spawn(0);
+    assert!(
+        wait_applied(&cfg, half as i64, Duration::from_secs(120))
+            .await
+            .is_some(),
+        "the first worker did not apply the first half"
+    );
+    first.kill().expect("kill -9");
+    first.wait().expect("reaped");
+    fx.produce(&brokers, &prefix, &ids, half..fx.events.len())
+        .await
+        .expect("produce");
+    let mut second = spawn(1);
+    let took = wait_applied(&cfg, half as i64 + 1, Duration::from_secs(120))
+        .await
+        .expect("the restarted worker never consumed");
+    assert!(
+        wait_applied(&cfg, fx.events.len() as i64, Duration::from_secs(120))
+            .await
+            .is_some(),
+        "the restarted worker did not apply everything"
+    );
+    second.kill().expect("kill");
+    second.wait().expect("reaped");
+    assert_point(&cfg, "final", None, false).await;
+    took
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarted_worker_resumes_exactly_static_and_dynamic() {
+    let fast = restart_to_consuming("auto", "restart-static").await;
+    let slow = restart_to_consuming("none", "restart-dynamic").await;
+    eprintln!("kill -9 → restarted worker applies again: static membership {fast:?}, dynamic {slow:?}");
+}
