@@ -274,6 +274,18 @@ pub struct TableConfig {
     /// Overrides `maintenance.checkpoint_interval` for this table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_interval: Option<u64>,
+    /// What a gap left by the topic's retention does (records deleted before the table saw
+    /// them): stop the worker (default) or skip them, logged and counted.
+    #[serde(default)]
+    pub on_data_loss: OnDataLoss,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDataLoss {
+    #[default]
+    Stop,
+    Skip,
 }
 
 impl Config {

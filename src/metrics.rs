@@ -35,6 +35,9 @@ pub struct Metrics {
     pub commits_rebased: IntCounterVec,
     /// batches planned again because another writer touched the same files or offsets
     pub commits_replanned: IntCounterVec,
+    /// records the topic's retention deleted before they were applied, skipped by
+    /// `on_data_loss = "skip"`
+    pub data_loss_skipped: IntCounterVec,
     /// the newest checkpoint this worker wrote
     pub last_checkpoint: IntGaugeVec,
     /// expired log files removed (this process)
@@ -118,6 +121,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "time of one table's apply and Delta commit",
         ),
         compactions: counter(&registry, "cormorant_compactions_total", "compaction commits"),
+        data_loss_skipped: counter(
+            &registry,
+            "cormorant_data_loss_skipped_records_total",
+            "records deleted by the topic's retention before they were applied, skipped (on_data_loss = skip)",
+        ),
         compaction_bytes: counter(
             &registry,
             "cormorant_compaction_bytes_written_total",

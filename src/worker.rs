@@ -153,6 +153,12 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
         ..cfg.kafka.settings()
     };
     let source = Arc::new(KafkaSource::new(&settings, offset_lookup(cfg, &lake, &watches))?);
+    let accepts = cfg.clone();
+    source.set_gap_policy(Arc::new(move |topic: &str| {
+        accepts
+            .table_for_topic(topic)
+            .is_some_and(|t| t.on_data_loss == crate::config::OnDataLoss::Skip)
+    }));
     let present = present_tables(cfg, &source)?;
     let targets = if until_caught_up {
         end_offsets(&source, &present)?
@@ -203,6 +209,7 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
         }
         source.commit(&progress.applied());
         idle.check(&source.assignment(), membership.instance_id.as_deref());
+        count_gaps(cfg, &source);
         let lag_idle = lag_task.as_ref().is_none_or(|t| t.is_finished());
         if lag_idle
             && last_lag.is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
@@ -228,7 +235,41 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
         None => applying.await??,
     };
     source.commit(&progress.applied());
+    count_gaps(cfg, &source);
+    if let Some(e) = source.take_fatal() {
+        return Err(fatal_consumer_error(cfg, e));
+    }
     Ok(stats)
+}
+
+/// Counts the gaps the consumer skipped (`on_data_loss = "skip"`) per table.
+fn count_gaps(cfg: &Config, source: &KafkaSource) {
+    for gap in source.take_gaps() {
+        let table = cfg.table_for_topic(&gap.topic).map(|t| t.name).unwrap_or_default();
+        tracing::warn!(
+            table,
+            topic = gap.topic,
+            partition = gap.partition,
+            from = gap.from,
+            earliest = gap.earliest,
+            "skipped records the topic's retention deleted before they were applied"
+        );
+        crate::metrics::METRICS
+            .data_loss_skipped
+            .with_label_values(&[&table])
+            .inc_by((gap.earliest - gap.from).max(0) as u64);
+    }
+}
+
+/// The error that stopped the consumer, naming the table it concerns.
+fn fatal_consumer_error(cfg: &Config, e: connectors::ConnectorError) -> anyhow::Error {
+    match &e {
+        connectors::ConnectorError::DataLoss { topic, .. } => {
+            let table = cfg.table_for_topic(topic).map(|t| t.name).unwrap_or_default();
+            anyhow::anyhow!("table {table:?}: {e}")
+        }
+        _ => anyhow::Error::new(e),
+    }
 }
 
 /// Says so when the group gives this worker no partition for a while: silent, it would look

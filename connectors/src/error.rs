@@ -37,6 +37,17 @@ pub enum ConnectorError {
     /// The worker's configuration does not work with the service (credentials, URL, CA).
     #[error("{0}")]
     Config(String),
+    /// The broker no longer holds records the table has not seen (retention deleted them).
+    #[error(
+        "{topic} [{partition}]: the table's next offset is {from} but the broker's earliest is {earliest}, so {lost} records were deleted (retention) before they were applied; re-snapshot the source table (Debezium incremental snapshot) or set on_data_loss = \"skip\" on its [[tables]] entry to accept the gap",
+        lost = earliest - from
+    )]
+    DataLoss {
+        topic: String,
+        partition: i32,
+        from: i64,
+        earliest: i64,
+    },
 }
 
 impl ConnectorError {
@@ -48,7 +59,7 @@ impl ConnectorError {
     /// Whether the error is about the worker's configuration rather than a record: retrying
     /// cannot help and dead-lettering would be wrong, so the worker stops.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, ConnectorError::Config(_))
+        matches!(self, ConnectorError::Config(_) | ConnectorError::DataLoss { .. })
     }
 
     /// A short stable name for the dead-letter table's `error_kind` column.
@@ -65,6 +76,7 @@ impl ConnectorError {
             ConnectorError::IncompatibleSchema(_) => "incompatible_schema",
             ConnectorError::Kafka(_) => "kafka",
             ConnectorError::Config(_) => "config",
+            ConnectorError::DataLoss { .. } => "data_loss",
         }
     }
 }

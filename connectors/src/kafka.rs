@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -34,6 +34,20 @@ use crate::error::ConnectorError;
 /// Where the table says a partition should resume (next offset to read): `Ok(None)` when the
 /// table has never seen the partition, `Err` when the table cannot be read right now.
 pub type OffsetLookup = Arc<dyn Fn(&str, i32) -> Result<Option<i64>, String> + Send + Sync>;
+
+/// Records a partition lost before they were read: the broker's retention deleted offsets
+/// `from..earliest` while the table's next offset was `from`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    pub topic: String,
+    pub partition: i32,
+    pub from: i64,
+    pub earliest: i64,
+}
+
+/// Whether a gap in `topic` is accepted (reading goes on at the earliest retained offset) or
+/// stops the consumer with [`ConnectorError::DataLoss`] (the default).
+pub type GapPolicy = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Connection settings (DESIGN `[kafka]`).
 #[derive(Clone, Debug, Default)]
@@ -212,6 +226,12 @@ pub struct TableOffsetsContext {
     pending: Mutex<Pending>,
     /// partitions are paused because the pipeline is full
     paused: AtomicBool,
+    /// which topics accept a gap; none when unset
+    gap_policy: Mutex<Option<GapPolicy>>,
+    /// gaps accepted and skipped, until the caller takes them ([`KafkaSource::take_gaps`])
+    gaps: Mutex<Vec<Gap>>,
+    /// why the poll loop stopped on its own, for the caller ([`KafkaSource::take_fatal`])
+    fatal: Mutex<Option<ConnectorError>>,
 }
 
 impl ClientContext for TableOffsetsContext {}
@@ -301,6 +321,9 @@ impl KafkaSource {
     /// A group member; `lookup` positions assigned partitions.
     pub fn new(settings: &KafkaSettings, lookup: OffsetLookup) -> Result<Self, ConnectorError> {
         let mut cfg = settings.client_config();
+        // a position below the earliest retained offset is an error the poll loop examines
+        // (`out_of_range`), never a silent jump to the earliest
+        cfg.set("auto.offset.reset", "error");
         if let Some(id) = &settings.instance_id
             && !settings.properties.contains_key("group.instance.id")
         {
@@ -328,10 +351,29 @@ impl KafkaSource {
             assignment,
             pending: Mutex::new(Pending::default()),
             paused: AtomicBool::new(false),
+            gap_policy: Mutex::new(None),
+            gaps: Mutex::new(Vec::new()),
+            fatal: Mutex::new(None),
         };
         Ok(Self {
             consumer: cfg.create_with_context(ctx).map_err(kafka_err)?,
         })
+    }
+
+    /// Which topics accept a gap left by the broker's retention (default: none; the consumer
+    /// stops with [`ConnectorError::DataLoss`]).
+    pub fn set_gap_policy(&self, policy: GapPolicy) {
+        *lock(&self.consumer.context().gap_policy) = Some(policy);
+    }
+
+    /// Gaps skipped since the last call.
+    pub fn take_gaps(&self) -> Vec<Gap> {
+        std::mem::take(&mut *lock(&self.consumer.context().gaps))
+    }
+
+    /// Why the poll loop stopped by itself (it then closes the batch channel).
+    pub fn take_fatal(&self) -> Option<ConnectorError> {
+        lock(&self.consumer.context().fatal).take()
     }
 
     /// The partitions this member owns (changes with every rebalance).
@@ -520,6 +562,13 @@ impl KafkaSource {
                     });
                     first_at.get_or_insert_with(Instant::now);
                 }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    if let Err(e) = self.out_of_range() {
+                        tracing::error!(error = %e, "stopping the consumer");
+                        *lock(&ctx.fatal) = Some(e);
+                        break;
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error; retrying");
                     std::thread::sleep(backoff);
@@ -530,5 +579,92 @@ impl KafkaSource {
         // records read but not handed over are dropped: a later run re-reads them from the
         // table's offsets
         self.consumer.unsubscribe();
+    }
+
+    /// A partition's position fell below the broker's earliest retained offset (librdkafka
+    /// reports it without naming the partition, so every owned one is checked): each gap is
+    /// skipped if the policy accepts it, else it is the error that stops the consumer.
+    fn out_of_range(&self) -> Result<(), ConnectorError> {
+        let ctx = self.consumer.context();
+        let positions = self.consumer.position().map_err(kafka_err)?;
+        let mut skipped = Vec::new();
+        for e in positions.elements() {
+            let (topic, partition) = (e.topic(), e.partition());
+            let from = match e.offset() {
+                Offset::Offset(o) => o,
+                // not fetched yet: where the assignment put it
+                _ => match (ctx.lookup)(topic, partition) {
+                    Ok(Some(o)) => o,
+                    _ => continue,
+                },
+            };
+            let (earliest, _) = self
+                .consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .map_err(kafka_err)?;
+            if from >= earliest {
+                continue;
+            }
+            let gap = Gap {
+                topic: topic.to_string(),
+                partition,
+                from,
+                earliest,
+            };
+            let skip = lock(&ctx.gap_policy).as_ref().is_some_and(|accepts| accepts(topic));
+            if !skip {
+                return Err(ConnectorError::DataLoss {
+                    topic: gap.topic,
+                    partition,
+                    from,
+                    earliest,
+                });
+            }
+            tracing::warn!(
+                topic,
+                partition,
+                from,
+                earliest,
+                lost = earliest - from,
+                "records deleted by retention before they were applied; skipping them (on_data_loss = \"skip\")"
+            );
+            skipped.push(gap);
+        }
+        if !skipped.is_empty() {
+            self.restart_at(&positions, &skipped)?;
+            lock(&ctx.gaps).extend(skipped);
+        }
+        Ok(())
+    }
+
+    /// Assigns the owned partitions again, the skipped ones at their earliest offset: a
+    /// partition stopped by an offset error refuses a seek ("Erroneous state").
+    fn restart_at(&self, positions: &TopicPartitionList, skipped: &[Gap]) -> Result<(), ConnectorError> {
+        let ctx = self.consumer.context();
+        let mut tpl = TopicPartitionList::new();
+        for e in positions.elements() {
+            let offset = match skipped
+                .iter()
+                .find(|g| g.topic == e.topic() && g.partition == e.partition())
+            {
+                Some(g) => Offset::Offset(g.earliest),
+                None => match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => ctx.position(e.topic(), e.partition()),
+                },
+            };
+            tpl.add_partition_offset(e.topic(), e.partition(), offset)
+                .map_err(kafka_err)?;
+        }
+        if matches!(self.consumer.rebalance_protocol(), RebalanceProtocol::Cooperative) {
+            self.consumer.incremental_unassign(positions).map_err(kafka_err)?;
+            self.consumer.incremental_assign(&tpl).map_err(kafka_err)?;
+        } else {
+            self.consumer.assign(&tpl).map_err(kafka_err)?;
+        }
+        if ctx.paused.load(Ordering::SeqCst) {
+            self.consumer.pause(&tpl).map_err(kafka_err)?;
+        }
+        Ok(())
     }
 }

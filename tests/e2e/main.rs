@@ -9,6 +9,7 @@ mod maintenance;
 mod operations;
 mod replay;
 mod restart;
+mod retention;
 mod sql;
 mod stop;
 mod support;
