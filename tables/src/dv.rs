@@ -56,6 +56,26 @@ fn decode_bitmap(framed: &[u8]) -> Result<RoaringTreemap> {
     RoaringTreemap::deserialize_from(&framed[4..]).map_err(|e| dv_error(format!("corrupt deletion vector: {e}")))
 }
 
+/// Delta's CRC-32 of a vector (java.util.zip.CRC32: the ISO-HDLC polynomial).
+const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// `framed` (magic + data + big-endian CRC) without its CRC, once the CRC matches: a torn or
+/// bit-flipped vector would otherwise hide or resurrect rows silently.
+fn checked<'a>(framed: &'a [u8], path: &Path) -> Result<&'a [u8]> {
+    let Some(split) = framed.len().checked_sub(4) else {
+        return Err(dv_error(format!("deletion vector in {path} is truncated")));
+    };
+    let (body, crc) = framed.split_at(split);
+    let stored = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let actual = CRC32.checksum(body);
+    if stored != actual {
+        return Err(dv_error(format!(
+            "deletion vector in {path} fails its CRC (stored {stored:#010x}, computed {actual:#010x}): the file is corrupt; restore it from a backup or time-travel to a version before it"
+        )));
+    }
+    Ok(body)
+}
+
 /// Reads the vector a descriptor points at (`u` and `i` storage).
 pub async fn read(store: &dyn ObjectStore, d: &DeletionVectorDescriptor) -> Result<RoaringTreemap> {
     let bitmap = match d.storage_type {
@@ -70,10 +90,10 @@ pub async fn read(store: &dyn ObjectStore, d: &DeletionVectorDescriptor) -> Resu
             };
             let offset = d.offset.unwrap_or(1).max(0) as u64;
             let size = u64::try_from(d.size_in_bytes).map_err(|_| dv_error("negative deletion vector size"))?;
-            // skip the 4-byte size prefix; read magic + data
-            let range = offset + 4..offset + 4 + size;
+            // skip the 4-byte size prefix; read magic + data and the CRC after them
+            let range = offset + 4..offset + 4 + size + 4;
             let bytes = store.get_ranges(&path, std::slice::from_ref(&range)).await?.concat();
-            decode_bitmap(&bytes)?
+            decode_bitmap(checked(&bytes, &path)?)?
         }
     };
     if bitmap.len() != d.cardinality as u64 {
@@ -169,6 +189,27 @@ mod tests {
         assert!(ds[1].offset > ds[0].offset);
         assert_eq!(read(&store, &ds[0]).await.expect("a"), a);
         assert_eq!(read(&store, &ds[1]).await.expect("b"), b);
+    }
+
+    #[tokio::test]
+    async fn a_flipped_bit_fails_the_crc() {
+        let store = object_store::memory::InMemory::new();
+        let bitmap: RoaringTreemap = (0u64..100).collect();
+        let d = write(&store, &bitmap).await.expect("write");
+        let path = Path::from(relative_path(&d).expect("path"));
+        let mut bytes = store
+            .get(&path)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes")
+            .to_vec();
+        let last_data = bytes.len() - 5;
+        bytes[last_data] ^= 0x01;
+        store.put(&path, bytes.into()).await.expect("put");
+        let err = read(&store, &d).await.expect_err("corrupt vector read").to_string();
+        assert!(err.contains("fails its CRC"), "{err}");
     }
 
     #[tokio::test]
