@@ -25,11 +25,23 @@ pub struct Config {
 }
 
 /// `[metrics]`: where `cormorant run` serves Prometheus metrics (`/metrics`); off when unset.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default)]
 pub struct MetricsConfig {
     /// e.g. "127.0.0.1:9464"
     pub address: Option<String>,
+    /// No progress for this long while records wait is a stall: logged, in
+    /// `cormorant_stalled_seconds`, and `/readyz` answers 503.
+    pub stall_seconds: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            address: None,
+            stall_seconds: 30,
+        }
+    }
 }
 
 /// `[compaction]`: compaction beside ingest while `cormorant run` runs, and the thresholds

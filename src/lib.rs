@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod fixture;
+pub mod health;
 pub mod membership;
 pub mod memory;
 pub mod metrics;

@@ -45,6 +45,8 @@ pub struct Metrics {
     /// files and bytes vacuum deleted (this process)
     pub vacuumed_files: IntGaugeVec,
     pub vacuumed_bytes: IntGaugeVec,
+    /// seconds without progress while records wait, once past the stall bound (else 0)
+    pub stalled_seconds: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -191,6 +193,15 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "cormorant_vacuumed_bytes",
             "bytes this worker's vacuum deleted",
         ),
+        stalled_seconds: {
+            let g = prometheus::IntGauge::new(
+                "cormorant_stalled_seconds",
+                "seconds without progress while records wait, once past metrics.stall_seconds (else 0)",
+            )
+            .expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("registered once");
+            g
+        },
         lag,
         registry,
     }
@@ -205,12 +216,24 @@ pub fn render() -> String {
 
 /// Serves `/metrics` on `addr` until the process ends.
 pub async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async { ([("content-type", "text/plain; version=0.0.4")], render()) }),
-    );
+    use axum::http::StatusCode;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|| async { ([("content-type", "text/plain; version=0.0.4")], render()) }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(|| async {
+                match crate::health::HEALTH.readiness() {
+                    Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+                    Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "metrics at /metrics");
+    tracing::info!(%addr, "metrics at /metrics, liveness at /healthz, readiness at /readyz");
     axum::serve(listener, app).await?;
     Ok(())
 }

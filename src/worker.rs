@@ -197,6 +197,7 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
     let lag_reader = KafkaSource::reader(&settings).ok().map(Arc::new);
     let mut lag_task: Option<tokio::task::JoinHandle<()>> = None;
     let mut idle = Unassigned::new();
+    crate::health::HEALTH.set_stall_after(Duration::from_secs(cfg.metrics.stall_seconds.max(1)));
     let result = loop {
         tokio::select! {
             r = &mut applying => break Some(r),
@@ -209,6 +210,8 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
         }
         source.commit(&progress.applied());
         idle.check(&source.assignment(), membership.instance_id.as_deref());
+        let stats = progress.stats();
+        crate::health::HEALTH.observe(!source.assignment().is_empty(), stats.records + stats.commits);
         count_gaps(cfg, &source);
         let lag_idle = lag_task.as_ref().is_none_or(|t| t.is_finished());
         if lag_idle
@@ -348,6 +351,7 @@ fn report_lag(
 ) -> tokio::task::JoinHandle<()> {
     let (cfg, reader, source, progress) = (cfg.clone(), reader.clone(), source.clone(), progress.clone());
     tokio::task::spawn_blocking(move || {
+        let mut waiting = 0;
         for (topic, p, next) in progress.applied() {
             if !source.assignment().owns(&topic, p) {
                 continue;
@@ -360,7 +364,9 @@ fn report_lag(
                     .lag
                     .with_label_values(&[t.name.as_str(), &p.to_string()])
                     .set(high - next);
+                waiting += (high - next).max(0);
             }
         }
+        crate::health::HEALTH.set_waiting(waiting);
     })
 }

@@ -319,12 +319,12 @@ impl Segment {
         let mut fields = self.fields.clone();
         fields.extend(meta_fields());
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
-            .map_err(|e| ConnectorError::UnsupportedType(e.to_string()))?;
+            .map_err(|e| ConnectorError::Internal(e.to_string()))?;
         if self.good.iter().all(|g| *g) {
             return Ok(batch);
         }
         filter_record_batch(&batch, &BooleanArray::from(self.good.clone()))
-            .map_err(|e| ConnectorError::UnsupportedType(e.to_string()))
+            .map_err(|e| ConnectorError::Internal(e.to_string()))
     }
 }
 

@@ -69,5 +69,5 @@ pub fn to_batch(letters: &[DeadLetter]) -> Result<RecordBatch, ConnectorError> {
         ),
         Arc::new(TimestampMicrosecondArray::from_iter_values(letters.iter().map(|_| now)).with_timezone("UTC")),
     ];
-    RecordBatch::try_new(schema(), cols).map_err(|e| ConnectorError::UnsupportedType(e.to_string()))
+    RecordBatch::try_new(schema(), cols).map_err(|e| ConnectorError::Internal(e.to_string()))
 }

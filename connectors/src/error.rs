@@ -34,6 +34,10 @@ pub enum ConnectorError {
     IncompatibleSchema(String),
     #[error("Kafka error: {0}; check kafka.brokers and the broker's health")]
     Kafka(String),
+    /// A broken invariant of Cormorant's own (an Arrow batch it built does not fit its schema):
+    /// a bug, not bad input; the records go to the dead-letter table so nothing is lost.
+    #[error("internal error: {0}; the records are kept in the dead-letter table — please report this with the log")]
+    Internal(String),
     /// The worker's configuration does not work with the service (credentials, URL, CA).
     #[error("{0}")]
     Config(String),
@@ -76,6 +80,7 @@ impl ConnectorError {
             ConnectorError::IncompatibleSchema(_) => "incompatible_schema",
             ConnectorError::Kafka(_) => "kafka",
             ConnectorError::Config(_) => "config",
+            ConnectorError::Internal(_) => "internal",
             ConnectorError::DataLoss { .. } => "data_loss",
         }
     }

@@ -100,16 +100,16 @@ impl KeyEncoder {
 
     /// The id of every row of `batch` (which must have the key columns).
     pub fn encode(&self, batch: &RecordBatch) -> Result<Vec<KeyId>> {
-        let arrays: Vec<ArrayRef> = self
-            .columns
-            .iter()
-            .map(|c| {
-                batch.column_by_name(c).cloned().ok_or_else(|| TableError::Schema {
-                    table: String::new(),
-                    reason: format!("key column {c} missing from data"),
+        let arrays: Vec<ArrayRef> =
+            self.columns
+                .iter()
+                .map(|c| {
+                    // the encoder was built for another schema than the data: a stale index
+                    batch.column_by_name(c).cloned().ok_or_else(|| {
+                        TableError::Corrupt(format!("key column {c} missing from the rows being indexed"))
+                    })
                 })
-            })
-            .collect::<Result<_>>()?;
+                .collect::<Result<_>>()?;
         match &self.encoding {
             Encoding::Exact(cols) => {
                 let mut ids = vec![0u128; batch.num_rows()];
@@ -167,10 +167,9 @@ fn shift_in(ids: &mut [u128], array: &dyn Array, bits: u32) -> Result<()> {
         DataType::Duration(TimeUnit::Nanosecond) => each!(DurationNanosecondType, |v: i64| v as u64 as u128),
         DataType::Decimal128(_, _) => each!(Decimal128Type, |v: i128| v as u128),
         other => {
-            return Err(TableError::Schema {
-                table: String::new(),
-                reason: format!("key column type {other} cannot be encoded exactly"),
-            });
+            return Err(TableError::Corrupt(format!(
+                "key column of type {other} where the index expected a fixed-width key"
+            )));
         }
     }
     Ok(())

@@ -86,6 +86,26 @@ fn spawn(cfg: &cormorant::config::Config, tag: &str) -> (Child, std::path::PathB
     (child, log)
 }
 
+fn free_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
+/// Status code and body of a plain HTTP GET (0 when nothing answers).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut text = String::new();
+    let _ = conn.read_to_string(&mut text);
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (code, body)
+}
+
 fn signal(child: &Child, sig: &str) {
     let status = std::process::Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -191,6 +211,9 @@ async fn sigterm_exits_within_5_s_when_s3_hangs_mid_run() {
         .insert("AWS_ENDPOINT_URL".into(), format!("http://{proxy}"));
     proxied.kafka.batch_max_records = 40;
     proxied.kafka.batch_linger_ms = 20;
+    let metrics = free_address();
+    proxied.metrics.address = Some(metrics.clone());
+    proxied.metrics.stall_seconds = 1;
     let (mut child, log) = spawn(&proxied, "stop-s3-mid");
     let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -205,8 +228,24 @@ async fn sigterm_exits_within_5_s_when_s3_hangs_mid_run() {
         assert!(Instant::now() < deadline, "no progress through the proxy");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(http_get(&metrics, "/readyz").0, 200, "ready while streaming");
     frozen.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // the stall shows: /readyz fails (after the next lag measurement, every 10 s), the
+    // process stays alive, the log says so
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (code, body) = loop {
+        let (code, body) = http_get(&metrics, "/readyz");
+        if code == 503 || Instant::now() > deadline {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(code, 503, "/readyz while S3 hangs: {body}");
+    assert!(body.contains("no progress for"), "{body}");
+    assert_eq!(http_get(&metrics, "/healthz").0, 200, "alive while S3 hangs");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("no progress for"), "the stall is logged; log:\n{text}");
     let (took, status) = stop(&mut child, false, &log);
     frozen.store(false, Ordering::Relaxed);
     let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -636,7 +636,7 @@ impl Column {
 }
 
 fn mismatch(plan: &Plan) -> ConnectorError {
-    ConnectorError::UnsupportedType(format!("column builder does not match plan {plan:?}"))
+    ConnectorError::Internal(format!("column builder does not match plan {plan:?}"))
 }
 
 fn append_bytes(kind: BytesKind, bytes: &[u8], col: &mut Column, plan: &Plan) -> Result<bool, ConnectorError> {
