@@ -579,6 +579,9 @@ impl TableWriter {
             let keys = state.encoder.encode(data)?;
             Ok::<_, TableError>((*p, adds, keys))
         });
+        // collected first: a stream over the lazy `map` is not provably `Send` (its closure's
+        // borrow is higher-ranked), which the pipeline's spawned apply task needs
+        let writes: Vec<_> = writes.collect();
         let mut out = Written {
             actions: Vec::new(),
             files: Vec::new(),
