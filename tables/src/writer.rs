@@ -591,7 +591,10 @@ impl TableWriter {
         };
         // bounded: every open Parquet writer holds zstd contexts and its pages (a commit over
         // 320 partitions wrote 320 files at once: ~110 MB of zstd contexts alone in heaptrack)
-        let written: Vec<_> = futures::stream::iter(writes).buffered(WRITE_CONCURRENCY).collect().await;
+        let written: Vec<_> = futures::stream::iter(writes)
+            .buffered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
         for r in written {
             let (p, adds, keys) = r?;
             out.rows += keys.len();
