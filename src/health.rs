@@ -27,18 +27,22 @@ struct State {
     stall_after: Duration,
 }
 
-pub static HEALTH: std::sync::LazyLock<Health> = std::sync::LazyLock::new(|| Health {
-    state: Mutex::new(State {
-        assigned: false,
-        applied: 0,
-        waiting: 0,
-        progress_at: Instant::now(),
-        warned_at: None,
-        stall_after: Duration::from_secs(30),
-    }),
-});
+pub static HEALTH: std::sync::LazyLock<Health> = std::sync::LazyLock::new(|| Health::new(Duration::from_secs(30)));
 
 impl Health {
+    fn new(stall_after: Duration) -> Self {
+        Health {
+            state: Mutex::new(State {
+                assigned: false,
+                applied: 0,
+                waiting: 0,
+                progress_at: Instant::now(),
+                warned_at: None,
+                stall_after,
+            }),
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -97,24 +101,10 @@ impl Health {
 mod tests {
     use super::*;
 
-    fn health(stall_after: Duration) -> Health {
-        let h = Health {
-            state: Mutex::new(State {
-                assigned: false,
-                applied: 0,
-                waiting: 0,
-                progress_at: Instant::now(),
-                warned_at: None,
-                stall_after,
-            }),
-        };
-        h.observe(false, 0);
-        h
-    }
-
     #[test]
     fn ready_when_assigned_and_progressing_or_idle() {
-        let h = health(Duration::from_millis(50));
+        let h = Health::new(Duration::from_millis(50));
+        h.observe(false, 0);
         assert!(h.readiness().is_err(), "nothing assigned yet");
         h.set_waiting(500);
         h.observe(true, 10);

@@ -192,23 +192,13 @@ async fn sigterm_mid_stream_finishes_the_batch_and_loses_nothing() {
         .spawn()
         .expect("spawn");
     let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while lake
-        .open("orders", None)
-        .await
-        .ok()
-        .and_then(|t| t.version())
-        .unwrap_or(0)
-        < 3
-    {
-        assert!(Instant::now() < deadline, "no progress");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_version(&lake, "orders", 3, "no progress").await;
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(120);
     let exited = loop {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;

@@ -216,18 +216,7 @@ async fn sigterm_exits_within_5_s_when_s3_hangs_mid_run() {
     proxied.metrics.stall_seconds = 1;
     let (mut child, log) = spawn(&proxied, "stop-s3-mid");
     let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while lake
-        .open("orders", None)
-        .await
-        .ok()
-        .and_then(|t| t.version())
-        .unwrap_or(0)
-        < 3
-    {
-        assert!(Instant::now() < deadline, "no progress through the proxy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_version(&lake, "orders", 3, "no progress through the proxy").await;
     assert_eq!(http_get(&metrics, "/readyz").0, 200, "ready while streaming");
     frozen.store(true, Ordering::Relaxed);
     // the stall shows: /readyz fails (after the next lag measurement, every 10 s), the

@@ -455,3 +455,12 @@ pub async fn keyed_fixture(
         .expect("produce fixture");
     Loaded { prefix, ids }
 }
+
+/// Waits (at most 120 s) until `table` reaches `version`.
+pub async fn wait_for_version(lake: &tables::Lake, table: &str, version: u64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while lake.open(table, None).await.ok().and_then(|t| t.version()).unwrap_or(0) < version {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
