@@ -151,7 +151,18 @@ pub async fn replay(
 
     let lake = Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
-    let pipeline = Pipeline::new(&run_cfg, &lake, &run_cfg.tables, Assignment::everything(), stop.clone()).await?;
+    // the pipeline's own flag, never raised: `stop` ends the reader once the range is fed,
+    // and a pipeline that saw it would drop the batches it still decodes; it ends when the
+    // feed closes its channel
+    let pipeline_stop = Arc::new(AtomicBool::new(false));
+    let pipeline = Pipeline::new(
+        &run_cfg,
+        &lake,
+        &run_cfg.tables,
+        Assignment::everything(),
+        pipeline_stop,
+    )
+    .await?;
     let done = pipeline.progress();
     let bar = progress_bar(progress, total);
     let started = Instant::now();
