@@ -245,18 +245,11 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
     Ok(stats)
 }
 
-/// Counts the gaps the consumer skipped (`on_data_loss = "skip"`) per table.
+/// Counts the gaps the consumer skipped (`on_data_loss = "skip"`) per table; the consumer
+/// already logged each one when it skipped it.
 fn count_gaps(cfg: &Config, source: &KafkaSource) {
     for gap in source.take_gaps() {
         let table = cfg.table_for_topic(&gap.topic).map(|t| t.name).unwrap_or_default();
-        tracing::warn!(
-            table,
-            topic = gap.topic,
-            partition = gap.partition,
-            from = gap.from,
-            earliest = gap.earliest,
-            "skipped records the topic's retention deleted before they were applied"
-        );
         crate::metrics::METRICS
             .data_loss_skipped
             .with_label_values(&[&table])
