@@ -1,5 +1,8 @@
 //! The lake: a root URI (local path, `file://`, `s3://bucket/prefix`) holding one Delta table
 //! per directory.
+//!
+//! Every table handle the crate opens is built here, so a store set with
+//! [`Lake::with_faults`] is the one every read and write goes through.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Once};
@@ -10,6 +13,7 @@ use object_store::path::Path;
 use url::Url;
 
 use crate::error::{Result, TableError};
+use crate::fault::{Faults, FaultyStore};
 
 static HANDLERS: Once = Once::new();
 
@@ -18,6 +22,8 @@ static HANDLERS: Once = Once::new();
 pub struct Lake {
     root: Url,
     storage_options: HashMap<String, String>,
+    /// The root store every handle uses instead of the one its URL names (fault injection).
+    backend: Option<Arc<dyn ObjectStore>>,
 }
 
 impl Lake {
@@ -35,7 +41,34 @@ impl Lake {
         if !root.path().ends_with('/') {
             root.set_path(&format!("{}/", root.path()));
         }
-        Ok(Self { root, storage_options })
+        Ok(Self {
+            root,
+            storage_options,
+            backend: None,
+        })
+    }
+
+    /// The same lake, reached through a store that injects `faults` (tests, fault runs).
+    pub fn with_faults(mut self, faults: Arc<Faults>) -> Result<Self> {
+        let bad = || TableError::BadUri(self.root.to_string());
+        let scheme = Url::parse(&format!("{}://", self.root.scheme())).map_err(|_| bad())?;
+        let factory = deltalake::logstore::object_store_factories()
+            .get(&scheme)
+            .map(|e| e.value().clone())
+            .ok_or_else(bad)?;
+        let config = deltalake::logstore::StorageConfig::parse_options(self.storage_options.clone())?;
+        let (root, _) = factory.parse_url_opts(&self.root, &config)?;
+        self.backend = Some(Arc::new(FaultyStore::new(root, faults)));
+        Ok(self)
+    }
+
+    /// A builder for the table at `url`, on this lake's options and store.
+    fn builder(&self, url: Url) -> Result<DeltaTableBuilder> {
+        let builder = DeltaTableBuilder::from_url(url.clone())?.with_storage_options(self.storage_options.clone());
+        Ok(match &self.backend {
+            Some(store) => builder.with_storage_backend(store.clone(), url),
+            None => builder,
+        })
     }
 
     pub fn root(&self) -> &Url {
@@ -62,9 +95,7 @@ impl Lake {
             // the kernel refuses a missing local directory instead of reporting "not a table"
             std::fs::create_dir_all(&path).map_err(|e| TableError::BadUri(format!("{url}: {e}")))?;
         }
-        let mut table = DeltaTableBuilder::from_url(url)?
-            .with_storage_options(self.storage_options.clone())
-            .build()?;
+        let mut table = self.builder(url)?.build()?;
         // Loading a missing table makes the kernel log an ERROR; look for a log first.
         let store = table.log_store().object_store(None);
         if store.list(Some(&Path::from("_delta_log"))).try_next().await?.is_none() {
@@ -78,9 +109,7 @@ impl Lake {
 
     /// Table `name` at `version` (latest when `None`); `NotFound` when it does not exist.
     pub async fn open(&self, name: &str, version: Option<u64>) -> Result<DeltaTable> {
-        let mut table = DeltaTableBuilder::from_url(self.table_url(name)?)?
-            .with_storage_options(self.storage_options.clone())
-            .build()?;
+        let mut table = self.builder(self.table_url(name)?)?.build()?;
         let loaded = match version {
             Some(v) => table.load_version(v).await,
             None => table.load().await,
@@ -93,9 +122,7 @@ impl Lake {
     }
 
     fn store(&self) -> Result<Arc<dyn ObjectStore>> {
-        let t = DeltaTableBuilder::from_url(self.root.clone())?
-            .with_storage_options(self.storage_options.clone())
-            .build()?;
+        let t = self.builder(self.root.clone())?.build()?;
         Ok(t.log_store().object_store(None))
     }
 

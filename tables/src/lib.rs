@@ -14,6 +14,7 @@ mod compact_job;
 pub mod dv;
 pub mod error;
 pub mod evolve;
+pub mod fault;
 mod files;
 #[cfg(test)]
 mod group_model_tests;

@@ -12,8 +12,14 @@
 //! After every step the table, read through deltalake's DataFusion provider, must equal an
 //! in-memory model of DESIGN.md's rules, and the recorded next offset must be the model's.
 //!
+//! With faults (`model_faults_*`), the lake's store also fails some calls of a step — before
+//! doing anything, or after a write was done (an ambiguous S3 timeout) — at a random rate. A
+//! step that fails is a worker that exits: a fresh writer must find the batch either wholly
+//! applied or not at all, and the table equal to the model either way.
+//!
 //! `CORMORANT_MODEL_SEQUENCES` (default 1000) seeds from `CORMORANT_MODEL_SEED` (default 1)
 //! run, after the seeds of `model_regressions.txt`; a failing seed is appended there.
+//! `CORMORANT_MODEL_FAULT_SEQUENCES` (default 300) sets how many run with faults.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -25,6 +31,7 @@ use deltalake::DeltaTable;
 use futures::FutureExt;
 
 use crate::compact;
+use crate::fault::FaultRates;
 use crate::test_support::*;
 use crate::writer::{DeleteMode, TableWriter, WriteMode};
 
@@ -35,6 +42,7 @@ const NAMES: [&str; 8] = ["ann", "bob", "cy", "", "dörte", "eve", "o'neil", "zo
 /// Test functions the seed range is split over (they run in parallel).
 const SHARDS: u64 = 4;
 const REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/model_regressions.txt");
+const FAULT_REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/model_fault_regressions.txt");
 
 // ---------------------------------------------------------------------------------------------
 // Randomness
@@ -308,16 +316,19 @@ impl Run<'_> {
     async fn deliver(&mut self, start: usize, end: usize) -> Result<(), String> {
         self.log
             .push(format!("apply [{start}, {end}): {}", show(self.recs, start, end)));
-        let a = self
-            .w
-            .apply(&delivery(self.recs, start, end))
-            .await
-            .map_err(|e| format!("apply failed: {e}"))?;
-        if a.rows_skipped
-            != (start..self.applied)
-                .filter(|o| !matches!(self.recs[*o], Rec::Tombstone))
-                .count()
-        {
+        let faulty = self.faults_on();
+        let result = self.w.apply(&delivery(self.recs, start, end)).await;
+        self.faults_off();
+        let a = match result {
+            Ok(a) => a,
+            Err(e) if faulty => return self.after_failure(end, &e.to_string()).await,
+            Err(e) => return Err(format!("apply failed: {e}")),
+        };
+        let skipped = (start..self.applied)
+            .filter(|o| !matches!(self.recs[*o], Rec::Tombstone))
+            .count();
+        // a retry after a commit that was made but reported failed finds the batch applied
+        if a.rows_skipped != skipped && !(faulty && a.rows_skipped == a.rows_in) {
             return Err(format!(
                 "{a:?}: wrong rows_skipped for a batch from {start}, applied to {}",
                 self.applied
@@ -341,11 +352,14 @@ impl Run<'_> {
         };
         self.log
             .push(format!("redeliver [{start}, {end}): {}", show(self.recs, start, end)));
-        let a = self
-            .w
-            .apply(&delivery(self.recs, start, end))
-            .await
-            .map_err(|e| format!("redelivery failed: {e}"))?;
+        let faulty = self.faults_on();
+        let result = self.w.apply(&delivery(self.recs, start, end)).await;
+        self.faults_off();
+        let a = match result {
+            Ok(a) => a,
+            Err(e) if faulty => return self.after_failure(self.applied, &e.to_string()).await,
+            Err(e) => return Err(format!("redelivery failed: {e}")),
+        };
         if a.version.is_some() || a.rows_skipped != a.rows_in {
             return Err(format!(
                 "a redelivery of applied offsets committed or applied rows: {a:?}"
@@ -391,9 +405,17 @@ impl Run<'_> {
     /// An eager compaction from another handle; it must not change what a query returns.
     async fn compact(&mut self) -> Result<(), String> {
         let mut table = self.fx.lake.open(TABLE, None).await.map_err(|e| format!("open: {e}"))?;
-        let r = compact(&mut table, &eager())
-            .await
-            .map_err(|e| format!("compaction failed: {e}"))?;
+        let faulty = self.faults_on();
+        let result = compact(&mut table, &eager()).await;
+        self.faults_off();
+        let r = match result {
+            Ok(r) => r,
+            Err(e) if faulty => {
+                self.log.push(format!("compaction failed under faults: {e}"));
+                return self.check(true).await;
+            }
+            Err(e) => return Err(format!("compaction failed: {e}")),
+        };
         self.log.push(format!(
             "compact: version {:?}, files -{} +{}, rows {}",
             r.version, r.files_removed, r.files_added, r.rows_written
@@ -404,11 +426,68 @@ impl Run<'_> {
         self.check(false).await
     }
 
+    /// Switches faults on for the next step, in one step of three of a faulty run, at a random
+    /// rate (5–40% of calls, half the failing writes done first); whether it did.
+    fn faults_on(&mut self) -> bool {
+        let Some(faults) = self.fx.faults.clone() else {
+            return false;
+        };
+        if !self.rng.percent(33) {
+            return false;
+        }
+        let error = self.rng.range(5, 40) as f64 / 100.0;
+        self.log.push(format!("faults on: {:.0}% of calls fail", error * 100.0));
+        faults.set(FaultRates {
+            error,
+            ambiguous: 0.5,
+            ..FaultRates::default()
+        });
+        true
+    }
+
+    fn faults_off(&self) {
+        if let Some(faults) = &self.fx.faults {
+            faults.set(FaultRates::default());
+        }
+    }
+
+    /// A step failed under faults, so the worker exits and a fresh one starts on the table:
+    /// the batch that ends at `end` must be wholly applied or not at all.
+    async fn after_failure(&mut self, end: usize, error: &str) -> Result<(), String> {
+        self.log.push(format!("failed under faults, restart: {error}"));
+        self.pending = None; // a job's result dies with its process
+        self.w = self.fx.writer().await;
+        let next = self.w.next_offset(&app_id(0)).await.map_err(|e| e.to_string())?;
+        let before = (self.applied > 0).then_some(self.applied as i64);
+        if next == Some(end as i64) && end > self.applied {
+            for o in self.applied..end {
+                self.model.apply(o as i64, self.recs[o]);
+            }
+            self.log
+                .push(format!("the batch to {end} was committed before the failure"));
+            self.delivered.push((self.applied, end));
+            self.applied = end;
+        } else if next != before {
+            return Err(format!(
+                "after a failed step the table records next offset {next:?}: neither {before:?} nor {end}"
+            ));
+        }
+        self.check(true).await
+    }
+
     /// The table (through deltalake's DataFusion provider) against the model; `fresh`: load
     /// the table anew rather than update the reader's handle.
     async fn check(&mut self, fresh: bool) -> Result<(), String> {
         if fresh || self.reader.is_none() || self.rng.percent(10) {
-            self.reader = Some(self.fx.lake.open(TABLE, None).await.map_err(|e| format!("open: {e}"))?);
+            match self.fx.lake.open(TABLE, None).await {
+                Ok(t) => self.reader = Some(t),
+                // the first batch failed under faults before the table was created
+                Err(crate::TableError::NotFound(_)) if self.applied == 0 && self.model.render().is_empty() => {
+                    self.reader = None;
+                    return Ok(());
+                }
+                Err(e) => return Err(format!("open: {e}")),
+            }
         }
         let actual = rows_of(self.reader.as_mut().expect("opened")).await;
         let expected = self.model.render();
@@ -418,7 +497,8 @@ impl Run<'_> {
             ));
         }
         let next = self.w.next_offset(&app_id(0)).await.map_err(|e| e.to_string())?;
-        if next != Some(self.applied as i64) {
+        // nothing applied yet (a first batch failed under faults): no offset recorded at all
+        if next != Some(self.applied as i64) && !(next.is_none() && self.applied == 0) {
             return Err(format!("recorded next offset {next:?}, expected {}", self.applied));
         }
         Ok(())
@@ -428,11 +508,14 @@ impl Run<'_> {
     /// a few steps later, after batches (and maybe a crash) changed those files.
     async fn background_compaction(&mut self) -> Result<(), String> {
         if let Some(ready) = self.pending.take() {
-            let r = self
-                .w
-                .finish_compaction(ready)
-                .await
-                .map_err(|e| format!("finishing a compaction failed: {e}"))?;
+            let faulty = self.faults_on();
+            let result = self.w.finish_compaction(ready).await;
+            self.faults_off();
+            let r = match result {
+                Ok(r) => r,
+                Err(e) if faulty => return self.after_failure(self.applied, &e.to_string()).await,
+                Err(e) => return Err(format!("finishing a compaction failed: {e}")),
+            };
             self.log.push(format!(
                 "finish background compaction: version {:?}, files -{} +{}, rows {}, dropped {}",
                 r.version, r.files_removed, r.files_added, r.rows_written, r.conflicted
@@ -442,7 +525,17 @@ impl Run<'_> {
         let Some(job) = self.w.compaction_job(&eager()) else {
             return Ok(());
         };
-        self.pending = job.run().await.map_err(|e| format!("compaction job failed: {e}"))?;
+        let faulty = self.faults_on();
+        let result = job.run().await;
+        self.faults_off();
+        self.pending = match result {
+            Ok(ready) => ready,
+            Err(e) if faulty => {
+                self.log.push(format!("compaction job failed under faults: {e}"));
+                None
+            }
+            Err(e) => return Err(format!("compaction job failed: {e}")),
+        };
         self.log.push("background compaction job run".into());
         self.check(false).await
     }
@@ -491,9 +584,9 @@ impl Run<'_> {
 }
 
 /// Runs one seed; on failure, the error with the seed, modes and steps.
-async fn run_seed(seed: u64) -> Result<(), String> {
+async fn run_seed(seed: u64, faulty: bool) -> Result<(), String> {
     let mut log = Vec::new();
-    let outcome = AssertUnwindSafe(sequence(seed, &mut log)).catch_unwind().await;
+    let outcome = AssertUnwindSafe(sequence(seed, faulty, &mut log)).catch_unwind().await;
     let error = match outcome {
         Ok(Ok(())) => return Ok(()),
         Ok(Err(e)) => e,
@@ -529,14 +622,18 @@ pub(crate) fn modes(rng: &mut Rng) -> (WriteMode, DeleteMode) {
     (mode, deletes)
 }
 
-async fn sequence(seed: u64, log: &mut Vec<String>) -> Result<(), String> {
+async fn sequence(seed: u64, faulty: bool, log: &mut Vec<String>) -> Result<(), String> {
     let mut rng = Rng(seed);
     let (mode, deletes) = modes(&mut rng);
     let recs = generate(&mut rng);
     log.push(format!("mode {mode:?}, deletes {deletes:?}"));
     log.push(format!("records: {}", show(&recs, 0, recs.len())));
     MODE.scope(mode, async {
-        let fx = Fixture::new(deletes);
+        let fx = if faulty {
+            Fixture::faulty(deletes, seed)
+        } else {
+            Fixture::new(deletes)
+        };
         let w = fx.writer().await;
         let run = Run {
             rng,
@@ -569,60 +666,80 @@ pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn regression_seeds() -> Vec<u64> {
-    let text = std::fs::read_to_string(REGRESSIONS).unwrap_or_default();
+fn regressions_file(faulty: bool) -> &'static str {
+    if faulty { FAULT_REGRESSIONS } else { REGRESSIONS }
+}
+
+fn regression_seeds(faulty: bool) -> Vec<u64> {
+    let file = regressions_file(faulty);
+    let text = std::fs::read_to_string(file).unwrap_or_default();
     text.lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .filter(|l| !l.is_empty())
-        .map(|l| l.parse().unwrap_or_else(|_| panic!("{REGRESSIONS}: not a seed: {l:?}")))
+        .map(|l| l.parse().unwrap_or_else(|_| panic!("{file}: not a seed: {l:?}")))
         .collect()
 }
 
-fn record_regression(seed: u64) {
-    if regression_seeds().contains(&seed) {
+fn record_regression(seed: u64, faulty: bool) {
+    let file = regressions_file(faulty);
+    if regression_seeds(faulty).contains(&seed) {
         return;
     }
     let appended = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
-        .open(REGRESSIONS)
+        .open(file)
         .and_then(|mut f| writeln!(f, "{seed}"));
     if let Err(e) = appended {
-        eprintln!("could not record seed {seed} in {REGRESSIONS}: {e}");
+        eprintln!("could not record seed {seed} in {file}: {e}");
     }
 }
 
-/// This shard's share of the regression seeds (first), then of the seed range.
-async fn shard(i: u64) {
+/// This shard's share (of `shards`) of the regression seeds (first), then of the seed range.
+async fn shard(i: u64, shards: u64, faulty: bool) {
     let first = env_u64("CORMORANT_MODEL_SEED", 1);
-    let count = env_u64("CORMORANT_MODEL_SEQUENCES", 1000);
-    let regressions = regression_seeds();
-    let mine = regressions.iter().skip(i as usize).step_by(SHARDS as usize).copied();
-    let range = (count * i / SHARDS..count * (i + 1) / SHARDS).map(|k| first + k);
+    let count = if faulty {
+        env_u64("CORMORANT_MODEL_FAULT_SEQUENCES", 300)
+    } else {
+        env_u64("CORMORANT_MODEL_SEQUENCES", 1000)
+    };
+    let regressions = regression_seeds(faulty);
+    let mine = regressions.iter().skip(i as usize).step_by(shards as usize).copied();
+    let range = (count * i / shards..count * (i + 1) / shards).map(|k| first + k);
     for seed in mine.chain(range) {
-        if let Err(report) = run_seed(seed).await {
-            record_regression(seed);
-            panic!("{report}\n(seed {seed} recorded in {REGRESSIONS})");
+        if let Err(report) = run_seed(seed, faulty).await {
+            record_regression(seed, faulty);
+            panic!("{report}\n(seed {seed} recorded in {})", regressions_file(faulty));
         }
     }
 }
 
 #[tokio::test]
 async fn model_shard_0() {
-    shard(0).await;
+    shard(0, SHARDS, false).await;
 }
 
 #[tokio::test]
 async fn model_shard_1() {
-    shard(1).await;
+    shard(1, SHARDS, false).await;
 }
 
 #[tokio::test]
 async fn model_shard_2() {
-    shard(2).await;
+    shard(2, SHARDS, false).await;
 }
 
 #[tokio::test]
 async fn model_shard_3() {
-    shard(3).await;
+    shard(3, SHARDS, false).await;
+}
+
+#[tokio::test]
+async fn model_faults_shard_0() {
+    shard(0, 2, true).await;
+}
+
+#[tokio::test]
+async fn model_faults_shard_1() {
+    shard(1, 2, true).await;
 }

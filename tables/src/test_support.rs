@@ -207,13 +207,29 @@ pub(crate) struct Fixture {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) lake: Lake,
     pub(crate) deletes: DeleteMode,
+    /// Switches the lake's injected faults (`Fixture::faulty`); off until set.
+    pub(crate) faults: Option<Arc<crate::fault::Faults>>,
 }
 
 impl Fixture {
     pub(crate) fn new(deletes: DeleteMode) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let lake = Lake::new(dir.path().to_str().expect("utf-8 temp path"), HashMap::new()).expect("lake");
-        Self { dir, lake, deletes }
+        Self {
+            dir,
+            lake,
+            deletes,
+            faults: None,
+        }
+    }
+
+    /// A lake whose store injects the faults switched on through `faults` (off at first).
+    pub(crate) fn faulty(deletes: DeleteMode, seed: u64) -> Self {
+        let mut fx = Self::new(deletes);
+        let faults = crate::fault::Faults::new(seed, crate::fault::FaultRates::default());
+        fx.lake = fx.lake.with_faults(faults.clone()).expect("faulty lake");
+        fx.faults = Some(faults);
+        fx
     }
 
     /// A new writer (a fresh process, as far as the table is concerned).

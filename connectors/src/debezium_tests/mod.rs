@@ -731,4 +731,5 @@ fn truncate_without_key_is_a_truncate_row() {
     assert_eq!(batch.key_columns, vec!["id".to_string()]);
 }
 
+mod corrupt;
 mod records;

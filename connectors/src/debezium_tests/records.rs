@@ -179,15 +179,15 @@ fn null_lsn_is_a_null_source_lsn() {
 // ---------------------------------------------------------------------------------------------
 // the whole capture, checked against PostgreSQL's own COPY output
 
-struct Event {
-    topic: String,
+pub(super) struct Event {
+    pub(super) topic: String,
     partition: i32,
     offset: i64,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
+    pub(super) key: Option<Vec<u8>>,
+    pub(super) value: Option<Vec<u8>>,
 }
 
-fn events() -> Vec<Event> {
+pub(super) fn events() -> Vec<Event> {
     read("events.jsonl")
         .lines()
         .map(|line| {
