@@ -190,6 +190,25 @@ pub struct LakeConfig {
     pub storage_options: HashMap<String, String>,
 }
 
+/// Names the fault plan of an end-to-end fault run (`error=0.05,ambiguous=0.5,…`, see
+/// `tables::fault::FaultRates::parse`); never set in production.
+pub const FAULTS_ENV: &str = "CORMORANT_FAULTS";
+
+impl LakeConfig {
+    /// The lake this section names, through a fault-injecting store when `CORMORANT_FAULTS`
+    /// is set.
+    pub fn open(&self) -> anyhow::Result<tables::Lake> {
+        let lake = tables::Lake::new(&self.uri, self.storage_options.clone())?;
+        let Ok(spec) = std::env::var(FAULTS_ENV) else {
+            return Ok(lake);
+        };
+        let (rates, seed) = tables::fault::FaultRates::parse(&spec)
+            .map_err(|e| anyhow::anyhow!("{FAULTS_ENV}: {e}; unset it outside fault-injection runs"))?;
+        tracing::warn!(?rates, seed, "{FAULTS_ENV} is set: the lake's store injects faults");
+        Ok(lake.with_faults(tables::fault::Faults::new(seed, rates))?)
+    }
+}
+
 impl Default for LakeConfig {
     fn default() -> Self {
         Self {

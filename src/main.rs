@@ -160,7 +160,7 @@ fn init_logs(format: LogFormat) {
 /// it raised inserts from ~285k to ~310k events per CPU-second (benches/results/pipeline.md).
 /// The lake and the tables a maintenance command works on: one, or every table in the lake.
 async fn lake_tables(cfg: &Config, table: Option<String>) -> anyhow::Result<(tables::Lake, Vec<String>)> {
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
+    let lake = cfg.lake.open()?;
     let names = match table {
         Some(t) => vec![t],
         None => lake.list_tables().await?,
@@ -189,7 +189,9 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // exit before the runtime is dropped: threads still using it (the consumer's poll
+            // thread, the Delta kernel's executor) would panic on a runtime shutting down
+            std::process::exit(1)
         }
     }
 }

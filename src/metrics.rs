@@ -35,6 +35,8 @@ pub struct Metrics {
     pub commits_rebased: IntCounterVec,
     /// batches planned again because another writer touched the same files or offsets
     pub commits_replanned: IntCounterVec,
+    /// batches applied again after a retryable failure (S3 timeout, lost commit race)
+    pub apply_retries: IntCounterVec,
     /// records the topic's retention deleted before they were applied, skipped by
     /// `on_data_loss = "skip"`
     pub data_loss_skipped: IntCounterVec,
@@ -172,6 +174,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &registry,
             "cormorant_commits_replanned_total",
             "batches planned again because a concurrent commit touched the same files or offsets",
+        ),
+        apply_retries: counter(
+            &registry,
+            "cormorant_apply_retries_total",
+            "batches applied again after a retryable failure, through a writer reloaded from the table",
         ),
         last_checkpoint: gauge(
             &registry,

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use connectors::kafka::{Assignment, KafkaSource, RawBatch};
 use indicatif::{ProgressBar, ProgressStyle};
-use tables::Lake;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, TableConfig};
@@ -149,7 +148,7 @@ pub async fn replay(
     let assignment: Vec<(i32, i64)> = pending.keys().map(|p| (*p, starts[p])).collect();
     tracing::info!(table, target, topic, ?starts, ?ends, total, "replay range");
 
-    let lake = Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
+    let lake = cfg.lake.open()?;
     let stop = Arc::new(AtomicBool::new(false));
     // the pipeline's own flag, never raised: `stop` ends the reader once the range is fed,
     // and a pipeline that saw it would drop the batches it still decodes; it ends when the

@@ -10,7 +10,6 @@ use std::time::Duration;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use connectors::kafka::KafkaSource;
-use tables::Lake;
 
 use crate::config::Config;
 
@@ -32,7 +31,7 @@ struct Row {
 
 /// The status of every table in the lake (and every configured one) as one batch.
 pub async fn status(cfg: &Config) -> anyhow::Result<RecordBatch> {
-    let lake = Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
+    let lake = cfg.lake.open()?;
     let mut names = lake.list_tables().await?;
     for t in &cfg.tables {
         if !names.contains(&t.name) {

@@ -108,12 +108,22 @@ async fn caught_up(
         let w = watches
             .entry(tc.name.clone())
             .or_insert_with(|| OffsetsWatch::new(lake, &tc.name));
-        if refreshed.insert(tc.name.clone()) {
-            w.refresh().await?;
-        }
         let app = StreamId::new(&cfg.kafka.group_id, topic).app_id(*p);
-        if w.get(&app).await?.unwrap_or(0) < *high {
-            return Ok(false);
+        let read = async {
+            if refreshed.insert(tc.name.clone()) {
+                w.refresh().await?;
+            }
+            w.get(&app).await
+        };
+        match read.await {
+            Ok(next) if next.unwrap_or(0) >= *high => {}
+            Ok(_) => return Ok(false),
+            // a store hiccup: not caught up as far as we know; the next check reads again
+            Err(e) if e.is_retryable() => {
+                tracing::debug!(table = %tc.name, error = %e, "reading the table's offsets failed; checking again later");
+                return Ok(false);
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("reading the offsets of table {}", tc.name))),
         }
     }
     Ok(true)
@@ -126,7 +136,7 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
         !cfg.tables.is_empty() || cfg.kafka.topic_pattern.is_some(),
         "no tables configured: add a [[tables]] entry (name, topic) or kafka.topic_pattern to the config file"
     );
-    let lake = Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
+    let lake = cfg.lake.open()?;
     if let Some(addr) = &cfg.metrics.address {
         let addr = addr
             .parse()

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use anyhow::Context;
 use arrow::array::BooleanArray;
@@ -11,7 +12,7 @@ use connectors::dlq;
 use tables::TableWriter;
 
 use super::decode::DecodedBatch;
-use super::{Pipeline, lock};
+use super::{Pipeline, RETRIES, lock};
 use crate::config::TableConfig;
 use crate::metrics::METRICS;
 
@@ -44,22 +45,23 @@ impl Pipeline {
                 (name, tc, changes, writer, result, started.elapsed())
             }));
         }
-        let mut failure = None;
+        let mut failed = Vec::new();
         for task in running {
             let (name, tc, changes, writer, result, took) = task.await?;
             match result {
-                Ok(applied) => self.applied(&name, &tc, &changes.offsets, &writer, &applied, took),
-                Err(e) if failure.is_none() => {
-                    failure = Some(anyhow::Error::new(e).context(format!(
-                        "applying a batch to table {name}; the worker stops so that nothing is skipped — fix the cause and restart, it resumes from the table's offsets"
-                    )));
+                Ok(applied) => {
+                    self.applied(&name, &tc, &changes.offsets, &writer, &applied, took);
+                    self.writers.insert(name, writer);
                 }
-                Err(e) => tracing::error!(table = %name, error = %e, "apply failed"),
+                // the failed writer is dropped: after an ambiguous commit its state is unknown
+                Err(e) => failed.push((name, tc, changes, e)),
             }
-            self.writers.insert(name, writer);
         }
-        if let Some(e) = failure {
-            return Err(e);
+        for (name, tc, changes, error) in failed {
+            self.retry(name, tc, changes, error).await?;
+            if self.halted {
+                return Ok(()); // stopped while waiting to retry: the rest is re-read on restart
+            }
         }
         METRICS
             .batch_seconds
@@ -71,6 +73,60 @@ impl Pipeline {
         p.dead_letters
             .fetch_add(batch.dead_letters.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Applies `changes` again after `error`, through a writer opened anew from the table, while
+    /// the error is retryable (an S3 timeout, a commit race) — with backoff, up to
+    /// [`RETRIES`] times, a stop cutting any wait short. The table's `txn` offsets make this
+    /// exact: a batch whose commit was made before the error was reported is found applied and
+    /// skipped. A permanent error, or the last retryable one, stops the pipeline.
+    async fn retry(
+        &mut self,
+        name: String,
+        tc: TableConfig,
+        changes: change::ChangeBatch,
+        mut error: tables::TableError,
+    ) -> anyhow::Result<()> {
+        let stop = self.stop.clone();
+        for attempt in 1..=RETRIES {
+            if !error.is_retryable() {
+                break;
+            }
+            let delay = super::backoff(attempt);
+            tracing::warn!(table = %name, attempt, of = RETRIES, retry_in = ?delay, error = %error, "applying a batch failed; retrying through a writer reloaded from the table");
+            METRICS.apply_retries.with_label_values(&[name.as_str()]).inc();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = crate::stop::requested(&stop) => {
+                    tracing::info!(table = %name, "stopped while waiting to retry; the batch is re-read on restart");
+                    self.halted = true;
+                    return Ok(());
+                }
+            }
+            let started = Instant::now();
+            let again = async {
+                let mut writer = TableWriter::open(&self.lake, &name, super::options(&self.cfg, &tc)).await?;
+                let applied = writer.apply(&changes).await?;
+                Ok::<_, tables::TableError>((writer, applied))
+            };
+            match again.await {
+                Ok((writer, applied)) => {
+                    tracing::info!(table = %name, attempt, "batch applied after a retry");
+                    self.applied(&name, &tc, &changes.offsets, &writer, &applied, started.elapsed());
+                    self.writers.insert(name, writer);
+                    return Ok(());
+                }
+                Err(e) => error = e,
+            }
+        }
+        let hint = if error.is_retryable() {
+            format!("it still failed after {RETRIES} retries; check the lake's store, then restart")
+        } else {
+            "fix the cause and restart".to_string()
+        };
+        Err(anyhow::Error::new(error).context(format!(
+            "applying a batch to table {name}; the worker stops so that nothing is skipped — {hint}: it resumes from the table's offsets"
+        )))
     }
 
     /// Bookkeeping after a table's commit: metrics, schema for the guard, offsets.

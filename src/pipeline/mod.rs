@@ -38,6 +38,43 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, TableConfig};
 
+/// Retries of a table operation after retryable failures (backoff 0.4 s, 0.8 s, … 10 s: about
+/// 30 s in all, long enough for an S3 brown-out, short enough that a dead store stops the
+/// worker for its supervisor to see).
+const RETRIES: u32 = 7;
+
+/// The wait before retry `attempt` (from 1).
+fn backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(200 << attempt.min(10)).min(std::time::Duration::from_secs(10))
+}
+
+/// Opens a table's writer, retrying retryable failures (a store brown-out at start) with
+/// backoff; a stop ends the wait with the error.
+async fn open_writer(
+    lake: &Lake,
+    name: &str,
+    options: WriterOptions,
+    stop: &AtomicBool,
+) -> anyhow::Result<TableWriter> {
+    let mut attempt = 0;
+    loop {
+        let error = match TableWriter::open(lake, name, options).await {
+            Ok(w) => return Ok(w),
+            Err(e) if e.is_retryable() && attempt < RETRIES => e,
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("opening table {name}"))),
+        };
+        attempt += 1;
+        let delay = backoff(attempt);
+        tracing::warn!(table = name, attempt, of = RETRIES, retry_in = ?delay, %error, "opening a table failed; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = crate::stop::requested(stop) => {
+                return Err(anyhow::Error::new(error).context(format!("stopped while opening table {name}")));
+            }
+        }
+    }
+}
+
 /// Name of the dead-letter table.
 pub const DLQ_TABLE: &str = "_dlq";
 
@@ -140,6 +177,8 @@ pub struct Pipeline {
     /// compaction jobs beside ingest
     compactions: compaction::Compactions,
     vacuums: vacuum::Vacuums,
+    /// a stop came while a batch waited to be retried: apply nothing more
+    halted: bool,
 }
 
 impl Pipeline {
@@ -157,7 +196,7 @@ impl Pipeline {
         let mut writers = HashMap::new();
         let configs = tables.iter().map(|t| (t.name.clone(), t.clone())).collect();
         for t in tables {
-            let w = TableWriter::open(lake, &t.name, options(cfg, t)).await?;
+            let w = open_writer(lake, &t.name, options(cfg, t), &stop).await?;
             if let Ok(s) = w.table().snapshot() {
                 lock(&schemas).insert(t.name.clone(), s.snapshot().arrow_schema());
             }
@@ -169,13 +208,14 @@ impl Pipeline {
             decoder: Arc::new(Decoder::new(cache).with_guard(schema_guard(&schemas))),
             writers,
             configs,
-            dlq: TableWriter::open(
+            dlq: open_writer(
                 lake,
                 DLQ_TABLE,
                 WriterOptions {
                     policy: cfg.log_policy(None),
                     ..WriterOptions::default()
                 },
+                &stop,
             )
             .await?,
             schemas,
@@ -188,6 +228,7 @@ impl Pipeline {
                 cfg.compaction.options.clone(),
             ),
             vacuums: vacuum::Vacuums::new(lake, cfg.maintenance.vacuum_interval()?),
+            halted: false,
         })
     }
 
@@ -218,6 +259,9 @@ impl Pipeline {
                 failed = Some(e);
                 break;
             }
+            if self.halted {
+                break;
+            }
         }
         drop(decoded);
         self.vacuums.abort_all();
@@ -244,7 +288,7 @@ impl Pipeline {
             None => {
                 tracing::info!(table = %tc.name, topic = %tc.topic, "new table from a topic");
                 self.configs.insert(tc.name.clone(), tc.clone());
-                Ok(TableWriter::open(&self.lake, &tc.name, options(&self.cfg, tc)).await?)
+                open_writer(&self.lake, &tc.name, options(&self.cfg, tc), &self.stop).await
             }
         }
     }

@@ -33,7 +33,7 @@ pub enum Format {
 
 /// A DataFusion session with every lake table registered.
 pub async fn session(cfg: &Config) -> anyhow::Result<SessionContext> {
-    let lake = Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone())?;
+    let lake = cfg.lake.open()?;
     let ctx = SessionContext::new_with_config(
         SessionConfig::new()
             .with_information_schema(true)

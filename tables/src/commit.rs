@@ -52,6 +52,10 @@ pub async fn try_commit(table: &mut DeltaTable, actions: &[Action], op: DeltaOpe
             Ok(Outcome::Committed(version))
         }
         Err(e) if lost_race(&e) => Ok(Outcome::Lost),
+        // a commit first lists the log for its latest version, and deltalake reports a failed
+        // listing as `Generic` text; a retry is safe whatever it was (the writer re-reads the
+        // table and its txn offsets before committing again)
+        Err(deltalake::DeltaTableError::Generic(msg)) => Err(crate::TableError::LogRead(msg)),
         Err(e) => Err(e.into()),
     }
 }

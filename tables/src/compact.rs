@@ -272,7 +272,7 @@ pub async fn prepare(
     opts: &CompactionOptions,
     only: Option<&[i32]>,
 ) -> Result<Option<PreparedCompaction>> {
-    table.update_state().await?;
+    crate::lake::update_state(table).await?;
     let read_version = table.version().unwrap_or(0);
     let schema = table.snapshot()?.snapshot().arrow_schema();
     let mut files = candidates(table)?;
@@ -329,7 +329,7 @@ pub async fn commit(table: &mut DeltaTable, prepared: PreparedCompaction) -> Res
                 return Ok(report);
             }
             Outcome::Lost => {
-                table.update_state().await?;
+                crate::lake::update_state(table).await?;
                 let now = table.version().unwrap_or(seen);
                 let winners = log::read(table.log_store().as_ref(), seen + 1, now).await?;
                 seen = now;
@@ -358,7 +358,7 @@ pub async fn commit(table: &mut DeltaTable, prepared: PreparedCompaction) -> Res
 /// table, by the first writer that needs its index.
 pub async fn split_untagged(table: &mut DeltaTable) -> Result<()> {
     for _ in 0..5 {
-        table.update_state().await?;
+        crate::lake::update_state(table).await?;
         let untagged: Vec<Candidate> = candidates(table)?
             .into_iter()
             .filter(|c| c.partition.is_none())

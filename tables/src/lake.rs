@@ -103,7 +103,7 @@ impl Lake {
         }
         match table.load().await {
             Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok(table),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(log_read(e)),
         }
     }
 
@@ -117,6 +117,7 @@ impl Lake {
         match loaded {
             Ok(()) => Ok(table),
             Err(DeltaTableError::NotATable(_)) => Err(TableError::NotFound(name.to_string())),
+            Err(e) if version.is_none() => Err(log_read(e)),
             Err(e) => Err(e.into()),
         }
     }
@@ -147,5 +148,20 @@ impl Lake {
         }
         names.sort();
         Ok(names)
+    }
+}
+
+/// Brings `table` to the log's latest version. deltalake reports a failed log listing as
+/// `Generic` text (`get_latest_version`); here, where the call is known to be a read of the
+/// log's latest version, it becomes [`TableError::LogRead`], which a retry can fix.
+pub(crate) async fn update_state(table: &mut DeltaTable) -> Result<()> {
+    table.update_state().await.map_err(log_read)
+}
+
+/// The error of loading the log's latest version (see [`update_state`]).
+fn log_read(e: DeltaTableError) -> TableError {
+    match e {
+        DeltaTableError::Generic(msg) => TableError::LogRead(msg),
+        e => e.into(),
     }
 }

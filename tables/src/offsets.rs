@@ -42,7 +42,7 @@ impl OffsetsWatch {
             return Ok(());
         };
         let before = table.version().unwrap_or(0);
-        table.update_state().await?;
+        crate::lake::update_state(table).await?;
         let now = table.version().unwrap_or(0);
         if now > before {
             match log::read(table.log_store().as_ref(), before + 1, now).await {

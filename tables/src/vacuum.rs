@@ -62,7 +62,7 @@ pub struct VacuumReport {
 /// need; `retain = None` uses the table's `delta.deletedFileRetentionDuration` (7 days unless
 /// set).
 pub async fn vacuum(table: &mut DeltaTable, retain: Option<Duration>, dry_run: bool) -> Result<VacuumReport> {
-    table.update_state().await?;
+    crate::lake::update_state(table).await?;
     let limit = table.snapshot()?.table_config().deleted_file_retention_duration();
     let retain = retain.unwrap_or(limit);
     if retain > limit {
@@ -115,7 +115,7 @@ async fn record_run(table: &mut DeltaTable, retain: Duration, start: bool) -> Re
         if let crate::commit::Outcome::Committed(_) = try_commit(table, &[], op.clone()).await? {
             return Ok(());
         }
-        table.update_state().await?;
+        crate::lake::update_state(table).await?;
     }
     Err(TableError::Refused(
         "vacuum could not record itself in the log after 100 lost commit races; run it again".into(),

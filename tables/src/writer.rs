@@ -216,7 +216,7 @@ impl TableWriter {
             self.table = self.lake.table(&self.name).await?;
             return Ok(());
         }
-        self.table.update_state().await?;
+        crate::lake::update_state(&mut self.table).await?;
         Ok(())
     }
 
@@ -623,7 +623,7 @@ impl TableWriter {
     /// must be planned again; else the same actions go to the next version).
     async fn follow_winners(&mut self, files: &HashSet<String>, app_ids: &HashSet<String>) -> Result<bool> {
         let from = self.version.map_or(0, |v| v + 1);
-        self.table.update_state().await?;
+        crate::lake::update_state(&mut self.table).await?;
         let now = self.table.version().unwrap_or(0);
         let winners = log::read(self.table.log_store().as_ref(), from, now).await?;
         let overlap = winners.overlaps(files, app_ids);

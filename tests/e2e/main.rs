@@ -2,7 +2,9 @@
 //! started by `scripts/services up`. One test binary, so the crate graph links once.
 
 mod bad_input;
+mod chaos;
 mod compaction;
+mod faults;
 mod fixture_replay;
 mod group;
 mod maintenance;

@@ -1,0 +1,202 @@
+//! kill -9 at random points (issue 10): rounds of one or two worker processes of one group over
+//! topics of two partitions, each round fed the next slice of the fixture and ended by SIGKILL —
+//! at a random moment, while a compaction job is in flight, or while the group rebalances
+//! because a second worker joined. A last `run --until-caught-up` must then reach PostgreSQL's
+//! final state through both readers, with no key twice and nothing dead-lettered.
+//!
+//! `CORMORANT_CHAOS_KILLS` (default 6, the CI run) and `CORMORANT_CHAOS_SEED`; `scripts/chaos`
+//! runs 100.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use tables::{CompactionOptions, DeleteMode, WriteMode};
+
+use crate::support::*;
+
+/// Where a round's kill lands.
+#[derive(Clone, Copy, Debug)]
+enum KillPoint {
+    Random,
+    MidCompaction,
+    MidRebalance,
+}
+
+/// splitmix64, as the model tests.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n.max(1)
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn spawn(config: &Path, log: &Path, args: &[&str]) -> Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cormorant"))
+        .args(["--config", config.to_str().expect("utf-8 path")])
+        .args(args)
+        .env(
+            "CORMORANT_LOG",
+            "info,cormorant::pipeline::compaction=debug,buoyant_kernel=warn,deltalake_core=warn",
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn worker")
+}
+
+/// Waits (at most `limit`) until `log` holds `marker` after its first `from` bytes.
+async fn wait_for(log: &Path, from: usize, marker: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let text = std::fs::read(log).unwrap_or_default();
+        if text.len() > from && String::from_utf8_lossy(&text[from..]).contains(marker) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+fn log_len(log: &Path) -> usize {
+    std::fs::metadata(log).map_or(0, |m| m.len() as usize)
+}
+
+fn assert_no_panic(log: &Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(!text.contains("panicked at"), "a worker panicked:\n{text}");
+}
+
+/// One round: workers started, the slice produced, a kill at `point`; whether the point was
+/// reached (else the kill came at the time limit).
+async fn round(
+    cfg_path: &Path,
+    dir: &Path,
+    n: u64,
+    point: KillPoint,
+    rng: &mut Rng,
+    produce: impl Future<Output = ()>,
+) -> bool {
+    let first_log = dir.join(format!("round-{n}-a.log"));
+    let mut workers = vec![spawn(cfg_path, &first_log, &["run"])];
+    produce.await;
+    let hit = match point {
+        KillPoint::Random => {
+            tokio::time::sleep(Duration::from_millis(300 + rng.below(4000))).await;
+            true
+        }
+        KillPoint::MidCompaction => wait_for(&first_log, 0, "compaction job started", Duration::from_secs(30)).await,
+        KillPoint::MidRebalance => {
+            let joined = wait_for(&first_log, 0, "partition assigned", Duration::from_secs(30)).await;
+            let from = log_len(&first_log);
+            workers.push(spawn(cfg_path, &dir.join(format!("round-{n}-b.log")), &["run"]));
+            joined && wait_for(&first_log, from, "partitions revoked", Duration::from_secs(30)).await
+        }
+    };
+    // the victim first (either worker of a rebalance), then whoever is left
+    let victim = rng.below(workers.len() as u64) as usize;
+    let mut order: Vec<usize> = (0..workers.len()).collect();
+    order.swap(0, victim);
+    for i in order {
+        workers[i].kill().expect("kill -9");
+        workers[i].wait().expect("reaped");
+    }
+    assert_no_panic(&first_log);
+    hit
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
+    let kills = env_u64("CORMORANT_CHAOS_KILLS", 6);
+    let seed = env_u64("CORMORANT_CHAOS_SEED", 1);
+    let mut rng = Rng(seed);
+    let prefix = format!("{}.", unique("chaos"));
+    let fx = fixture();
+    let ids = fx.register(&registry(), &prefix).await.expect("registry");
+    fx.create_topics(&brokers(), &prefix, 2).await.expect("topics");
+    let mut cfg = config(&prefix, Storage::Local, DeleteMode::Soft, WriteMode::Mor, "chaos");
+    cfg.kafka.batch_max_records = 150;
+    cfg.kafka.batch_linger_ms = 20;
+    cfg.compaction.every_commits = 2;
+    cfg.compaction.options = CompactionOptions {
+        deleted_fraction: 0.01,
+        small_file_bytes: 64 * 1024 * 1024,
+        ..CompactionOptions::default()
+    };
+    cfg.maintenance.checkpoint_interval = 4;
+    let cfg_path = write_config(&cfg, "chaos-cfg");
+    let dir: PathBuf = cfg_path.parent().expect("config dir").to_path_buf();
+    let points = [KillPoint::Random, KillPoint::MidCompaction, KillPoint::MidRebalance];
+    let total = fx.events.len();
+    let started = Instant::now();
+    let mut hits = [0u32; 3];
+    for k in 0..kills {
+        let which = (k % 3) as usize;
+        let slice = total * k as usize / kills as usize..total * (k as usize + 1) / kills as usize;
+        let produce = async {
+            fx.produce_by_key(&brokers(), &prefix, &ids, slice)
+                .await
+                .expect("produce slice");
+        };
+        if round(&cfg_path, &dir, k, points[which], &mut rng, produce).await {
+            hits[which] += 1;
+        }
+    }
+    let log = dir.join("final.log");
+    let mut last = spawn(&cfg_path, &log, &["run", "--until-caught-up"]);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(s) = last.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run after {kills} kills did not catch up in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        status.success(),
+        "the run after the kills exits 0: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    eprintln!(
+        "chaos seed {seed}: {kills} rounds in {:.1?} (kill points reached: random {}, mid-compaction {}, mid-rebalance {})",
+        started.elapsed(),
+        hits[0],
+        hits[1],
+        hits[2]
+    );
+    assert_point(&cfg, "final", None, true).await;
+    let ctx = cormorant::query::session(&cfg).await.expect("session");
+    for (table, key) in TABLES {
+        let sql = format!("SELECT count(*) AS dup FROM (SELECT {key} FROM {table} GROUP BY {key} HAVING count(*) > 1)");
+        let batches = cormorant::query::run_sql(&ctx, &sql).await.expect("query").remove(0);
+        assert_eq!(
+            batches_as_pg(&batches)[1][0].as_deref(),
+            Some("0"),
+            "{table}: a key appears twice"
+        );
+    }
+    let lake = cfg.lake.open().expect("lake");
+    if lake.open("_dlq", None).await.is_ok() {
+        let batches = cormorant::query::run_sql(&ctx, "SELECT count(*) FROM _dlq")
+            .await
+            .expect("query")
+            .remove(0);
+        assert_eq!(
+            batches_as_pg(&batches)[1][0].as_deref(),
+            Some("0"),
+            "nothing was dead-lettered"
+        );
+    }
+}
