@@ -12,6 +12,7 @@ mod operations;
 mod replay;
 mod restart;
 mod retention;
+mod secrets;
 mod sql;
 mod stop;
 mod support;
