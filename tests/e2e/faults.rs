@@ -7,7 +7,7 @@
 use std::process::Stdio;
 use std::time::Instant;
 
-use tables::{CompactionOptions, DeleteMode, WriteMode};
+use tables::{DeleteMode, WriteMode};
 
 use crate::support::*;
 
@@ -23,13 +23,7 @@ async fn a_failing_store_loses_and_duplicates_nothing() {
     );
     cfg.kafka.batch_max_records = 300;
     cfg.kafka.batch_linger_ms = 50;
-    cfg.compaction.every_commits = 3;
-    cfg.compaction.options = CompactionOptions {
-        deleted_fraction: 0.01,
-        small_file_bytes: 64 * 1024 * 1024,
-        ..CompactionOptions::default()
-    };
-    cfg.maintenance.checkpoint_interval = 5;
+    busy_maintenance(&mut cfg, 3, 5);
     let path = write_config(&cfg, "faults-cfg");
     let started = Instant::now();
     let (mut runs, mut retries) = (0, 0);
@@ -74,14 +68,5 @@ async fn a_failing_store_loses_and_duplicates_nothing() {
     );
     assert!(retries > 0, "no fault reached the worker");
     assert_point(&cfg, "final", None, true).await;
-    let ctx = cormorant::query::session(&cfg).await.expect("session");
-    for (table, key) in TABLES {
-        let sql = format!("SELECT count(*) AS dup FROM (SELECT {key} FROM {table} GROUP BY {key} HAVING count(*) > 1)");
-        let batches = cormorant::query::run_sql(&ctx, &sql).await.expect("query").remove(0);
-        assert_eq!(
-            batches_as_pg(&batches)[1][0].as_deref(),
-            Some("0"),
-            "{table}: a key appears twice"
-        );
-    }
+    assert_no_duplicate_keys(&cfg).await;
 }

@@ -74,13 +74,7 @@ async fn killed_worker_resumes_exactly() {
             > mid
     );
     assert_point(&cfg, "final", None, false).await;
-    for (table, key) in TABLES {
-        let ctx = cormorant::query::session(&cfg).await.expect("session");
-        let sql = format!("SELECT count(*) AS dup FROM (SELECT {key} FROM {table} GROUP BY {key} HAVING count(*) > 1)");
-        let batches = cormorant::query::run_sql(&ctx, &sql).await.expect("query").remove(0);
-        let rows = batches_as_pg(&batches);
-        assert_eq!(rows[1][0].as_deref(), Some("0"), "{table}: a key appears twice");
-    }
+    assert_no_duplicate_keys(&cfg).await;
 }
 
 /// Next offsets the tables recorded, summed over the fixture's topics (one partition each):

@@ -485,3 +485,29 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
     (code, body)
 }
+
+/// Compaction and checkpoints as often as they come (chaos and fault runs): a compaction job
+/// every `every_commits` commits of a table, of any file with a deleted row.
+pub fn busy_maintenance(cfg: &mut Config, every_commits: u64, checkpoint_interval: u64) {
+    cfg.compaction.every_commits = every_commits;
+    cfg.compaction.options = tables::CompactionOptions {
+        deleted_fraction: 0.01,
+        small_file_bytes: 64 * 1024 * 1024,
+        ..tables::CompactionOptions::default()
+    };
+    cfg.maintenance.checkpoint_interval = checkpoint_interval;
+}
+
+/// No key of the fixture's tables appears twice.
+pub async fn assert_no_duplicate_keys(cfg: &Config) {
+    let ctx = cormorant::query::session(cfg).await.expect("session");
+    for (table, key) in TABLES {
+        let sql = format!("SELECT count(*) AS dup FROM (SELECT {key} FROM {table} GROUP BY {key} HAVING count(*) > 1)");
+        let batches = cormorant::query::run_sql(&ctx, &sql).await.expect("query").remove(0);
+        assert_eq!(
+            batches_as_pg(&batches)[1][0].as_deref(),
+            Some("0"),
+            "{table}: a key appears twice"
+        );
+    }
+}
