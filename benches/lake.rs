@@ -25,16 +25,8 @@ use arrow::datatypes::{DataType, Field, Schema};
 use change::{ChangeBatch, ChangeKind, Position, SourceOffset, meta_fields};
 use tables::{DeleteMode, Lake, TableWriter, WriteMode, WriterOptions};
 
-/// xorshift64*: a seeded generator, so every run measures the same workload.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
+// seeded, so every run measures the same workload
+use tables::fault::SplitMix64 as Rng;
 
 fn columns() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
@@ -49,12 +41,12 @@ fn columns() -> Arc<Schema> {
 fn upserts(ids: &[i64], first_offset: i64, rng: &mut Rng) -> ChangeBatch {
     let n = ids.len();
     let offsets: Vec<i64> = (0..n as i64).map(|i| first_offset + i).collect();
-    let payload: Vec<String> = (0..n).map(|_| format!("{:0>96x}", rng.next())).collect();
+    let payload: Vec<String> = (0..n).map(|_| format!("{:0>96x}", rng.next_u64())).collect();
     let arrays: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(ids.to_vec())),
         Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("name-{i}")))),
         Arc::new(
-            Decimal128Array::from_iter_values((0..n).map(|_| (rng.next() % 1_000_000) as i128))
+            Decimal128Array::from_iter_values((0..n).map(|_| (rng.next_u64() % 1_000_000) as i128))
                 .with_precision_and_scale(12, 2)
                 .expect("decimal"),
         ),
@@ -107,7 +99,7 @@ async fn write_amplification(mode: WriteMode, root: &Path) -> anyhow::Result<(u6
     let mut offset = keys;
     let started = Instant::now();
     for _ in 0..100 {
-        let ids: Vec<i64> = (0..1000).map(|_| (rng.next() % keys as u64) as i64).collect();
+        let ids: Vec<i64> = (0..1000).map(|_| (rng.next_u64() % keys as u64) as i64).collect();
         let b = upserts(&ids, offset, &mut rng);
         offset += 1000;
         input += b.data.get_array_memory_size() as u64;

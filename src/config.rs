@@ -188,6 +188,8 @@ pub struct LakeConfig {
     pub uri: String,
     /// Passed to object_store / deltalake (AWS_ENDPOINT_URL, …).
     pub storage_options: HashMap<String, String>,
+    /// PEM file of a CA to trust for an `https://` S3 endpoint behind a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Names the fault plan of an end-to-end fault run (`error=0.05,ambiguous=0.5,…`, see
@@ -198,7 +200,7 @@ impl LakeConfig {
     /// The lake this section names, through a fault-injecting store when `CORMORANT_FAULTS`
     /// is set.
     pub fn open(&self) -> anyhow::Result<tables::Lake> {
-        let lake = tables::Lake::new(&self.uri, self.storage_options.clone())?;
+        let lake = tables::Lake::new(&self.uri, self.store_options()?)?;
         let Ok(spec) = std::env::var(FAULTS_ENV) else {
             return Ok(lake);
         };
@@ -209,11 +211,35 @@ impl LakeConfig {
     }
 }
 
+impl LakeConfig {
+    /// The storage options with `ca_file` as deltalake's `certificate_path` (the S3 client's
+    /// extra root certificate), checked here so a bad path is named by its config key.
+    fn store_options(&self) -> anyhow::Result<HashMap<String, String>> {
+        let mut options = self.storage_options.clone();
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read lake.ca_file {}: {e}; point it at a PEM file",
+                    path.display()
+                )
+            })?;
+            anyhow::ensure!(
+                pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----"),
+                "lake.ca_file {} holds no PEM certificate; point it at the CA's certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            );
+            options.insert("certificate_path".into(), path.display().to_string());
+        }
+        Ok(options)
+    }
+}
+
 impl Default for LakeConfig {
     fn default() -> Self {
         Self {
             uri: "./lake".into(),
             storage_options: HashMap::new(),
+            ca_file: None,
         }
     }
 }
@@ -254,6 +280,7 @@ impl std::fmt::Debug for LakeConfig {
         f.debug_struct("LakeConfig")
             .field("uri", &self.uri)
             .field("storage_options", &redact::map(&self.storage_options))
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

@@ -189,6 +189,12 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if e.chain().any(tables::error::untrusted_certificate) {
+                eprintln!(
+                    "hint: a TLS server presented a certificate this worker does not trust; set lake.ca_file \
+                     (S3) or registry.ca_file to the PEM file of the CA that signed it"
+                );
+            }
             // exit before the runtime is dropped: threads still using it (the consumer's poll
             // thread, the Delta kernel's executor) would panic on a runtime shutting down
             std::process::exit(1)

@@ -76,22 +76,7 @@ pub struct Rec {
     pub value: Option<Vec<u8>>,
 }
 
-/// splitmix64
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+pub use tables::fault::SplitMix64 as Rng;
 
 const NAMES: [&str; 12] = [
     "Ada Lovelace",
@@ -170,7 +155,7 @@ impl Generator {
             opt(Value::String(format!(
                 "customer since {} — prefers email; note {}",
                 2000 + r.below(24),
-                r.next() % 100_000
+                r.next_u64() % 100_000
             )))
         };
         let profile = if r.below(4) == 0 {
@@ -220,7 +205,7 @@ impl Generator {
             ("profile".into(), profile),
             (
                 "external_id".into(),
-                Value::String(uuid::Uuid::from_u64_pair(r.next(), r.next()).to_string()),
+                Value::String(uuid::Uuid::from_u64_pair(r.next_u64(), r.next_u64()).to_string()),
             ),
             ("loyalty_tier".into(), tier),
         ])

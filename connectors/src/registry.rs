@@ -189,29 +189,23 @@ fn classify_transport(base: &str, e: &reqwest::Error) -> ConnectorError {
 }
 
 /// Whether a connect error was the TLS handshake rejecting the server's certificate (looked up
-/// on the typed error chain: rustls' `Error::InvalidCertificate`).
+/// on the typed error chain: rustls' `Error::InvalidCertificate`). The HTTP client hands it on
+/// inside nested `io::Error`s, whose `source` skips the error they hold, so those are opened.
 fn is_certificate_error(e: &reqwest::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && is_rustls_certificate(inner)
-        {
+    let mut at: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = at {
+        if matches!(
+            err.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+        ) {
             return true;
         }
-        if is_rustls_certificate(err) {
-            return true;
-        }
-        source = err.source();
+        at = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     false
-}
-
-fn is_rustls_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
-    matches!(
-        err.downcast_ref::<rustls::Error>(),
-        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
-    )
 }
 
 /// An error and its causes on one line.

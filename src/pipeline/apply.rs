@@ -53,12 +53,11 @@ impl Pipeline {
                     self.applied(&name, &tc, &changes.offsets, &writer, &applied, took);
                     self.writers.insert(name, writer);
                 }
-                // the failed writer is dropped: after an ambiguous commit its state is unknown
-                Err(e) => failed.push((name, tc, changes, e)),
+                Err(e) => failed.push((name, tc, changes, writer, e)),
             }
         }
-        for (name, tc, changes, error) in failed {
-            self.retry(name, tc, changes, error).await?;
+        for (name, tc, changes, writer, error) in failed {
+            self.retry(name, tc, changes, writer, error).await?;
             if self.halted {
                 return Ok(()); // stopped while waiting to retry: the rest is re-read on restart
             }
@@ -75,25 +74,34 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Applies `changes` again after `error`, through a writer opened anew from the table, while
-    /// the error is retryable (an S3 timeout, a commit race) — with backoff, up to
-    /// [`RETRIES`] times, a stop cutting any wait short. The table's `txn` offsets make this
-    /// exact: a batch whose commit was made before the error was reported is found applied and
-    /// skipped. A permanent error, or the last retryable one, stops the pipeline.
+    /// Applies `changes` again after `error` while the error is retryable (an S3 timeout, a
+    /// commit race), with backoff, up to [`RETRIES`] times, a stop cutting any wait short: the
+    /// first retry through the same writer (it re-reads the table first and keeps its index),
+    /// later ones through a writer opened anew from the table, in case what fails is the
+    /// writer's own state. The table's `txn` offsets make this exact: a batch whose commit was
+    /// made before the error was reported is found applied and skipped. A permanent error, or
+    /// the last retryable one, stops the pipeline. This is the only retry layer of an apply.
     async fn retry(
         &mut self,
         name: String,
         tc: TableConfig,
         changes: change::ChangeBatch,
+        writer: TableWriter,
         mut error: tables::TableError,
     ) -> anyhow::Result<()> {
         let stop = self.stop.clone();
+        let mut kept = Some(writer);
         for attempt in 1..=RETRIES {
             if !error.is_retryable() {
                 break;
             }
             let delay = super::backoff(attempt);
-            tracing::warn!(table = %name, attempt, of = RETRIES, retry_in = ?delay, error = %error, "applying a batch failed; retrying through a writer reloaded from the table");
+            let how = if kept.is_some() {
+                "the same writer"
+            } else {
+                "a writer reloaded from the table"
+            };
+            tracing::warn!(table = %name, attempt, of = RETRIES, retry_in = ?delay, error = %error, "applying a batch failed; retrying through {how}");
             METRICS.apply_retries.with_label_values(&[name.as_str()]).inc();
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
@@ -104,8 +112,12 @@ impl Pipeline {
                 }
             }
             let started = Instant::now();
+            let reuse = kept.take();
             let again = async {
-                let mut writer = TableWriter::open(&self.lake, &name, super::options(&self.cfg, &tc)).await?;
+                let mut writer = match reuse {
+                    Some(w) => w,
+                    None => TableWriter::open(&self.lake, &name, super::options(&self.cfg, &tc)).await?,
+                };
                 let applied = writer.apply(&changes).await?;
                 Ok::<_, tables::TableError>((writer, applied))
             };

@@ -44,6 +44,11 @@ impl TableError {
     /// problem with the data or the configuration.
     pub fn is_retryable(&self) -> bool {
         use deltalake::DeltaTableError as D;
+        if untrusted_certificate(self) {
+            // the store's client retries a refused handshake as a transport error; it is a
+            // configuration problem (lake.ca_file), and the same handshake fails again
+            return false;
+        }
         match self {
             TableError::Store(e) => store_retryable(e),
             // parquet's async reader hands the store's error on as an external one
@@ -127,6 +132,26 @@ fn kernel_retryable(e: &buoyant_kernel::Error) -> bool {
         K::Parquet(e) => parquet_retryable(e),
         _ => false,
     }
+}
+
+/// Whether `err` or one of its causes is a TLS handshake that rejected the server's
+/// certificate (rustls' `InvalidCertificate`, looked up by type on the error chain; the HTTP
+/// client hands it on inside nested `io::Error`s, whose `source` skips the error they hold).
+pub fn untrusted_certificate(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at = Some(err);
+    while let Some(e) = at {
+        if matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+        ) {
+            return true;
+        }
+        at = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    false
 }
 
 pub type Result<T, E = TableError> = std::result::Result<T, E>;

@@ -48,31 +48,10 @@ const FAULT_REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/model_
 // Randomness
 // ---------------------------------------------------------------------------------------------
 
-/// splitmix64: small, fast, and every seed (0 included) gives a good stream.
-pub(crate) struct Rng(pub(crate) u64);
+pub(crate) use crate::fault::SplitMix64 as Rng;
 
+/// The model's draws on the shared generator.
 impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    pub(crate) fn percent(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-
     fn key(&mut self) -> i32 {
         self.range(1, KEYS) as i32
     }
@@ -316,12 +295,10 @@ impl Run<'_> {
     async fn deliver(&mut self, start: usize, end: usize) -> Result<(), String> {
         self.log
             .push(format!("apply [{start}, {end}): {}", show(self.recs, start, end)));
-        let faulty = self.faults_on();
-        let result = self.w.apply(&delivery(self.recs, start, end)).await;
-        self.faults_off();
+        let (result, faulty) = self.apply_under_faults(start, end).await;
         let a = match result {
             Ok(a) => a,
-            Err(e) if faulty => return self.after_failure(end, &e.to_string()).await,
+            Err(e) if faulty => return self.after_failure(start, end, &e.to_string()).await,
             Err(e) => return Err(format!("apply failed: {e}")),
         };
         let skipped = (start..self.applied)
@@ -342,6 +319,15 @@ impl Run<'_> {
         self.check(false).await
     }
 
+    /// Applies `start..end`, with faults on in one step of three; the result and whether
+    /// faults were on.
+    async fn apply_under_faults(&mut self, start: usize, end: usize) -> (crate::Result<crate::Applied>, bool) {
+        let faulty = self.faults_on();
+        let result = self.w.apply(&delivery(self.recs, start, end)).await;
+        self.faults_off();
+        (result, faulty)
+    }
+
     /// Re-delivers offsets that are all applied: nothing may be committed or change.
     async fn redeliver(&mut self) -> Result<(), String> {
         let (start, end) = if self.rng.percent(50) {
@@ -352,12 +338,10 @@ impl Run<'_> {
         };
         self.log
             .push(format!("redeliver [{start}, {end}): {}", show(self.recs, start, end)));
-        let faulty = self.faults_on();
-        let result = self.w.apply(&delivery(self.recs, start, end)).await;
-        self.faults_off();
+        let (result, faulty) = self.apply_under_faults(start, end).await;
         let a = match result {
             Ok(a) => a,
-            Err(e) if faulty => return self.after_failure(self.applied, &e.to_string()).await,
+            Err(e) if faulty => return self.after_failure(start, end, &e.to_string()).await,
             Err(e) => return Err(format!("redelivery failed: {e}")),
         };
         if a.version.is_some() || a.rows_skipped != a.rows_in {
@@ -451,9 +435,31 @@ impl Run<'_> {
         }
     }
 
+    /// Delivering `start..end` failed under faults. As the worker does, either the same
+    /// writer retries the batch (it must then apply exactly what was not applied), or the
+    /// worker exits and a fresh one starts on the table ([`Run::restart`]).
+    async fn after_failure(&mut self, start: usize, end: usize, error: &str) -> Result<(), String> {
+        if self.rng.percent(50) {
+            self.log.push(format!("failed under faults, retry in place: {error}"));
+            self.w
+                .apply(&delivery(self.recs, start, end))
+                .await
+                .map_err(|e| format!("the retry in place failed: {e}"))?;
+            if end > self.applied {
+                for o in self.applied..end {
+                    self.model.apply(o as i64, self.recs[o]);
+                }
+                self.delivered.push((self.applied, end));
+                self.applied = end;
+            }
+            return self.check(false).await;
+        }
+        self.restart(end, error).await
+    }
+
     /// A step failed under faults, so the worker exits and a fresh one starts on the table:
     /// the batch that ends at `end` must be wholly applied or not at all.
-    async fn after_failure(&mut self, end: usize, error: &str) -> Result<(), String> {
+    async fn restart(&mut self, end: usize, error: &str) -> Result<(), String> {
         self.log.push(format!("failed under faults, restart: {error}"));
         self.pending = None; // a job's result dies with its process
         self.w = self.fx.writer().await;
@@ -513,7 +519,7 @@ impl Run<'_> {
             self.faults_off();
             let r = match result {
                 Ok(r) => r,
-                Err(e) if faulty => return self.after_failure(self.applied, &e.to_string()).await,
+                Err(e) if faulty => return self.restart(self.applied, &e.to_string()).await,
                 Err(e) => return Err(format!("finishing a compaction failed: {e}")),
             };
             self.log.push(format!(

@@ -372,22 +372,11 @@ impl TableWriter {
         Ok(())
     }
 
-    /// Applies `batch` in one commit (retrying transient failures).
+    /// Applies `batch` in one commit: one attempt. After a retryable error the writer can be
+    /// used again, for the same batch too: the next apply first reads what the table holds
+    /// (an ambiguous commit that was made is then found by its `txn` offsets, and skipped).
+    /// The caller owns the retry policy, because only it knows the budget and the stop signal.
     pub async fn apply(&mut self, batch: &ChangeBatch) -> Result<Applied> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.try_apply(batch).await {
-                Err(e) if e.is_retryable() && attempt < 5 => {
-                    tracing::warn!(table = %self.name, error = %e, attempt, "apply failed, retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn try_apply(&mut self, batch: &ChangeBatch) -> Result<Applied> {
         self.sync().await?;
         if self.table.version().is_none() {
             if batch.columns.fields().is_empty() {

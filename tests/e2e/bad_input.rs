@@ -89,7 +89,7 @@ async fn bad_records_go_to_the_dead_letter_table() {
         assert!(msg.contains(';'), "error says what to do: {msg}");
     }
     // raw bytes are kept exactly
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     let t = lake.open("_dlq", None).await.expect("dlq table");
     let ctx2 = datafusion::prelude::SessionContext::new();
     t.update_datafusion_session(&ctx2.state()).expect("session");

@@ -32,7 +32,7 @@ async fn compaction_racing_the_worker_loses_nothing() {
         flag.store(true, Ordering::SeqCst);
         stats
     });
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     let (mut compacted, mut conflicts) = (0, 0);
     while !done.load(Ordering::SeqCst) {
         for (table, _) in TABLES {
@@ -71,7 +71,7 @@ async fn inline_compaction_keeps_the_fixture_exact() {
     cfg.compaction.options = aggressive();
     run_until_caught_up(&cfg).await;
     assert_point(&cfg, "final", None, true).await;
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     let t = lake.open("orders", None).await.expect("open");
     let mut history = t.history(None);
     let mut optimize = 0;

@@ -17,7 +17,7 @@ async fn final_state(storage: Storage, deletes: DeleteMode, mode: WriteMode, tag
     assert_eq!(stats.dead_letters, 0);
     assert_point(&cfg, "final", None, mode == WriteMode::Mor).await;
     // Running again finds nothing new and changes nothing.
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     let before = lake.open("customers", None).await.expect("open").version();
     let again = run_until_caught_up(&cfg).await;
     assert_eq!(again.commits, 0, "a caught-up worker commits nothing");
@@ -81,7 +81,7 @@ async fn point_by_point(storage: Storage, deletes: DeleteMode, mode: WriteMode, 
         start = end;
         run_until_caught_up(&cfg).await;
         assert_point(&cfg, &point, None, false).await;
-        let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+        let lake = cfg.lake.open().expect("lake");
         let mut versions = HashMap::new();
         for (table, _) in TABLES {
             let v = lake

@@ -61,7 +61,7 @@ fn wait_exit(child: &mut Child, limit: Duration, what: &str, log: &std::path::Pa
 /// Every active data file is tagged with one partition, and its `__kafka_partition`
 /// statistics say all its rows are of that partition; every partition's offsets are recorded.
 async fn assert_partition_owned_files(cfg: &cormorant::config::Config) {
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     for (table, _) in TABLES {
         let t = lake.open(table, None).await.expect("open");
         let snapshot = t.snapshot().expect("snapshot");
@@ -130,7 +130,7 @@ async fn group_run(
     let mut children: Vec<Child> = logs.iter().map(|l| spawn_worker(&path, l)).collect();
 
     // kill -9 the first worker once the orders table has several commits
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         if let Ok(t) = lake.open("orders", None).await

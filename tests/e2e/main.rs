@@ -16,3 +16,4 @@ mod secrets;
 mod sql;
 mod stop;
 mod support;
+mod tls;

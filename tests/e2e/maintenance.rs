@@ -19,7 +19,7 @@ async fn data_objects(cfg: &cormorant::config::Config, table: &str) -> Vec<Strin
 
 /// Object names under `prefix` of `table` (`_delta_log/`, or "" for the whole table).
 async fn objects(cfg: &cormorant::config::Config, table: &str, prefix: &str) -> Vec<String> {
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     let t = lake.open(table, None).await.expect("open");
     let store = t.log_store().object_store(None);
     let prefix = (!prefix.is_empty()).then(|| object_store::path::Path::from(prefix));
@@ -30,7 +30,7 @@ async fn objects(cfg: &cormorant::config::Config, table: &str, prefix: &str) -> 
 }
 
 async fn versions(cfg: &cormorant::config::Config) -> HashMap<String, u64> {
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     let mut out = HashMap::new();
     for (table, _) in TABLES {
         let v = lake.open(table, None).await.expect("open").version().expect("version");
@@ -199,7 +199,7 @@ async fn log_expired_and_checkpoints_serve_readers(
         // the independent reader loads from the checkpoint (version 0 is gone) and is exact
         let csv = fixture_dir().join(format!("expected/final/{table}.csv"));
         assert_python_reads(cfg, table, key, &csv, None);
-        let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+        let lake = cfg.lake.open().expect("lake");
         assert!(lake.open(table, Some(1)).await.is_err(), "{table}: version 1 expired");
         let (ok, out) = cli(
             cfg,

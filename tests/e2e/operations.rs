@@ -77,7 +77,7 @@ async fn topic_pattern_picks_up_new_topics_and_metrics_are_scraped() {
         .produce(&brokers(), &prefix, &loaded.ids, 0..renamed.events.len())
         .await
         .expect("produce products");
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let done = match lake.open("products.v2", None).await {
@@ -191,7 +191,7 @@ async fn sigterm_mid_stream_finishes_the_batch_and_loses_nothing() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     wait_for_version(&lake, "orders", 3, "no progress").await;
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -18,7 +18,7 @@ async fn replay_rebuilds_and_is_idempotent() {
     );
     cfg.kafka.batch_max_records = 3000;
     run_until_caught_up(&cfg).await;
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     for (table, key) in TABLES {
         let rebuilt = format!("{table}_rebuilt");
         let s = replay(&cfg, table, &Bound::Edge, &Bound::Edge, Some(&rebuilt), false)

@@ -43,7 +43,7 @@ fn run(cfg: &Config, tag: &str) -> (std::process::ExitStatus, String) {
 
 /// The table's next offset for partition 0 of its topic.
 async fn table_offset(cfg: &Config, table: &str, topic: &str) -> i64 {
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     let table = lake.open(table, None).await.expect("open");
     let app = change::StreamId::new(&cfg.kafka.group_id, topic).app_id(0);
     let snapshot = table.snapshot().expect("snapshot");

@@ -267,7 +267,7 @@ async fn load_events(cfg: &cormorant::config::Config) {
             next_offset: n as i64,
         }],
     };
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     let opts = tables::WriterOptions {
         deletes: DeleteMode::Soft,
         mode: WriteMode::Mor,

@@ -201,7 +201,7 @@ async fn sigterm_exits_within_5_s_when_s3_hangs_mid_run() {
     proxied.metrics.address = Some(metrics.clone());
     proxied.metrics.stall_seconds = 1;
     let (mut child, log) = spawn(&proxied, "stop-s3-mid");
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     wait_for_version(&lake, "orders", 3, "no progress through the proxy").await;
     assert_eq!(http_get(&metrics, "/readyz").0, 200, "ready while streaming");
     frozen.store(true, Ordering::Relaxed);

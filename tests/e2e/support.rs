@@ -256,7 +256,7 @@ pub fn pg_text(col: &dyn Array, row: usize) -> Option<String> {
 
 /// Live rows of `table` (soft-deleted excluded) ordered by its key, as PG text, with a header.
 pub async fn table_as_pg(cfg: &Config, table: &str, key: &str, version: Option<u64>) -> Vec<Vec<Option<String>>> {
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     let t = lake.open(table, version).await.expect("table opens");
     let ctx = datafusion::prelude::SessionContext::new();
     t.update_datafusion_session(&ctx.state()).expect("session");
@@ -355,7 +355,7 @@ fn python() -> String {
 /// Reads `table` with the Python `deltalake` package (an independent reader) and asserts it
 /// equals the expected CSV.
 pub fn assert_python_reads(cfg: &Config, table: &str, key: &str, expected_csv: &Path, version: Option<u64>) {
-    let lake = tables::Lake::new(&cfg.lake.uri, cfg.lake.storage_options.clone()).expect("lake");
+    let lake = cfg.lake.open().expect("lake");
     let url = lake.table_url(table).expect("url");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_delta.py");
     let mut cmd = std::process::Command::new(python());
@@ -510,4 +510,17 @@ pub async fn assert_no_duplicate_keys(cfg: &Config) {
             "{table}: a key appears twice"
         );
     }
+}
+
+/// Starts the worker binary as its own process (so it can be killed with SIGKILL), its log at
+/// `filter` written to `log`.
+pub fn spawn_worker(config: &Path, log: &Path, args: &[&str], filter: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cormorant"))
+        .args(["--config", config.to_str().expect("utf-8 path")])
+        .args(args)
+        .env("CORMORANT_LOG", filter)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("spawn worker")
 }

@@ -16,7 +16,8 @@ use super::*;
 /// Cases pushed into one decoder before it is finished and checked.
 const PER_BATCH: usize = 400;
 
-/// splitmix64 (the same generator the tables' model tests use).
+/// splitmix64, the generator of `tables::fault::SplitMix64` (this crate never depends on the
+/// tables side, so it keeps its own copy of these few lines).
 struct Rng(u64);
 
 impl Rng {
