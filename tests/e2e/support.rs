@@ -513,9 +513,11 @@ pub async fn assert_no_duplicate_keys(cfg: &Config) {
 }
 
 /// Starts the worker binary as its own process (so it can be killed with SIGKILL), its log at
-/// `filter` written to `log`.
+/// `filter` written to `log`. `CORMORANT_TEST_BIN` names another binary (scripts/chaos runs a
+/// copy, so a long run is not switched to a binary rebuilt meanwhile).
 pub fn spawn_worker(config: &Path, log: &Path, args: &[&str], filter: &str) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_cormorant"))
+    let bin = std::env::var_os("CORMORANT_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_cormorant").into());
+    std::process::Command::new(bin)
         .args(["--config", config.to_str().expect("utf-8 path")])
         .args(args)
         .env("CORMORANT_LOG", filter)
