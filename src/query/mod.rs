@@ -7,6 +7,7 @@
 //! as any other Delta reader sees them.
 
 pub mod functions;
+pub mod output;
 pub mod time_travel;
 pub mod windows;
 
@@ -156,36 +157,12 @@ pub async fn run_sql(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<Vec<
     Ok(out)
 }
 
-/// Prints `batches` in `format` to `w`.
+/// Prints `batches` in `format` to `w` (see [`output`]).
 pub fn print(batches: &[RecordBatch], format: Format, w: &mut dyn Write) -> anyhow::Result<()> {
     match format {
-        Format::Table => {
-            writeln!(w, "{}", arrow::util::pretty::pretty_format_batches(batches)?)?;
-        }
-        Format::Csv => {
-            let mut writer = arrow::csv::WriterBuilder::new().with_header(true).build(&mut *w);
-            if batches.is_empty() {
-                return Ok(());
-            }
-            for b in batches {
-                writer.write(b)?;
-            }
-        }
-        Format::Json => {
-            let mut writer = arrow::json::ArrayWriter::new(&mut *w);
-            for b in batches {
-                writer.write(b)?;
-            }
-            writer.finish()?;
-            writeln!(w)?;
-        }
-        Format::Ndjson => {
-            let mut writer = arrow::json::LineDelimitedWriter::new(&mut *w);
-            for b in batches {
-                writer.write(b)?;
-            }
-            writer.finish()?;
-        }
+        Format::Table => output::write_table(batches, w),
+        Format::Csv => output::write_csv(batches, w),
+        Format::Json => output::write_json(batches, false, w),
+        Format::Ndjson => output::write_json(batches, true, w),
     }
-    Ok(())
 }

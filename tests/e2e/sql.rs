@@ -46,6 +46,43 @@ fn version_at(history: &Rows, end: i64) -> u64 {
     panic!("no version reaches offset {end}: {history:?}");
 }
 
+/// `cormorant sql --format csv` prints `table` at version `v` byte for byte as PostgreSQL's
+/// `COPY … CSV HEADER` did (NULL vs `""`, floats, numerics, timestamps, JSON text).
+fn assert_csv_export_is_byte_exact(cfg: &cormorant::config::Config, table: &str, key: &str, v: u64, csv: &Path) {
+    let expected = std::fs::read_to_string(csv).expect("expected csv");
+    let columns = expected.lines().next().expect("header");
+    let config = write_config(cfg, &format!("csv-{table}-{v}"));
+    let sql = format!("SELECT {columns} FROM {table} VERSION AS OF {v} WHERE NOT __deleted ORDER BY {key}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cormorant"))
+        .args([
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            "sql",
+            "--format",
+            "csv",
+            "-c",
+            &sql,
+        ])
+        .output()
+        .expect("cormorant sql");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    let actual = String::from_utf8(out.stdout).expect("utf-8 output");
+    if actual != expected {
+        let first = actual
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, e)| a != e)
+            .unwrap_or(actual.lines().count().min(expected.lines().count()));
+        panic!(
+            "{table} v{v}: CSV differs from {} at line {}:\n  ours: {:?}\n  pg:   {:?}",
+            csv.display(),
+            first + 1,
+            actual.lines().nth(first),
+            expected.lines().nth(first)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn time_travel_history_and_table_changes_match_the_fixture() {
     let loaded = load_prefix(&unique("sql")).await;
@@ -83,6 +120,7 @@ async fn time_travel_history_and_table_changes_match_the_fixture() {
             )
             .await;
             assert_rows_match(&format!("{table} VERSION AS OF {v} ({point})"), &by_version, &csv);
+            assert_csv_export_is_byte_exact(&cfg, table, key, v, &csv);
             // the same version by its commit time
             let when = history
                 .iter()

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{DataType, TimeUnit};
+use arrow::array::{Array, RecordBatch};
 use cormorant::config::{Config, TableConfig};
 use cormorant::fixture::Fixture;
 use tables::{DeleteMode, WriteMode};
@@ -210,48 +209,9 @@ pub fn parse_pg_csv(text: &str) -> Vec<Vec<Option<String>>> {
     rows
 }
 
-fn trim_fraction(s: String) -> String {
-    match s.split_once('.') {
-        Some((whole, frac)) => {
-            let frac = frac.trim_end_matches('0');
-            if frac.is_empty() {
-                whole.to_string()
-            } else {
-                format!("{whole}.{frac}")
-            }
-        }
-        None => s,
-    }
-}
-
-/// One Arrow cell in PostgreSQL's CSV text form (session TimeZone=UTC, DateStyle=ISO).
+/// One Arrow cell in PostgreSQL's CSV text form (the product's own rendering).
 pub fn pg_text(col: &dyn Array, row: usize) -> Option<String> {
-    if col.is_null(row) {
-        return None;
-    }
-    Some(match col.data_type() {
-        DataType::Boolean => if col.as_boolean().value(row) { "t" } else { "f" }.to_string(),
-        DataType::Timestamp(unit, tz) if *unit != TimeUnit::Microsecond => {
-            let micros = arrow::compute::cast(
-                &col.slice(row, 1),
-                &DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-            )
-            .expect("timestamp cast");
-            return pg_text(micros.as_ref(), 0);
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
-            let v = col
-                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
-                .value(row);
-            let t = chrono::DateTime::from_timestamp_micros(v).expect("timestamp in range");
-            let s = trim_fraction(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string());
-            if tz.is_some() { format!("{s}+00") } else { s }
-        }
-        // shortest text that reads back to the same value, like PostgreSQL (extra_float_digits=1)
-        DataType::Float64 => format!("{}", col.as_primitive::<arrow::datatypes::Float64Type>().value(row)),
-        DataType::Float32 => format!("{}", col.as_primitive::<arrow::datatypes::Float32Type>().value(row)),
-        _ => arrow::util::display::array_value_to_string(col, row).expect("displayable"),
-    })
+    cormorant::query::output::pg_text(col, row).expect("renderable cell")
 }
 
 /// Live rows of `table` (soft-deleted excluded) ordered by its key, as PG text, with a header.
