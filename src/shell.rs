@@ -92,7 +92,7 @@ pub async fn run(ctx: &SessionContext, mut format: Format) -> anyhow::Result<()>
         }
         buffer.push_str(&line);
         buffer.push('\n');
-        if trimmed.ends_with(';') {
+        if statement_complete(&buffer) {
             let sql = std::mem::take(&mut buffer);
             let _ = editor.add_history_entry(sql.trim());
             execute(ctx, &sql, format, timing).await;
@@ -102,6 +102,22 @@ pub async fn run(ctx: &SessionContext, mut format: Format) -> anyhow::Result<()>
         let _ = editor.save_history(h);
     }
     Ok(())
+}
+
+/// Whether `buffer` ends a statement: its last token (comments aside) is `;`, and no string,
+/// quoted name or block comment is still open — so a `;` inside `'a;b'`, `"x;"` or
+/// `/* ; */` does not end it (SQL's own tokenizer decides, as datafusion-cli does).
+fn statement_complete(buffer: &str) -> bool {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, buffer).tokenize() else {
+        return false; // an unterminated string or comment: keep reading lines
+    };
+    tokens
+        .iter()
+        .rev()
+        .find(|t| !matches!(t, Token::Whitespace(_)))
+        .is_some_and(|t| matches!(t, Token::SemiColon))
 }
 
 async fn execute(ctx: &SessionContext, sql: &str, format: Format, timing: bool) {
@@ -122,5 +138,22 @@ async fn execute(ctx: &SessionContext, sql: &str, format: Format, timing: bool) 
             }
         }
         Err(e) => eprintln!("error: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statement_complete;
+
+    #[test]
+    fn a_semicolon_in_a_string_or_comment_does_not_end_a_statement() {
+        assert!(statement_complete("SELECT 1;\n"));
+        assert!(statement_complete("SELECT 'a;b';  -- done\n"));
+        assert!(statement_complete("SELECT 1; /* trailing */\n"));
+        assert!(!statement_complete("SELECT 'a;\n"));
+        assert!(!statement_complete("SELECT \"x;\n"));
+        assert!(!statement_complete("SELECT 1 /* ; \n"));
+        assert!(!statement_complete("SELECT 1 -- ;\n"));
+        assert!(!statement_complete("SELECT 1\n"));
     }
 }

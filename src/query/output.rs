@@ -22,7 +22,8 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 /// One cell in PostgreSQL's text form; `None` for NULL.
 pub fn pg_text(col: &dyn Array, row: usize) -> anyhow::Result<Option<String>> {
-    if col.is_null(row) {
+    // a NullArray (`SELECT NULL`) has no null buffer: its nulls are only logical
+    if col.is_null(row) || col.data_type() == &DataType::Null {
         return Ok(None);
     }
     let text = match col.data_type() {

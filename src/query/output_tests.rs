@@ -174,3 +174,15 @@ fn floats_print_as_postgres_does() {
     assert_eq!(pg_float(123_456.0, 6), "123456");
     assert_eq!(pg_float(f64::from(0.1f32), 6), "0.1");
 }
+
+#[test]
+fn an_untyped_null_is_null() {
+    let batch = RecordBatch::try_from_iter([
+        ("x", Arc::new(arrow::array::NullArray::new(1)) as ArrayRef),
+        ("y", Arc::new(StringArray::from(vec![""])) as ArrayRef),
+    ])
+    .expect("batch");
+    let mut out = Vec::new();
+    write_csv(&[batch], &mut out).expect("csv");
+    assert_eq!(String::from_utf8(out).expect("utf-8"), "x,y\n,\"\"\n");
+}
