@@ -190,7 +190,9 @@ fn classify_transport(base: &str, e: &reqwest::Error) -> ConnectorError {
 
 /// Whether a connect error was the TLS handshake rejecting the server's certificate (looked up
 /// on the typed error chain: rustls' `Error::InvalidCertificate`). The HTTP client hands it on
-/// inside nested `io::Error`s, whose `source` skips the error they hold, so those are opened.
+/// inside nested `io::Error`s, whose `source` skips the error they hold, so those are opened
+/// (`tables::error::untrusted_certificate` does the same for the store; this crate never
+/// depends on the tables side).
 fn is_certificate_error(e: &reqwest::Error) -> bool {
     let mut at: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(err) = at {

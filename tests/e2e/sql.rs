@@ -348,4 +348,28 @@ async fn windows_equal_postgresql() {
         ran += 1;
     }
     assert!(ran >= 4, "the window goldens are in tests/sql/windows ({ran} found)");
+
+    // the table argument takes time travel, and a last `true` keeps soft-deleted rows
+    let count = async |sql: &str| sql_rows(&ctx, sql).await[1][0].clone().expect("count");
+    let latest = count("SELECT max(version) FROM history('events')").await;
+    for (window, plain) in [
+        (
+            format!("tumble('events VERSION AS OF {latest}', 'occurred_at', INTERVAL '1 hour')"),
+            format!("events VERSION AS OF {latest} WHERE NOT __deleted"),
+        ),
+        (
+            "tumble('events VERSION AS OF 0', 'occurred_at', INTERVAL '1 hour')".to_string(),
+            "events VERSION AS OF 0 WHERE NOT __deleted".to_string(),
+        ),
+        (
+            "tumble('events', 'occurred_at', INTERVAL '1 hour', true)".to_string(),
+            "events".to_string(),
+        ),
+    ] {
+        assert_eq!(
+            count(&format!("SELECT count(*) FROM {window}")).await,
+            count(&format!("SELECT count(*) FROM {plain}")).await,
+            "{window}"
+        );
+    }
 }
