@@ -4,6 +4,14 @@
 //! level (string literals and comments are untouched): `t VERSION AS OF 3` becomes the quoted
 //! name `"t@v3"`, registered as a provider over that version of `t`. A statement can name
 //! several versions of one table (a join of two versions works).
+//!
+//! Why tokens and not the AST: sqlparser 0.62 parses `VERSION AS OF` only for dialects whose
+//! `supports_table_versioning` is true (BigQuery, Databricks, MsSql, Snowflake), which differ
+//! from DataFusion's generic dialect in quoting and much else; a wrapper dialect cannot stand
+//! in for the generic one, because the parser also tests the dialect's concrete type
+//! (`dialect_of!`); and DataFusion 55's planner ignores a parsed version (it would silently
+//! read the latest). The tokenizer is the same one DataFusion's parser uses, so strings,
+//! quoted names and comments are recognised exactly as the parser will see them.
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
