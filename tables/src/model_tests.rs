@@ -17,9 +17,9 @@
 //! step that fails is a worker that exits: a fresh writer must find the batch either wholly
 //! applied or not at all, and the table equal to the model either way.
 //!
-//! `CORMORANT_MODEL_SEQUENCES` (default 1000) seeds from `CORMORANT_MODEL_SEED` (default 1)
+//! `CORMORANT_MODEL_SEQUENCES` (default 700, the CI run) seeds from `CORMORANT_MODEL_SEED` (default 1)
 //! run, after the seeds of `model_regressions.txt`; a failing seed is appended there.
-//! `CORMORANT_MODEL_FAULT_SEQUENCES` (default 300) sets how many run with faults.
+//! `CORMORANT_MODEL_FAULT_SEQUENCES` (default 200) sets how many run with faults.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -705,9 +705,9 @@ fn record_regression(seed: u64, faulty: bool) {
 async fn shard(i: u64, shards: u64, faulty: bool) {
     let first = env_u64("CORMORANT_MODEL_SEED", 1);
     let count = if faulty {
-        env_u64("CORMORANT_MODEL_FAULT_SEQUENCES", 300)
+        env_u64("CORMORANT_MODEL_FAULT_SEQUENCES", 200)
     } else {
-        env_u64("CORMORANT_MODEL_SEQUENCES", 1000)
+        env_u64("CORMORANT_MODEL_SEQUENCES", 700)
     };
     let regressions = regression_seeds(faulty);
     let mine = regressions.iter().skip(i as usize).step_by(shards as usize).copied();
