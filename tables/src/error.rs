@@ -196,4 +196,24 @@ mod tests {
             .is_retryable()
         );
     }
+
+    #[test]
+    fn a_rejected_certificate_is_found_inside_nested_io_errors_and_is_permanent() {
+        // as the HTTP client hands it on: io::Error(Other, io::Error(InvalidData, rustls))
+        let rustls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls);
+        let outer = std::io::Error::other(inner);
+        let store = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(outer),
+        };
+        assert!(untrusted_certificate(&store));
+        assert!(!TableError::Store(store).is_retryable());
+        let plain = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::other("connection reset")),
+        };
+        assert!(!untrusted_certificate(&plain));
+        assert!(TableError::Store(plain).is_retryable());
+    }
 }
