@@ -209,9 +209,7 @@ impl LakeConfig {
         tracing::warn!(?rates, seed, "{FAULTS_ENV} is set: the lake's store injects faults");
         Ok(lake.with_faults(tables::fault::Faults::new(seed, rates))?)
     }
-}
 
-impl LakeConfig {
     /// The storage options with `ca_file` as deltalake's `certificate_path` (the S3 client's
     /// extra root certificate), checked here so a bad path is named by its config key.
     fn store_options(&self) -> anyhow::Result<HashMap<String, String>> {

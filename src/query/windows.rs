@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::IntervalMonthDayNano;
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::{Column, TableReference};
+use datafusion::common::Column;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::functions::expr_fn::date_bin;
 use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
@@ -138,12 +138,10 @@ impl TableFunctionImpl for Window {
 /// The table named by `source` (maybe `'t VERSION AS OF 3'`), without soft-deleted rows
 /// unless asked for.
 async fn live_rows(ctx: &SessionContext, source: &str, include_deleted: bool) -> DfResult<DataFrame> {
-    let (_, versions) = super::time_travel::rewrite(&format!("SELECT * FROM {source}")).map_err(err)?;
-    super::prepare_time_travel(ctx, &format!("SELECT * FROM {source}"))
+    let from = super::prepare_time_travel(ctx, &format!("SELECT * FROM {source}"))
         .await
         .map_err(|e| err(e.to_string()))?;
-    let name = versions.first().map_or(source, |v| v.alias.as_str());
-    let df = ctx.table(TableReference::bare(name)).await?;
+    let df = ctx.sql(&from).await?;
     if df.schema().has_column_with_unqualified_name("__deleted") && !include_deleted {
         return df.filter(not(column("__deleted")));
     }

@@ -179,17 +179,8 @@ async fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     }
     let log = dir.join("final.log");
     let mut last = spawn(&cfg_path, &log, &["run", "--until-caught-up"]);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(s) = last.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the run after {kills} kills did not catch up in 300 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let what = format!("the run after {kills} kills");
+    let status = wait_exit(&mut last, Duration::from_secs(300), &what, &log);
     assert!(
         status.success(),
         "the run after the kills exits 0: {}",

@@ -35,29 +35,6 @@ fn spawn_worker(config: &std::path::Path, log: &std::path::Path) -> Child {
         .expect("spawn worker")
 }
 
-/// Waits for `child` to exit within `limit`; kills it and fails otherwise.
-fn wait_exit(child: &mut Child, limit: Duration, what: &str, log: &std::path::Path) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(
-                status.success(),
-                "{what} exited with {status}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "{what} did not finish in {limit:?}; log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Every active data file is tagged with one partition, and its `__kafka_partition`
 /// statistics say all its rows are of that partition; every partition's offsets are recorded.
 async fn assert_partition_owned_files(cfg: &cormorant::config::Config) {
@@ -147,7 +124,12 @@ async fn group_run(
         children[0].wait().expect("reaped");
     }
     for (i, child) in children.iter_mut().enumerate().skip(survivors) {
-        wait_exit(child, Duration::from_secs(300), &format!("worker {i}"), &logs[i]);
+        let status = wait_exit(child, Duration::from_secs(300), &format!("worker {i}"), &logs[i]);
+        assert!(
+            status.success(),
+            "worker {i} exited with {status}; log:\n{}",
+            std::fs::read_to_string(&logs[i]).unwrap_or_default()
+        );
     }
     assert_point(&cfg, "final", None, storage == Storage::Local).await;
     assert_partition_owned_files(&cfg).await;

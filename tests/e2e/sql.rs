@@ -48,10 +48,9 @@ fn version_at(history: &Rows, end: i64) -> u64 {
 
 /// `cormorant sql --format csv` prints `table` at version `v` byte for byte as PostgreSQL's
 /// `COPY … CSV HEADER` did (NULL vs `""`, floats, numerics, timestamps, JSON text).
-fn assert_csv_export_is_byte_exact(cfg: &cormorant::config::Config, table: &str, key: &str, v: u64, csv: &Path) {
+fn assert_csv_export_is_byte_exact(config: &Path, table: &str, key: &str, v: u64, csv: &Path) {
     let expected = std::fs::read_to_string(csv).expect("expected csv");
     let columns = expected.lines().next().expect("header");
-    let config = write_config(cfg, &format!("csv-{table}-{v}"));
     let sql = format!("SELECT {columns} FROM {table} VERSION AS OF {v} WHERE NOT __deleted ORDER BY {key}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cormorant"))
         .args([
@@ -101,6 +100,7 @@ async fn time_travel_history_and_table_changes_match_the_fixture() {
         run_until_caught_up(&cfg).await; // a new worker for every point
     }
     let ctx = cormorant::query::session(&cfg).await.expect("session");
+    let config_file = write_config(&cfg, "sql-csv");
     let mut at: HashMap<(String, String), u64> = HashMap::new();
     for (table, key) in TABLES {
         let history = sql_rows(
@@ -120,7 +120,7 @@ async fn time_travel_history_and_table_changes_match_the_fixture() {
             )
             .await;
             assert_rows_match(&format!("{table} VERSION AS OF {v} ({point})"), &by_version, &csv);
-            assert_csv_export_is_byte_exact(&cfg, table, key, v, &csv);
+            assert_csv_export_is_byte_exact(&config_file, table, key, v, &csv);
             // the same version by its commit time
             let when = history
                 .iter()

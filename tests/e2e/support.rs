@@ -486,3 +486,27 @@ pub fn spawn_worker(config: &Path, log: &Path, args: &[&str], filter: &str) -> s
         .spawn()
         .expect("spawn worker")
 }
+
+/// Waits for `child` to exit within `limit` and returns its status; kills it and fails with
+/// `what` and its log otherwise.
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+    log: &Path,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "{what} did not finish in {limit:?}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

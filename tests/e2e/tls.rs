@@ -149,16 +149,7 @@ fn run_worker(cfg: &Config, tag: &str) -> (bool, String, f64) {
     let log = path.with_file_name(format!("{tag}.log"));
     let started = Instant::now();
     let mut child = spawn_worker(&path, &log, &["run", "--until-caught-up"], "warn");
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "{tag}: the worker ran for 180 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_exit(&mut child, Duration::from_secs(180), tag, &log);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     (status.success(), text, started.elapsed().as_secs_f64())
 }
