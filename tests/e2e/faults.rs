@@ -31,13 +31,7 @@ async fn a_failing_store_loses_and_duplicates_nothing() {
         runs += 1;
         assert!(runs <= 30, "30 runs under faults did not catch up");
         let log = path.with_file_name(format!("worker-{runs}.log"));
-        let status = std::process::Command::new(env!("CARGO_BIN_EXE_cormorant"))
-            .args([
-                "--config",
-                path.to_str().expect("utf-8 path"),
-                "run",
-                "--until-caught-up",
-            ])
+        let status = cormorant_cmd(&path, &["run", "--until-caught-up"])
             .env(
                 "CORMORANT_FAULTS",
                 format!("error=0.02,ambiguous=0.5,slow=0.05,latency_ms=200,seed={runs}"),

@@ -52,16 +52,7 @@ fn assert_csv_export_is_byte_exact(config: &Path, table: &str, key: &str, v: u64
     let expected = std::fs::read_to_string(csv).expect("expected csv");
     let columns = expected.lines().next().expect("header");
     let sql = format!("SELECT {columns} FROM {table} VERSION AS OF {v} WHERE NOT __deleted ORDER BY {key}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cormorant"))
-        .args([
-            "--config",
-            config.to_str().expect("utf-8 path"),
-            "sql",
-            "--format",
-            "csv",
-            "-c",
-            &sql,
-        ])
+    let out = cormorant_cmd(config, &["sql", "--format", "csv", "-c", &sql])
         .output()
         .expect("cormorant sql");
     assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));

@@ -472,14 +472,20 @@ pub async fn assert_no_duplicate_keys(cfg: &Config) {
     }
 }
 
+/// `cormorant --config <config> <args…>`, the binary under test (`CORMORANT_TEST_BIN` names
+/// another one).
+pub fn cormorant_cmd(config: &Path, args: &[&str]) -> std::process::Command {
+    let bin = std::env::var_os("CORMORANT_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_cormorant").into());
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["--config", config.to_str().expect("utf-8 path")]).args(args);
+    cmd
+}
+
 /// Starts the worker binary as its own process (so it can be killed with SIGKILL), its log at
 /// `filter` written to `log`. `CORMORANT_TEST_BIN` names another binary (scripts/chaos runs a
 /// copy, so a long run is not switched to a binary rebuilt meanwhile).
 pub fn spawn_worker(config: &Path, log: &Path, args: &[&str], filter: &str) -> std::process::Child {
-    let bin = std::env::var_os("CORMORANT_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_cormorant").into());
-    std::process::Command::new(bin)
-        .args(["--config", config.to_str().expect("utf-8 path")])
-        .args(args)
+    cormorant_cmd(config, args)
         .env("CORMORANT_LOG", filter)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(log).expect("log"))
