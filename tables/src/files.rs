@@ -172,6 +172,7 @@ pub async fn write(
     let mut writer = DeltaWriter::new(table.log_store().object_store(None), config);
     writer.write(data).await?;
     let mut adds = writer.close().await?;
+    crate::stats::make_exact(&mut adds, data)?;
     if let Some(p) = partition {
         for add in &mut adds {
             add.tags

@@ -32,6 +32,7 @@ mod race_tests;
 mod recent;
 mod resolve;
 mod state;
+mod stats;
 #[cfg(test)]
 mod test_support;
 mod vacuum;

@@ -221,15 +221,20 @@ impl TableWriter {
     }
 
     /// Creates the table for `batch`'s columns.
-    async fn create(&mut self, columns: &SchemaRef, key_columns: &[String]) -> Result<()> {
+    async fn create(&mut self, columns: &SchemaRef, key_columns: &[String], source: Option<&str>) -> Result<()> {
         let mut fields: Vec<Field> = columns.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.extend(meta_fields());
         let kernel: StructType = (&Schema::new(fields)).try_into_kernel()?;
+        let commented = kernel.fields().cloned().map(|f| match change::meta_comment(f.name()) {
+            Some(comment) => f.with_metadata([("comment", comment)]),
+            None => f,
+        });
         let mut create = self
             .table
             .create()
             .with_table_name(&self.name)
-            .with_columns(kernel.fields().cloned())
+            .with_comment(self.description(key_columns, source))
+            .with_columns(commented)
             .with_raise_if_key_not_exists(false);
         if !key_columns.is_empty() {
             create = create.with_configuration([(PRIMARY_KEY_PROPERTY, Some(key_columns.join(",")))]);
@@ -254,6 +259,25 @@ impl TableWriter {
             }
         }
         Ok(())
+    }
+
+    /// The table's description, for catalogs: where its rows come from and how they are kept.
+    fn description(&self, key_columns: &[String], source: Option<&str>) -> String {
+        let deletes = match self.opts.deletes {
+            DeleteMode::Soft => "soft (deleted rows stay with __deleted = true)",
+            DeleteMode::Hard => "hard (deleted rows are removed)",
+        };
+        let mode = match self.opts.mode {
+            WriteMode::Mor => "merge-on-read (deletion vectors)",
+            WriteMode::Cow => "copy-on-write",
+        };
+        format!(
+            "Change data capture table kept by Cormorant {}: the Debezium stream {} applied as upserts; \
+             primary key ({}); deletes {deletes}; {mode}.",
+            env!("CARGO_PKG_VERSION"),
+            source.unwrap_or("(unknown)"),
+            key_columns.join(", "),
+        )
     }
 
     pub(crate) fn key_columns(&self) -> Vec<String> {
@@ -382,7 +406,9 @@ impl TableWriter {
             if batch.columns.fields().is_empty() {
                 return Ok(Applied::default()); // nothing to create a table from yet
             }
-            self.create(&batch.columns, &batch.key_columns).await?;
+            let source = batch.offsets.first().map(|o| o.stream.name().to_string());
+            self.create(&batch.columns, &batch.key_columns, source.as_deref())
+                .await?;
             self.sync().await?;
         }
         if !self.policy_checked {

@@ -14,6 +14,7 @@ mod restart;
 mod retention;
 mod secrets;
 mod sql;
+mod stats;
 mod stop;
 mod support;
 mod tls;

@@ -62,6 +62,21 @@ impl ChangeError {
     }
 }
 
+/// What a metadata column holds, as the column comment catalogs show.
+pub fn meta_comment(column: &str) -> Option<&'static str> {
+    Some(match column {
+        OP => "Debezium operation of the row's last change: c (insert), r (snapshot read), u (update), d (delete)",
+        DELETED => "true when the source row was deleted (soft deletes keep its last values)",
+        SOURCE_TS => "when the source database made the row's last change (Debezium source.ts_ms), UTC",
+        SOURCE_LSN => {
+            "the source's log position of the row's last change (PostgreSQL LSN; null where the source has none)"
+        }
+        PARTITION => "Kafka partition the row's last change was read from",
+        OFFSET => "Kafka offset of the row's last change",
+        _ => return None,
+    })
+}
+
 /// The Arrow fields of [`META_COLUMNS`].
 pub fn meta_fields() -> Vec<Field> {
     vec![
