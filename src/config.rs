@@ -18,10 +18,51 @@ pub struct Config {
     pub compaction: CompactionConfig,
     pub metrics: MetricsConfig,
     pub maintenance: MaintenanceConfig,
+    pub serve: ServeConfig,
     pub tables: Vec<TableConfig>,
     /// `kafka.topic_pattern` compiled once (it is matched for every record).
     #[serde(skip)]
     compiled_pattern: std::sync::OnceLock<Option<regex::Regex>>,
+}
+
+/// `[serve]`: `cormorant serve`, the lake over the PostgreSQL wire protocol.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ServeConfig {
+    /// Address to listen on, e.g. "127.0.0.1:5433" (`--listen` overrides it).
+    pub listen: String,
+    /// The one user clients log in as.
+    pub user: String,
+    /// Required; checked with SCRAM-SHA-256 (`CORMORANT_SERVE__PASSWORD` keeps it out of files).
+    pub password: Option<String>,
+    /// PEM certificate chain; with `tls_key`, TLS is required of every client.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:5433".into(),
+            user: "cormorant".into(),
+            password: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field("user", &self.user)
+            .field("password", &redact::option(&self.password))
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
 }
 
 /// `[metrics]`: where `cormorant run` serves Prometheus metrics (`/metrics`); off when unset.

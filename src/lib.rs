@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod query;
 pub mod registry;
 pub mod replay;
+pub mod serve;
 pub mod shell;
 pub mod status;
 pub mod stop;

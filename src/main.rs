@@ -105,6 +105,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Serve the lake over the PostgreSQL wire protocol (read-only; psql, psycopg, JDBC, BI tools).
+    ///
+    /// Needs serve.password (or CORMORANT_SERVE__PASSWORD); TLS when serve.tls_cert and
+    /// serve.tls_key are set. Example:
+    ///   CORMORANT_SERVE__PASSWORD=secret cormorant serve --listen 127.0.0.1:5433
+    ///   PGPASSWORD=secret psql "host=127.0.0.1 port=5433 user=cormorant" -c "SELECT count(*) FROM customers"
+    Serve {
+        /// Address to listen on [default: serve.listen, 127.0.0.1:5433]
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Load a captured Debezium stream (events.jsonl + schemas.json) into the broker and registry.
     ///
     /// Example: cormorant load-fixture --dir tests/fixtures/debezium --brokers 127.0.0.1:9092 --registry http://127.0.0.1:8081
@@ -143,7 +154,7 @@ fn init_logs(format: LogFormat) {
             // deltalake_core logs every commit race, at ERROR once retries are off ("exceeded
             // maximum commit attempts max_retries=0"); Cormorant resolves races itself (tables/
             // src/commit.rs) and returns every real commit error with its own message
-            "info,deltalake=warn,deltalake_core=warn,deltalake_core::kernel::transaction=off,datafusion=warn,buoyant_kernel=off",
+            "info,deltalake=warn,deltalake_core=warn,deltalake_core::kernel::transaction=off,datafusion=warn,datafusion_postgres=warn,pgwire=warn,buoyant_kernel=off",
         )
     });
     let builder = tracing_subscriber::fmt()
@@ -263,6 +274,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                     r.bytes
                 );
             }
+        }
+        Command::Serve { listen } => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            cormorant::serve::run(&cfg, listen, shutdown_signal()).await?;
         }
         Command::Sql { commands, file, format } => {
             let cfg = Config::load(cli.config.as_deref())?;

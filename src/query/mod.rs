@@ -7,6 +7,7 @@
 //! as any other Delta reader sees them.
 
 pub mod functions;
+pub mod lake_schema;
 pub mod output;
 pub mod time_travel;
 pub mod windows;

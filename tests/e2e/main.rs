@@ -13,6 +13,7 @@ mod replay;
 mod restart;
 mod retention;
 mod secrets;
+mod serve;
 mod sql;
 mod stats;
 mod stop;

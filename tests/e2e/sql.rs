@@ -81,7 +81,10 @@ async fn time_travel_history_and_table_changes_match_the_fixture() {
     cfg.kafka.batch_max_records = 2000;
     let markers_text = std::fs::read_to_string(fixture_dir().join("expected/markers.json")).expect("markers");
     let markers: serde_json::Value = serde_json::from_str(&markers_text).expect("json");
+    let config_file = write_config(&cfg, "sql-csv");
     let mut start = 0;
+    let mut server: Option<crate::serve::Server> = None;
+    let mut versions_seen = Vec::new();
     for m in markers.as_array().expect("array") {
         let end = m["events_in_stream_before_marker"].as_u64().expect("count") as usize;
         fx.produce(&brokers(), &loaded.prefix, &loaded.ids, start..end)
@@ -89,9 +92,17 @@ async fn time_travel_history_and_table_changes_match_the_fixture() {
             .expect("produce");
         start = end;
         run_until_caught_up(&cfg).await; // a new worker for every point
+        // one `cormorant serve` from the first point on: each query sees the latest commit
+        let s = server.get_or_insert_with(|| crate::serve::Server::start(&config_file, &[]));
+        let v = s.rows("SELECT max(version) AS v FROM history('customers')")[1][0].clone();
+        versions_seen.push(v.and_then(|v| v.parse::<u64>().ok()).expect("a version"));
     }
+    let server = server.expect("server started");
+    assert!(
+        versions_seen.windows(2).all(|w| w[0] < w[1]),
+        "serve must see each new commit: {versions_seen:?}"
+    );
     let ctx = cormorant::query::session(&cfg).await.expect("session");
-    let config_file = write_config(&cfg, "sql-csv");
     let mut at: HashMap<(String, String), u64> = HashMap::new();
     for (table, key) in TABLES {
         let history = sql_rows(
@@ -112,6 +123,12 @@ async fn time_travel_history_and_table_changes_match_the_fixture() {
             .await;
             assert_rows_match(&format!("{table} VERSION AS OF {v} ({point})"), &by_version, &csv);
             assert_csv_export_is_byte_exact(&config_file, table, key, v, &csv);
+            let header = std::fs::read_to_string(&csv).expect("expected csv");
+            let columns = header.lines().next().expect("header");
+            let over_wire = server.rows(&format!(
+                "SELECT {columns} FROM {table} VERSION AS OF {v} WHERE NOT __deleted ORDER BY {key}"
+            ));
+            assert_rows_match(&format!("psql: {table} VERSION AS OF {v} ({point})"), &over_wire, &csv);
             // the same version by its commit time
             let when = history
                 .iter()
@@ -146,6 +163,30 @@ async fn time_travel_history_and_table_changes_match_the_fixture() {
         .await
         .expect_err("no such version");
     assert!(err.to_string().contains("history('customers')"), "{err}");
+
+    // the same surface over the PostgreSQL protocol: a join of two versions, table_changes,
+    // the catalog psql's \dt reads, typed values in psycopg, and what it refuses
+    let join = format!(
+        "SELECT count(*) AS n FROM customers VERSION AS OF {v1} a JOIN customers VERSION AS OF {v2} b ON a.id = b.id WHERE a.email <> b.email"
+    );
+    assert_eq!(server.rows(&join)[1][0], changed[1][0], "{join} over the wire");
+    let changes = format!("SELECT count(*) AS n FROM table_changes('customers', {v1}, {v2})");
+    assert_eq!(
+        server.rows(&changes)[1][0],
+        sql_rows(&ctx, &changes).await[1][0],
+        "{changes}"
+    );
+    let listed = server.psql(crate::serve::PASSWORD, "sslmode=disable", &["-c", "\\dt"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for (table, _) in TABLES {
+        assert!(listed.contains(table), "\\dt lacks {table}: {listed}");
+    }
+    assert!(
+        !listed.contains('@'),
+        "time-travel aliases must not be listed: {listed}"
+    );
+    crate::serve::psycopg_checks(&server, "customers");
+    crate::serve::refusals(&server, &config_file);
 
     // table_changes between point1 and point2, replayed onto point1, gives point2
     for (table, key) in TABLES {

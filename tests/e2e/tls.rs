@@ -15,11 +15,11 @@ use tables::{DeleteMode, WriteMode};
 use crate::support::*;
 
 /// Two CAs and a `localhost` server certificate signed by the first.
-struct Certs {
-    ca: PathBuf,
-    other_ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+pub struct Certs {
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -35,7 +35,7 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-fn make_certs(dir: &Path) -> Certs {
+pub fn make_certs(dir: &Path) -> Certs {
     std::fs::create_dir_all(dir).expect("cert dir");
     for ca in ["ca", "other-ca"] {
         let (key, pem, subj) = (
