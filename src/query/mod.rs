@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::parser::DFParser;
+use datafusion::sql::parser::Statement as DFStatement;
 use tables::Lake;
 
 use crate::config::Config;
@@ -71,11 +71,23 @@ pub fn lake_of(state: &datafusion::execution::session_state::SessionState) -> an
 }
 
 /// Registers the versions of tables that `sql` names with VERSION/TIMESTAMP AS OF and returns
-/// the statement rewritten to use them.
+/// the statement text with those references resolved (for a front end that parses the text
+/// itself, e.g. the PostgreSQL server); `sql` unchanged when it names none.
 pub async fn prepare_time_travel(ctx: &SessionContext, sql: &str) -> anyhow::Result<String> {
-    let (rewritten, versions) = time_travel::rewrite(sql).map_err(|e| anyhow::anyhow!(e))?;
-    if versions.is_empty() {
+    let mut statements: Vec<DFStatement> = time_travel::parse(sql).map_err(|e| anyhow::anyhow!(e))?.into();
+    if !register_versions(ctx, &mut statements).await? {
         return Ok(sql.to_string());
+    }
+    let text: Vec<String> = statements.iter().map(ToString::to_string).collect();
+    Ok(text.join(";\n"))
+}
+
+/// Resolves the versioned table references of `statements` ([`time_travel::resolve`]) and
+/// registers each version named; whether there was any.
+async fn register_versions(ctx: &SessionContext, statements: &mut [DFStatement]) -> anyhow::Result<bool> {
+    let versions = time_travel::resolve(statements).map_err(|e| anyhow::anyhow!(e))?;
+    if versions.is_empty() {
+        return Ok(false);
     }
     let lake = lake_of(&ctx.state())?;
     for v in versions {
@@ -86,7 +98,7 @@ pub async fn prepare_time_travel(ctx: &SessionContext, sql: &str) -> anyhow::Res
         table.update_datafusion_session(&ctx.state())?;
         ctx.register_table(v.alias.as_str(), table.table_provider().await?)?;
     }
-    Ok(rewritten)
+    Ok(true)
 }
 
 /// `table` as of a version or a time, with errors that say what exists.
@@ -147,8 +159,8 @@ pub async fn open_as_of(lake: &Lake, table: &str, as_of: &time_travel::AsOf) -> 
 
 /// Runs every statement in `sql`; returns the batches of each.
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<Vec<RecordBatch>>> {
-    let sql = prepare_time_travel(ctx, sql).await?;
-    let statements = DFParser::parse_sql(&sql)?;
+    let mut statements: Vec<DFStatement> = time_travel::parse(sql).map_err(|e| anyhow::anyhow!(e))?.into();
+    register_versions(ctx, &mut statements).await?;
     let mut out = Vec::new();
     for stmt in statements {
         let plan = ctx.state().statement_to_plan(stmt).await?;

@@ -8,7 +8,8 @@
 //! - `session('t', 'ts_col', <gap>, 'key_col', …)` — per key, a session runs while rows are at
 //!   most `gap` apart; `window_start` is its first event time, `window_end` its last + `gap`.
 //!
-//! The table argument may carry time travel: `'t VERSION AS OF 3'`. Each function is a view (a
+//! The table argument may carry time travel: `'t VERSION AS OF 3'` (read by sqlparser as a table
+//! reference, see [`super::time_travel`]). Each function is a view (a
 //! plan built with DataFusion's DataFrame API over the table), so it composes with WHERE,
 //! GROUP BY and joins.
 
@@ -138,10 +139,18 @@ impl TableFunctionImpl for Window {
 /// The table named by `source` (maybe `'t VERSION AS OF 3'`), without soft-deleted rows
 /// unless asked for.
 async fn live_rows(ctx: &SessionContext, source: &str, include_deleted: bool) -> DfResult<DataFrame> {
-    let from = super::prepare_time_travel(ctx, &format!("SELECT * FROM {source}"))
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    let df = ctx.sql(&from).await?;
+    let (table, as_of) = super::time_travel::table_reference(source).map_err(err)?;
+    let df = match as_of {
+        None => ctx.table(datafusion::common::TableReference::bare(table)).await?,
+        Some(as_of) => {
+            let lake = super::lake_of(&ctx.state()).map_err(|e| err(e.to_string()))?;
+            let version = super::open_as_of(&lake, &table, &as_of)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            version.update_datafusion_session(&ctx.state())?;
+            ctx.read_table(version.table_provider().await?)?
+        }
+    };
     if df.schema().has_column_with_unqualified_name("__deleted") && !include_deleted {
         return df.filter(not(column("__deleted")));
     }

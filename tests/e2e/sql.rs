@@ -158,6 +158,31 @@ async fn time_travel_history_and_table_changes_match_the_fixture() {
         changed[1][0].as_deref().is_some_and(|n| n != "0"),
         "emails changed between point1 and final"
     );
+    // the parser, not a text rewrite, finds versions: the table's name qualifies its columns
+    // when there is no alias, a string holding the clause is data, and FOR SYSTEM_TIME AS OF
+    // reads like TIMESTAMP AS OF
+    let qualified = format!(
+        "SELECT count(customers.id) AS n, 'customers VERSION AS OF 1; --' AS s FROM customers VERSION AS OF {v1} WHERE NOT customers.__deleted"
+    );
+    let by_name = sql_rows(&ctx, &qualified).await;
+    let by_alias = sql_rows(
+        &ctx,
+        &format!("SELECT count(*) FROM customers VERSION AS OF {v1} c WHERE NOT c.__deleted"),
+    )
+    .await;
+    assert_eq!(by_name[1][0], by_alias[1][0], "{qualified}");
+    assert_eq!(by_name[1][1].as_deref(), Some("customers VERSION AS OF 1; --"));
+    assert_eq!(server.rows(&qualified)[1], by_name[1], "{qualified} over the wire");
+    let system_time = sql_rows(
+        &ctx,
+        "SELECT count(*) FROM customers FOR SYSTEM_TIME AS OF '2999-01-01T00:00:00Z' WHERE NOT __deleted",
+    )
+    .await;
+    let latest = sql_rows(&ctx, "SELECT count(*) FROM customers WHERE NOT __deleted").await;
+    assert_eq!(
+        system_time[1], latest[1],
+        "FOR SYSTEM_TIME AS OF a future time reads the latest"
+    );
     // a version that does not exist is a clear error
     let err = cormorant::query::run_sql(&ctx, "SELECT * FROM customers VERSION AS OF 99999")
         .await
