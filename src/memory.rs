@@ -28,15 +28,47 @@
 //! `libmimalloc-sys` names them only under a feature that needs another crate; the option
 //! numbers are those of the mimalloc v3 header `libmimalloc-sys` 0.1.49 builds by default.
 
-/// Makes the allocator give freed memory back at once (call first thing in `main`),
-/// unless `CORMORANT_MIMALLOC_DEFAULTS=1` asks for mimalloc's defaults (to compare).
+/// Makes the allocator give freed memory back at once and keeps transparent huge pages off
+/// (call first thing in `main`), unless `CORMORANT_MIMALLOC_DEFAULTS=1` asks for mimalloc's
+/// defaults (to compare). A `MIMALLOC_PURGE_DELAY`, `MIMALLOC_ARENA_EAGER_COMMIT` or
+/// `MIMALLOC_ALLOW_THP` in the environment wins over the setting here (mimalloc reads them at
+/// start-up; they are how an operator trades memory for CPU without a rebuild).
+///
+/// Why no huge pages: mimalloc asks the kernel for transparent huge pages on its arenas, and
+/// with immediate purging every batch faults its buffers back in as 2 MiB pages the kernel
+/// zeroes whole — `clear_page_erms` was the top symbol (11%) of a `perf` profile of the worker
+/// at 48 partitions, page faults 22% inclusive. Without them the peak resident set of that
+/// run fell ~15% (six runs each, `benches/results/stream.md`).
 pub fn tune_allocator() {
     if std::env::var("CORMORANT_MIMALLOC_DEFAULTS").is_ok_and(|v| v == "1") {
         return;
     }
-    mi::set(mi::ARENA_EAGER_COMMIT, 0);
-    mi::set(mi::PURGE_DELAY, 0);
+    let unset = |name: &str| std::env::var_os(name).is_none();
+    if unset("MIMALLOC_ARENA_EAGER_COMMIT") {
+        mi::set(mi::ARENA_EAGER_COMMIT, 0);
+    }
+    if unset("MIMALLOC_PURGE_DELAY") {
+        mi::set(mi::PURGE_DELAY, 0);
+    }
+    if unset("MIMALLOC_ALLOW_THP") {
+        mi::set(mi::ALLOW_THP, 0);
+        no_huge_pages();
+    }
 }
+
+/// Turns transparent huge pages off for this process (what mimalloc does at start-up when
+/// `MIMALLOC_ALLOW_THP=0`; its arenas were already advised for them by then).
+#[cfg(target_os = "linux")]
+fn no_huge_pages() {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and changes only this process's
+    // page-fault policy; failure (an old kernel) leaves the default, which is harmless.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn no_huge_pages() {}
 
 /// `purge_delay` as mimalloc reports it (`None` under the system allocator).
 pub fn purge_delay() -> Option<i64> {
@@ -53,6 +85,8 @@ mod mi {
     pub(super) const ARENA_EAGER_COMMIT: i32 = 4;
     /// `mi_option_purge_delay` in mimalloc v3's `mi_option_e`.
     pub(super) const PURGE_DELAY: i32 = 15;
+    /// `mi_option_allow_thp` in mimalloc v3's `mi_option_e`.
+    pub(super) const ALLOW_THP: i32 = 43;
 
     unsafe extern "C" {
         fn mi_option_set(option: i32, value: std::ffi::c_long);
@@ -76,6 +110,7 @@ mod mi {
 mod mi {
     pub(super) const ARENA_EAGER_COMMIT: i32 = 4;
     pub(super) const PURGE_DELAY: i32 = 15;
+    pub(super) const ALLOW_THP: i32 = 43;
 
     pub(super) fn set(_: i32, _: i64) {}
 
@@ -89,6 +124,11 @@ mod tests {
     #[test]
     fn the_options_are_the_ones_set() {
         super::tune_allocator();
-        assert_eq!(super::purge_delay(), Some(0));
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!(super::purge_delay(), Some(0));
+        }
+        if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+            assert_eq!(super::mi::get(super::mi::ALLOW_THP), Some(0));
+        }
     }
 }
