@@ -103,7 +103,20 @@ async fn register_versions(ctx: &SessionContext, statements: &mut [DFStatement])
 
 /// `table` as of a version or a time, with errors that say what exists.
 pub async fn open_as_of(lake: &Lake, table: &str, as_of: &time_travel::AsOf) -> anyhow::Result<deltalake::DeltaTable> {
-    let latest = lake.open(table, None).await?;
+    let latest = match lake.open(table, None).await {
+        Ok(t) => t,
+        Err(e) => {
+            // a missing table reads as a storage error on local disk; say what exists instead
+            let names = lake.list_tables().await.unwrap_or_default();
+            if !names.iter().any(|n| n == table) {
+                anyhow::bail!(
+                    "there is no table {table} in the lake; its tables are: {} (\\dt in the shell lists them)",
+                    names.join(", ")
+                );
+            }
+            return Err(e.into());
+        }
+    };
     let newest = latest.version().unwrap_or(0);
     match as_of {
         time_travel::AsOf::Version(v) => {
