@@ -74,20 +74,21 @@ pub fn lake_of(state: &datafusion::execution::session_state::SessionState) -> an
 /// the statement text with those references resolved (for a front end that parses the text
 /// itself, e.g. the PostgreSQL server); `sql` unchanged when it names none.
 pub async fn prepare_time_travel(ctx: &SessionContext, sql: &str) -> anyhow::Result<String> {
-    let mut statements: Vec<DFStatement> = time_travel::parse(sql).map_err(|e| anyhow::anyhow!(e))?.into();
-    if !register_versions(ctx, &mut statements).await? {
+    let (statements, versioned) = parse_and_register(ctx, sql).await?;
+    if !versioned {
         return Ok(sql.to_string());
     }
     let text: Vec<String> = statements.iter().map(ToString::to_string).collect();
     Ok(text.join(";\n"))
 }
 
-/// Resolves the versioned table references of `statements` ([`time_travel::resolve`]) and
-/// registers each version named; whether there was any.
-async fn register_versions(ctx: &SessionContext, statements: &mut [DFStatement]) -> anyhow::Result<bool> {
-    let versions = time_travel::resolve(statements).map_err(|e| anyhow::anyhow!(e))?;
+/// Parses `sql`, resolves its versioned table references ([`time_travel::resolve`]) and
+/// registers each version named; the statements, and whether any version was named.
+async fn parse_and_register(ctx: &SessionContext, sql: &str) -> anyhow::Result<(Vec<DFStatement>, bool)> {
+    let mut statements: Vec<DFStatement> = time_travel::parse(sql).map_err(|e| anyhow::anyhow!(e))?.into();
+    let versions = time_travel::resolve(&mut statements).map_err(|e| anyhow::anyhow!(e))?;
     if versions.is_empty() {
-        return Ok(false);
+        return Ok((statements, false));
     }
     let lake = lake_of(&ctx.state())?;
     for v in versions {
@@ -98,24 +99,20 @@ async fn register_versions(ctx: &SessionContext, statements: &mut [DFStatement])
         table.update_datafusion_session(&ctx.state())?;
         ctx.register_table(v.alias.as_str(), table.table_provider().await?)?;
     }
-    Ok(true)
+    Ok((statements, true))
 }
 
 /// `table` as of a version or a time, with errors that say what exists.
 pub async fn open_as_of(lake: &Lake, table: &str, as_of: &time_travel::AsOf) -> anyhow::Result<deltalake::DeltaTable> {
     let latest = match lake.open(table, None).await {
-        Ok(t) => t,
-        Err(e) => {
-            // a missing table reads as a storage error on local disk; say what exists instead
+        Err(tables::TableError::NotFound(_)) => {
             let names = lake.list_tables().await.unwrap_or_default();
-            if !names.iter().any(|n| n == table) {
-                anyhow::bail!(
-                    "there is no table {table} in the lake; its tables are: {} (\\dt in the shell lists them)",
-                    names.join(", ")
-                );
-            }
-            return Err(e.into());
+            anyhow::bail!(
+                "there is no table {table} in the lake; its tables are: {} (\\dt in the shell lists them)",
+                names.join(", ")
+            );
         }
+        other => other?,
     };
     let newest = latest.version().unwrap_or(0);
     match as_of {
@@ -172,8 +169,7 @@ pub async fn open_as_of(lake: &Lake, table: &str, as_of: &time_travel::AsOf) -> 
 
 /// Runs every statement in `sql`; returns the batches of each.
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<Vec<RecordBatch>>> {
-    let mut statements: Vec<DFStatement> = time_travel::parse(sql).map_err(|e| anyhow::anyhow!(e))?.into();
-    register_versions(ctx, &mut statements).await?;
+    let (statements, _) = parse_and_register(ctx, sql).await?;
     let mut out = Vec::new();
     for stmt in statements {
         let plan = ctx.state().statement_to_plan(stmt).await?;

@@ -116,7 +116,11 @@ impl Lake {
         };
         match loaded {
             Ok(()) => Ok(table),
-            Err(DeltaTableError::NotATable(_)) => Err(TableError::NotFound(name.to_string())),
+            // on S3 a missing table is "not a table"; on local disk the kernel finds no path
+            Err(
+                DeltaTableError::NotATable(_)
+                | DeltaTableError::KernelError(buoyant_kernel::Error::InvalidTableLocation(_)),
+            ) => Err(TableError::NotFound(name.to_string())),
             Err(e) if version.is_none() => Err(log_read(e)),
             Err(e) => Err(e.into()),
         }
