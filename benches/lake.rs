@@ -124,7 +124,7 @@ async fn restart(root: &Path, keys: i64) -> anyhow::Result<(f64, f64, f64, f64)>
     let mut rng = Rng(7);
     let chunk = 1_000_000i64;
     {
-        let mut w = TableWriter::open(&lake, "t", opts).await?;
+        let mut w = TableWriter::open(&lake, "t", opts.clone()).await?;
         let mut start = 0;
         while start < keys {
             let ids: Vec<i64> = (start..(start + chunk).min(keys)).collect();

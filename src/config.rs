@@ -375,6 +375,17 @@ pub struct TableConfig {
     /// them): stop the worker (default) or skip them, logged and counted.
     #[serde(default)]
     pub on_data_loss: OnDataLoss,
+    /// Delta partition columns: `"col"`, `"date(col)"` (column `col_date`) or
+    /// `"date(col) AS name"`. Fixed when the table is created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
+}
+
+impl TableConfig {
+    /// The parsed `partition_by` (checked when the config loads).
+    pub fn partitioning(&self) -> tables::partitioning::Partitioning {
+        tables::partitioning::Partitioning::parse(&self.partition_by).unwrap_or_default()
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -441,6 +452,9 @@ impl Config {
                 "table {:?} has no topic: set topic, or kafka.topic_pattern to name tables from topics",
                 t.name
             );
+            if let Err(e) = tables::partitioning::Partitioning::parse(&t.partition_by) {
+                anyhow::bail!("table {:?}: {e}", t.name);
+            }
             if t.name.starts_with('_') {
                 anyhow::bail!(
                     "table name {:?} is reserved (names starting with '_' are Cormorant's own)",

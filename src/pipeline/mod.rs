@@ -58,7 +58,7 @@ async fn open_writer(
 ) -> anyhow::Result<TableWriter> {
     let mut attempt = 0;
     loop {
-        let error = match TableWriter::open(lake, name, options).await {
+        let error = match TableWriter::open(lake, name, options.clone()).await {
             Ok(w) => return Ok(w),
             Err(e) if e.is_retryable() && attempt < RETRIES => e,
             Err(e) => return Err(anyhow::Error::new(e).context(format!("opening table {name}"))),
@@ -138,6 +138,7 @@ pub(crate) fn options(cfg: &Config, t: &TableConfig) -> WriterOptions {
         mode: t.mode,
         keys_move_partitions: t.keys_move_partitions,
         policy: cfg.log_policy(Some(t)),
+        partitioning: t.partitioning(),
     }
 }
 

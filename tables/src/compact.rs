@@ -114,7 +114,8 @@ fn candidates(table: &DeltaTable) -> Result<Vec<Candidate>> {
 }
 
 /// Files worth rewriting, grouped into bins of about the target size, each bin within one
-/// partition's file group.
+/// file group: one source partition's files of one set of Delta partition values (a rewrite
+/// then keeps its rows in order, which carrying deletes into the new files relies on).
 ///
 /// A file whose deleted share passed the threshold is always rewritten. Small files are
 /// merged size-tiered: smallest first, a file joins only while it is at most twice what was
@@ -124,10 +125,14 @@ fn candidates(table: &DeltaTable) -> Result<Vec<Candidate>> {
 /// it, a file is re-merged only once the newer files add up to half its size, so each row is
 /// rewritten O(log(small_file_bytes / batch file size)) times.
 pub(crate) fn pick(files: Vec<Candidate>, opts: &CompactionOptions) -> Vec<Vec<Candidate>> {
-    let mut groups: BTreeMap<Option<i32>, Vec<Candidate>> = BTreeMap::new();
+    // a file group: one source partition's files of one set of Delta partition values
+    type Group = (Option<i32>, Vec<(String, Option<String>)>);
+    let mut groups: BTreeMap<Group, Vec<Candidate>> = BTreeMap::new();
     for f in files {
         if f.mostly_deleted(opts) || f.size() < opts.small_file_bytes {
-            groups.entry(f.partition).or_default().push(f);
+            let mut values: Vec<_> = f.add.partition_values.clone().into_iter().collect();
+            values.sort();
+            groups.entry((f.partition, values)).or_default().push(f);
         }
     }
     let mut bins: Vec<Vec<Candidate>> = Vec::new();
@@ -219,7 +224,7 @@ async fn rewrite_bin(
     let data = arrow::compute::concat_batches(schema, &live)?;
     let mut adds = Vec::new();
     for (p, rows) in by_partition(bin[0].partition, &data)? {
-        adds.extend(files::write(table, &rows, Some(target), Some(p)).await?);
+        adds.extend(files::write(table, &rows, Some(target), Some(p)).await?.adds);
     }
     report.rows_written += data.num_rows();
     report.files_removed += bin.len();

@@ -67,6 +67,8 @@ impl Source {
 /// Files of one partition to rewrite into new files of about the target size.
 struct JobBin {
     partition: i32,
+    /// The Delta partition values every source (and so every output) holds.
+    values: crate::partitioning::Values,
     sources: Vec<Source>,
 }
 
@@ -132,17 +134,24 @@ impl CompactionJob {
                 ready.bytes_read += s.add.size.max(0) as u64;
             }
             let data = arrow::compute::concat_batches(&self.schema, &live)?;
-            let keys = self.encoder.encode(&data)?;
-            let adds = files::write(
+            let written = files::write(
                 &self.table,
                 &data,
                 Some(self.opts.target_file_bytes),
                 Some(bin.partition),
             )
             .await?;
-            let mut outputs = Vec::with_capacity(adds.len());
+            if written.adds.iter().any(|a| a.partition_values != bin.values) {
+                // carried deletes map rows by position: a bin must not be regrouped
+                return Err(crate::error::TableError::Corrupt(format!(
+                    "a compaction bin of partition values {:?} wrote files of other values",
+                    bin.values
+                )));
+            }
+            let keys = self.encoder.encode(&written.rows)?;
+            let mut outputs = Vec::with_capacity(written.adds.len());
             let mut left = keys.len() as u64;
-            for add in adds {
+            for add in written.adds {
                 let n = add_rows(&add).map_or(left, |n| n as u64);
                 left = left.saturating_sub(n);
                 outputs.push((add, n));
@@ -195,6 +204,7 @@ impl TableWriter {
             .into_iter()
             .filter_map(|bin| {
                 let partition = bin.first()?.partition?;
+                let values = bin.first()?.add.partition_values.clone();
                 let sources = bin
                     .into_iter()
                     .filter_map(|c| {
@@ -206,7 +216,11 @@ impl TableWriter {
                         })
                     })
                     .collect();
-                Some(JobBin { partition, sources })
+                Some(JobBin {
+                    partition,
+                    values,
+                    sources,
+                })
             })
             .collect();
         if bins.is_empty() {

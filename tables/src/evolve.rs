@@ -23,13 +23,46 @@ pub struct Evolution {
     pub schema: SchemaRef,
     pub added: Vec<String>,
     pub widened: Vec<String>,
-    /// Existing rows must be rewritten (a widened type, or an added column with a default).
+    /// Existing rows must be rewritten (a widened type, an added column with a default, a
+    /// pending partition column appeared).
     pub rewrite: bool,
+    /// The table's partition columns after the change, when they change (a pending one
+    /// appeared: see [`crate::partitioning::Partitioning::realize`]).
+    pub partition_columns: Option<Vec<String>>,
 }
 
 impl Evolution {
     pub fn is_noop(&self) -> bool {
-        self.added.is_empty() && self.widened.is_empty()
+        self.added.is_empty() && self.widened.is_empty() && self.partition_columns.is_none()
+    }
+
+    /// Realizes the partition columns of `spec` that `self.schema` now holds and the table
+    /// (partitioned by `current`) did not: their derived columns join the schema and every row
+    /// is rewritten into files split by them. A spec the new columns cannot satisfy (a type
+    /// that cannot be a partition value) leaves the partitioning as it is, with a warning.
+    pub fn realize_partitions(&mut self, spec: &crate::partitioning::Partitioning, current: &[String], table: &str) {
+        let (realized, derived) = match spec.realize(&self.schema) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(table, error = %e, "a partition column appeared but cannot partition the table; it stays pending");
+                return;
+            }
+        };
+        if realized == current {
+            return;
+        }
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| !is_meta_column(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(derived);
+        fields.extend(meta_fields());
+        self.schema = Arc::new(Schema::new(fields));
+        self.partition_columns = Some(realized);
+        self.rewrite = true;
     }
 }
 
@@ -74,6 +107,7 @@ pub fn plan(table: &Schema, incoming: &[Field]) -> Result<Evolution, String> {
         added,
         widened,
         rewrite,
+        partition_columns: None,
     })
 }
 
@@ -108,20 +142,33 @@ impl crate::writer::TableWriter {
                 .push(change::align(&rows, &evolution.schema)?);
         }
         let kernel: StructType = evolution.schema.as_ref().try_into_kernel()?;
-        let metadata = snapshot.metadata().clone().with_schema(&kernel)?;
+        let mut metadata = snapshot.metadata().clone().with_schema(&kernel)?;
+        let mut parts = crate::partitioning::Partitioning::of_table(
+            snapshot.metadata().partition_columns(),
+            snapshot.metadata().configuration(),
+        )?;
+        let realized = match &evolution.partition_columns {
+            Some(cols) => {
+                metadata = with_partition_columns(metadata, cols)?;
+                cols.clone()
+            }
+            None => snapshot.metadata().partition_columns().to_vec(),
+        };
+        parts = parts.restrict(&realized);
         let now = chrono::Utc::now().timestamp_millis();
         let mut actions = vec![Action::Metadata(metadata)];
         actions.extend(adds.iter().map(|a| Action::Remove(crate::writer::remove_of(a, now))));
         for (partition, batches) in by_partition {
             let data = arrow::compute::concat_batches(&evolution.schema, &batches)?;
             if data.num_rows() > 0 {
-                let written = crate::files::write(&self.table, &data, Some(128 * 1024 * 1024), partition).await?;
-                actions.extend(written.into_iter().map(Action::Add));
+                let written =
+                    crate::files::write_with(&self.table, &parts, &data, Some(128 * 1024 * 1024), partition).await?;
+                actions.extend(written.adds.into_iter().map(Action::Add));
             }
         }
         let op = deltalake::protocol::DeltaOperation::Write {
             mode: deltalake::protocol::SaveMode::Overwrite,
-            partition_by: None,
+            partition_by: evolution.partition_columns.clone(),
             predicate: None,
         };
         match crate::commit::try_commit(&mut self.table, &actions, op).await? {
@@ -143,6 +190,17 @@ impl crate::writer::TableWriter {
         }
         Ok(())
     }
+}
+
+/// `metadata` with its `partitionColumns` replaced (deltalake's `MetadataExt` has no setter;
+/// its own setters round-trip the action through JSON the same way).
+fn with_partition_columns(
+    metadata: deltalake::kernel::Metadata,
+    columns: &[String],
+) -> crate::error::Result<deltalake::kernel::Metadata> {
+    let mut value = serde_json::to_value(&metadata).map_err(|e| crate::error::TableError::Corrupt(e.to_string()))?;
+    value["partitionColumns"] = serde_json::Value::from(columns.to_vec());
+    serde_json::from_value(value).map_err(|e| crate::error::TableError::Corrupt(e.to_string()))
 }
 
 #[cfg(test)]

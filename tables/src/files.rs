@@ -30,12 +30,14 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::error::Result;
 use crate::index::PARTITION_TAG;
+use crate::partitioning::{self, Partitioning, Values};
 
-/// Where a data file is and how big.
+/// Where a data file is, how big, and the partition values its rows hold (not stored in it).
 #[derive(Clone, Debug)]
 pub struct FileRef {
     pub path: Path,
     pub size: u64,
+    pub values: Values,
 }
 
 impl FileRef {
@@ -45,6 +47,7 @@ impl FileRef {
         Self {
             path,
             size: add.size.max(0) as u64,
+            values: add.partition_values.clone(),
         }
     }
 }
@@ -90,7 +93,8 @@ pub async fn read(
         .iter()
         .map(|b| align(b, &target))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(arrow::compute::concat_batches(&target, &aligned)?)
+    let rows = arrow::compute::concat_batches(&target, &aligned)?;
+    partitioning::inject(&rows, &file.values)
 }
 
 /// A row selection picking the ascending `rows`.
@@ -149,38 +153,86 @@ pub fn writer_properties() -> WriterProperties {
         .build()
 }
 
+/// New data files and the rows they hold.
+pub struct Written {
+    pub adds: Vec<Add>,
+    /// The rows written, in file order: the first add's `numRecords` rows are its own, and so
+    /// on. The input rows reordered when the table is partitioned (each file holds one set of
+    /// partition values), with derived partition columns computed; the input as is otherwise.
+    pub rows: RecordBatch,
+}
+
 /// Writes `data` as new data file(s) of the table (rolled at `target_size` bytes, one file
-/// when `None`), tagged with the source `partition` when given, and returns their `add`s with
-/// statistics.
+/// when `None`; one file or more per set of partition values of a partitioned table), tagged
+/// with the source `partition` when given, and returns their `add`s with statistics.
 pub async fn write(
     table: &DeltaTable,
     data: &RecordBatch,
     target_size: Option<u64>,
     partition: Option<i32>,
-) -> Result<Vec<Add>> {
+) -> Result<Written> {
+    let metadata = table.snapshot()?.metadata().clone();
+    let parts = Partitioning::of_table(metadata.partition_columns(), metadata.configuration())?
+        .restrict(metadata.partition_columns());
+    write_with(table, &parts, data, target_size, partition).await
+}
+
+/// [`write`] split by `parts` (the table's realized partition columns, or the ones a schema
+/// rewrite is about to realize).
+pub async fn write_with(
+    table: &DeltaTable,
+    parts: &Partitioning,
+    data: &RecordBatch,
+    target_size: Option<u64>,
+    partition: Option<i32>,
+) -> Result<Written> {
     let snapshot = table.snapshot()?;
+    let (rows, groups) = if parts.is_empty() {
+        (data.clone(), vec![(data.num_rows(), Values::new())])
+    } else {
+        parts.split(&parts.derive(data)?)?
+    };
     let stats = WriterStatsConfig::from_config(snapshot.snapshot().table_configuration());
-    let config = WriterConfig::new(
-        data.schema(),
-        Vec::new(),
-        Some(writer_properties()),
-        target_size.and_then(NonZeroU64::new),
-        Some(64 * 1024),
-        stats.num_indexed_cols,
-        stats.stats_columns,
-    );
-    let mut writer = DeltaWriter::new(table.log_store().object_store(None), config);
-    writer.write(data).await?;
-    let mut adds = writer.close().await?;
-    crate::stats::make_exact(&mut adds, data)?;
-    if let Some(p) = partition {
-        for add in &mut adds {
-            add.tags
-                .get_or_insert_with(Default::default)
-                .insert(PARTITION_TAG.to_string(), Some(p.to_string()));
+    let file_schema = parts.file_schema(&rows.schema());
+    let store = table.log_store().object_store(None);
+    let mut adds = Vec::new();
+    let mut start = 0;
+    for (n, values) in groups {
+        let group = rows.slice(start, n);
+        start += n;
+        let group = group.project(&projection(&rows.schema(), &file_schema))?;
+        let config = WriterConfig::new(
+            file_schema.clone(),
+            Vec::new(),
+            Some(writer_properties()),
+            target_size.and_then(NonZeroU64::new),
+            Some(64 * 1024),
+            stats.num_indexed_cols,
+            stats.stats_columns.clone(),
+        );
+        let mut writer = DeltaWriter::new(store.clone(), config);
+        writer.write(&group).await?;
+        let mut written = writer.close().await?;
+        crate::stats::make_exact(&mut written, &group)?;
+        for add in &mut written {
+            add.partition_values = values.clone();
+            if let Some(p) = partition {
+                add.tags
+                    .get_or_insert_with(Default::default)
+                    .insert(PARTITION_TAG.to_string(), Some(p.to_string()));
+            }
         }
+        adds.extend(written);
     }
-    Ok(adds)
+    Ok(Written { adds, rows })
+}
+
+/// Indices of `part`'s fields in `all`.
+fn projection(all: &SchemaRef, part: &SchemaRef) -> Vec<usize> {
+    part.fields()
+        .iter()
+        .filter_map(|f| all.index_of(f.name()).ok())
+        .collect()
 }
 
 /// Deletes files written for a commit that will never be made (best effort: a file left

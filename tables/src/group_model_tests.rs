@@ -304,13 +304,15 @@ async fn sequence(seed: u64, log: &mut Vec<String>) -> Result<(), String> {
     let writers = rng.range(2, 3) as usize;
     let streams: Vec<Vec<Rec>> = (0..n).map(|p| generate(&mut rng, p, n)).collect();
     log.push(format!(
-        "mode {mode:?}, deletes {deletes:?}, {n} partitions, {writers} writers"
+        "mode {mode:?}, deletes {deletes:?}, {n} partitions, {writers} writers, partition_by {:?}",
+        model_partitioning(seed)
     ));
     for (p, s) in streams.iter().enumerate() {
         log.push(format!("p{p}: {}", show(s, 0, s.len())));
     }
     MODE.scope(mode, async {
-        let fx = Fixture::new(deletes);
+        let mut fx = Fixture::new(deletes);
+        fx.partition_by = model_partitioning(seed);
         let mut ws = Vec::new();
         for _ in 0..writers {
             ws.push(Arc::new(Mutex::new(fx.writer().await)));

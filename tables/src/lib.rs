@@ -26,6 +26,9 @@ pub mod maintain;
 #[cfg(test)]
 mod model_tests;
 pub mod offsets;
+#[cfg(test)]
+mod partition_tests;
+pub mod partitioning;
 mod plan;
 #[cfg(test)]
 mod race_tests;

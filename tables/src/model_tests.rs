@@ -370,7 +370,9 @@ impl Run<'_> {
             let rows: Vec<_> = (1..=KEYS as i32)
                 .map(|id| up(10_000 + i64::from(id), id, "ORPHAN", 1))
                 .collect();
-            crate::files::write(table, &batch(&rows).data, None, Some(0))
+            let schema = table.snapshot().map_err(|e| e.to_string())?.snapshot().arrow_schema();
+            let data = change::align(&batch(&rows).data, &schema).map_err(|e| e.to_string())?;
+            crate::files::write(table, &data, None, Some(0))
                 .await
                 .map_err(|e| format!("writing the orphan file: {e}"))?;
             let bitmap: roaring::RoaringTreemap = (0..3u64).collect();
@@ -632,14 +634,18 @@ async fn sequence(seed: u64, faulty: bool, log: &mut Vec<String>) -> Result<(), 
     let mut rng = Rng(seed);
     let (mode, deletes) = modes(&mut rng);
     let recs = generate(&mut rng);
-    log.push(format!("mode {mode:?}, deletes {deletes:?}"));
+    log.push(format!(
+        "mode {mode:?}, deletes {deletes:?}, partition_by {:?}",
+        model_partitioning(seed)
+    ));
     log.push(format!("records: {}", show(&recs, 0, recs.len())));
     MODE.scope(mode, async {
-        let fx = if faulty {
+        let mut fx = if faulty {
             Fixture::faulty(deletes, seed)
         } else {
             Fixture::new(deletes)
         };
+        fx.partition_by = model_partitioning(seed);
         let w = fx.writer().await;
         let run = Run {
             rng,

@@ -209,6 +209,8 @@ pub(crate) struct Fixture {
     pub(crate) deletes: DeleteMode,
     /// Switches the lake's injected faults (`Fixture::faulty`); off until set.
     pub(crate) faults: Option<Arc<crate::fault::Faults>>,
+    /// The table's `partition_by` items (none by default).
+    pub(crate) partition_by: Vec<String>,
 }
 
 impl Fixture {
@@ -220,6 +222,7 @@ impl Fixture {
             lake,
             deletes,
             faults: None,
+            partition_by: Vec::new(),
         }
     }
 
@@ -237,6 +240,7 @@ impl Fixture {
         let opts = WriterOptions {
             deletes: self.deletes,
             mode: MODE.try_with(|m| *m).unwrap_or(WriteMode::Cow),
+            partitioning: crate::partitioning::Partitioning::parse(&self.partition_by).expect("partition_by parses"),
             ..Default::default()
         };
         TableWriter::open(&self.lake, TABLE, opts).await.expect("writer opens")
@@ -339,6 +343,15 @@ pub(crate) const GONE: bool = true;
 tokio::task_local! {
     /// The write mode a scenario runs under (every scenario runs in both).
     pub(crate) static MODE: WriteMode;
+}
+
+/// The `partition_by` the model tests give one seed in three: a string column whose values
+/// include `""`, non-ASCII and a quote, and a derived date.
+pub(crate) fn model_partitioning(seed: u64) -> Vec<String> {
+    match seed % 3 {
+        2 => vec!["name".into(), "date(ts) AS ts_day".into()],
+        _ => Vec::new(),
+    }
 }
 
 /// A merge-on-read table of three files on partition 0, two of them with deletion vectors

@@ -32,6 +32,7 @@ use crate::error::{Result, TableError};
 use crate::files;
 use crate::index::FileEntry;
 use crate::lake::Lake;
+use crate::partitioning::{PARTITION_BY_PROPERTY, Partitioning};
 use crate::plan::{self, Context, Planned};
 use crate::state::State;
 use crate::{dv, evolve, log};
@@ -70,7 +71,7 @@ pub enum WriteMode {
     Mor,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct WriterOptions {
     pub deletes: DeleteMode,
     pub mode: WriteMode,
@@ -79,6 +80,8 @@ pub struct WriterOptions {
     pub keys_move_partitions: bool,
     /// Checkpoint interval and retentions, set as table properties.
     pub policy: crate::maintain::LogPolicy,
+    /// Delta partition columns; fixed when the table is created.
+    pub partitioning: Partitioning,
 }
 
 /// What one `apply` did.
@@ -223,6 +226,26 @@ impl TableWriter {
     /// Creates the table for `batch`'s columns.
     async fn create(&mut self, columns: &SchemaRef, key_columns: &[String], source: Option<&str>) -> Result<()> {
         let mut fields: Vec<Field> = columns.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let spec = &self.opts.partitioning;
+        let (realized, derived) = match spec.clash(columns) {
+            Some(e) => Err(e),
+            None => spec.realize(columns),
+        }
+        .map_err(|e| {
+            TableError::Refused(format!(
+                "table {} cannot be created: {e}; change the table's partition_by",
+                self.name
+            ))
+        })?;
+        let pending = spec.pending(&realized);
+        if !pending.is_empty() {
+            tracing::warn!(
+                table = %self.name,
+                ?pending,
+                "partition_by names columns the first records lack: the table is partitioned by them once they appear (check the names if they never do)"
+            );
+        }
+        fields.extend(derived);
         fields.extend(meta_fields());
         let kernel: StructType = (&Schema::new(fields)).try_into_kernel()?;
         let commented = kernel.fields().cloned().map(|f| match change::meta_comment(f.name()) {
@@ -238,6 +261,11 @@ impl TableWriter {
             .with_raise_if_key_not_exists(false);
         if !key_columns.is_empty() {
             create = create.with_configuration([(PRIMARY_KEY_PROPERTY, Some(key_columns.join(",")))]);
+        }
+        if !spec.is_empty() {
+            create = create
+                .with_partition_columns(realized)
+                .with_configuration([(PARTITION_BY_PROPERTY, Some(spec.canonical()))]);
         }
         if self.opts.mode == WriteMode::Mor {
             // protocol reader 3 / writer 7 with the deletionVectors feature
@@ -343,9 +371,27 @@ impl TableWriter {
         self.sync().await
     }
 
+    /// Refuses to write a table partitioned otherwise than configured: files of one table
+    /// must all be split the same way, and changing it means rewriting every file.
+    fn check_partitioning(&self) -> Result<()> {
+        let snapshot = self.table.snapshot()?;
+        let md = snapshot.metadata();
+        let actual = Partitioning::of_table(md.partition_columns(), md.configuration())?;
+        if actual != self.opts.partitioning {
+            return Err(TableError::Refused(format!(
+                "table {} is partitioned by {} but its partition_by says {}; partitioning is fixed when a table is created — restore partition_by, or rebuild the table with `cormorant replay --table {0} --from earliest --into {0}_v2`",
+                self.name,
+                actual.canonical(),
+                self.opts.partitioning.canonical()
+            )));
+        }
+        Ok(())
+    }
+
     /// Sets the table properties of the configured [`crate::maintain::LogPolicy`] that differ
     /// (a table created before the policy changed), once per writer.
     async fn ensure_policy(&mut self) -> Result<()> {
+        self.check_partitioning()?;
         let stale: Vec<(String, String)> = self
             .opts
             .policy
@@ -474,10 +520,15 @@ impl TableWriter {
     async fn evolve(&mut self, batch: &ChangeBatch) -> Result<Option<Action>> {
         let fields: Vec<Field> = batch.columns.fields().iter().map(|f| f.as_ref().clone()).collect();
         let current = self.table.snapshot()?.snapshot().arrow_schema();
-        let evolution = evolve::plan(&current, &fields).map_err(|reason| TableError::Schema {
+        let mut evolution = evolve::plan(&current, &fields).map_err(|reason| TableError::Schema {
             table: self.name.clone(),
             reason,
         })?;
+        if !evolution.added.is_empty() {
+            let md = self.table.snapshot()?.metadata().clone();
+            let spec = Partitioning::of_table(md.partition_columns(), md.configuration())?;
+            evolution.realize_partitions(&spec, md.partition_columns(), &self.name);
+        }
         if evolution.rewrite {
             self.rewrite_for(&evolution).await?;
             self.sync().await?;
@@ -590,9 +641,9 @@ impl TableWriter {
             readded.push((*id, add, bitmap.clone()));
         }
         let writes = planned.outputs.iter().map(|(p, data)| async move {
-            let adds = files::write(&self.table, data, None, Some(*p)).await?;
-            let keys = state.encoder.encode(data)?;
-            Ok::<_, TableError>((*p, adds, keys))
+            let written = files::write(&self.table, data, None, Some(*p)).await?;
+            let keys = state.encoder.encode(&written.rows)?;
+            Ok::<_, TableError>((*p, written, keys))
         });
         // collected first: a stream over the lazy `map` is not provably `Send` (its closure's
         // borrow is higher-ranked), which the pipeline's spawned apply task needs
@@ -611,11 +662,11 @@ impl TableWriter {
             .collect()
             .await;
         for r in written {
-            let (p, adds, keys) = r?;
+            let (p, written, keys) = r?;
             out.rows += keys.len();
             let mut start = 0;
-            let data = &planned.outputs[&p];
-            for add in adds {
+            let data = &written.rows;
+            for add in written.adds {
                 let n = add_rows(&add).unwrap_or(keys.len() - start);
                 out.bytes += add.size.max(0) as u64;
                 actions.push(Action::Add(add.clone()));
@@ -730,7 +781,7 @@ impl TableWriter {
             if txns.is_empty() && rows.num_rows() == 0 {
                 return Ok(Applied::default());
             }
-            let adds = files::write(&self.table, &rows, None, None).await?;
+            let adds = files::write(&self.table, &rows, None, None).await?.adds;
             let now = chrono::Utc::now().timestamp_millis();
             let mut actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
             // no plan depends on other rows: only the same partitions' offsets force a redo
