@@ -2,7 +2,9 @@
 //! deletion vectors, last commit time, and lag per partition (the broker's high watermark
 //! minus the next offset recorded in the table's `txn` actions), and the log's state: last
 //! checkpoint, files in `_delta_log`, oldest version time travel can read; and the compaction
-//! backlog (files past the `[compaction]` thresholds).
+//! backlog (files past the `[compaction]` thresholds); for a partitioned table, its
+//! `partition_by` (columns still absent from the source marked pending) and how many
+//! partitions its files hold.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,8 @@ struct Row {
     log_files: Option<i64>,
     oldest_readable: Option<i64>,
     lag: Option<String>,
+    partition_by: Option<String>,
+    partitions: Option<i64>,
 }
 
 /// The status of every table in the lake (and every configured one) as one batch.
@@ -63,10 +67,18 @@ async fn table_row(
     let snapshot = t.snapshot()?;
     let v = snapshot.version();
     let (mut total, mut hidden, mut n_files) = (0i64, 0i64, 0i64);
+    let mut partitions = std::collections::HashSet::new();
+    let partitioned = !snapshot.metadata().partition_columns().is_empty();
     for f in snapshot.log_data().iter() {
         n_files += 1;
         total += f.num_records().unwrap_or(0) as i64;
         hidden += f.deletion_vector_descriptor().map_or(0, |d| d.cardinality);
+        if partitioned {
+            #[allow(deprecated)] // the replacement hands values as a kernel struct, not strings
+            let mut values: Vec<_> = f.add_action().partition_values.into_iter().collect();
+            values.sort();
+            partitions.insert(values);
+        }
     }
     let mut lags = Vec::new();
     if let (Some(reader), Some(tc)) = (reader, cfg.tables.iter().find(|c| c.name == name)) {
@@ -97,7 +109,24 @@ async fn table_row(
         log_files: Some(log.log_files as i64),
         oldest_readable: log.oldest_readable.map(|c| c as i64),
         lag: (!lags.is_empty()).then(|| lags.join(",")),
+        partition_by: partition_by(snapshot.metadata()),
+        partitions: partitioned.then_some(partitions.len() as i64),
     })
+}
+
+/// The table's `partition_by` items, those not realized yet marked pending.
+fn partition_by(md: &deltalake::kernel::Metadata) -> Option<String> {
+    let spec = tables::partitioning::Partitioning::of_table(md.partition_columns(), md.configuration()).ok()?;
+    let items: Vec<String> = spec
+        .items()
+        .into_iter()
+        .zip(spec.names())
+        .map(|(item, name)| match md.partition_columns().contains(&name) {
+            true => item,
+            false => format!("{item} (pending)"),
+        })
+        .collect();
+    (!items.is_empty()).then(|| items.join(", "))
 }
 
 fn to_batch(rows: Vec<Row>) -> anyhow::Result<RecordBatch> {
@@ -117,6 +146,8 @@ fn to_batch(rows: Vec<Row>) -> anyhow::Result<RecordBatch> {
         Field::new("log_files", DataType::Int64, true),
         Field::new("oldest_readable", DataType::Int64, true),
         Field::new("lag", DataType::Utf8, true),
+        Field::new("partition_by", DataType::Utf8, true),
+        Field::new("partitions", DataType::Int64, true),
     ]));
     let int = |f: fn(&Row) -> Option<i64>| -> ArrayRef { Arc::new(rows.iter().map(f).collect::<Int64Array>()) };
     let cols: Vec<ArrayRef> = vec![
@@ -131,6 +162,8 @@ fn to_batch(rows: Vec<Row>) -> anyhow::Result<RecordBatch> {
         int(|r| r.log_files),
         int(|r| r.oldest_readable),
         Arc::new(rows.iter().map(|r| r.lag.as_deref()).collect::<StringArray>()),
+        Arc::new(rows.iter().map(|r| r.partition_by.as_deref()).collect::<StringArray>()),
+        int(|r| r.partitions),
     ];
     Ok(RecordBatch::try_new(schema, cols)?)
 }

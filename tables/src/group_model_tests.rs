@@ -253,6 +253,7 @@ impl Group<'_> {
         let mut model = Model {
             soft: self.soft,
             rows: BTreeMap::new(),
+            empty_is_null: !self.fx.partition_by.is_empty(),
         };
         let mut w = self.writers[0].lock().await;
         for p in 0..self.partitions() {

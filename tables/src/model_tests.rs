@@ -169,6 +169,9 @@ fn cell<T: ToString>(v: Option<T>) -> String {
 pub(crate) struct Model {
     pub(crate) soft: bool,
     pub(crate) rows: BTreeMap<i32, Row>,
+    /// `name` is a partition column: an empty one reads as NULL (Delta cannot hold `""` as a
+    /// partition value).
+    pub(crate) empty_is_null: bool,
 }
 
 impl Model {
@@ -223,7 +226,7 @@ impl Model {
             .map(|(id, r)| {
                 format!(
                     "{id}|{}|{}|{}|{}|{}|{}",
-                    cell(r.name),
+                    cell(r.name.filter(|n| !(self.empty_is_null && n.is_empty()))),
                     cell(r.cents.map(amount)),
                     cell(r.ts),
                     r.op,
@@ -655,6 +658,7 @@ async fn sequence(seed: u64, faulty: bool, log: &mut Vec<String>) -> Result<(), 
             model: Model {
                 soft: deletes == DeleteMode::Soft,
                 rows: BTreeMap::new(),
+                empty_is_null: !model_partitioning(seed).is_empty(),
             },
             reader: None,
             applied: 0,

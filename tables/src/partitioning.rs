@@ -255,7 +255,8 @@ impl Partitioning {
                 .as_any()
                 .downcast_ref::<StringArray>()
                 .ok_or_else(|| TableError::Corrupt(format!("partition column {} did not cast to text", c.name)))?;
-            out.insert(c.name.clone(), text.is_valid(0).then(|| text.value(0).to_string()));
+            let value = text.is_valid(0).then(|| text.value(0).to_string());
+            out.insert(c.name.clone(), value.filter(|v| !empty_is_null(v)));
         }
         Ok(out)
     }
@@ -307,6 +308,24 @@ pub fn inject(batch: &RecordBatch, values: &Values) -> Result<RecordBatch> {
         };
     }
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// Delta cannot hold an empty string as a partition value: the protocol reads `""` as NULL
+/// ("an empty string for any type translates to a null partition value"), as Spark, Hive and
+/// delta-kernel do. So a row whose partition column is `""` is written to the NULL partition
+/// — every reader, Cormorant included, then agrees it is NULL — and the first time a process
+/// does this it says so, since the value read back differs from the source's.
+fn empty_is_null(value: &str) -> bool {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !value.is_empty() {
+        return false;
+    }
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            "an empty string in a partition column is stored as NULL: Delta reads an empty partition value as NULL; partition by a column without empty strings to keep them"
+        );
+    }
+    true
 }
 
 fn parse_item(item: &str) -> std::result::Result<PartitionColumn, String> {

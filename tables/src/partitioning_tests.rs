@@ -126,7 +126,7 @@ fn split_groups_rows_in_order_and_serializes_values() {
         vec![
             (2, expect(Some("gold"), "1970-01-02")),
             (2, expect(None, "1969-12-31")),
-            (1, expect(Some(""), "1970-01-01")),
+            (1, expect(None, "1970-01-01")),
         ]
     );
     // read back: the values injected into rows whose file lacks them

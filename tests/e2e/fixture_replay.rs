@@ -67,9 +67,22 @@ async fn final_state_s3_hard_mor() {
 /// Feeds the stream point by point; after each point every table equals that point's dump,
 /// and at the end each point's version still reads as that point (time travel).
 async fn point_by_point(storage: Storage, deletes: DeleteMode, mode: WriteMode, tag: &str) {
+    point_by_point_with(storage, deletes, mode, tag, |_| {}).await;
+}
+
+/// [`point_by_point`] with the config changed by `customize` (e.g. partitioned tables); the
+/// config, for further checks.
+pub async fn point_by_point_with(
+    storage: Storage,
+    deletes: DeleteMode,
+    mode: WriteMode,
+    tag: &str,
+    customize: impl FnOnce(&mut cormorant::config::Config),
+) -> cormorant::config::Config {
     let loaded = load_prefix(&unique(tag)).await;
     let fx = fixture();
     let mut cfg = config(&loaded.prefix, storage, deletes, mode, tag);
+    customize(&mut cfg);
     // small batches: many commits per point, as a live stream would make
     cfg.kafka.batch_max_records = 1500;
     let mut start = 0;
@@ -98,6 +111,7 @@ async fn point_by_point(storage: Storage, deletes: DeleteMode, mode: WriteMode, 
         // time travel, also through the independent Python reader
         assert_point(&cfg, point, Some(versions), true).await;
     }
+    cfg
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,6 +9,7 @@ mod fixture_replay;
 mod group;
 mod maintenance;
 mod operations;
+mod partitioned;
 mod replay;
 mod restart;
 mod retention;
