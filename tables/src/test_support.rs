@@ -237,13 +237,19 @@ impl Fixture {
 
     /// A new writer (a fresh process, as far as the table is concerned).
     pub(crate) async fn writer(&self) -> TableWriter {
-        let opts = WriterOptions {
+        TableWriter::open(&self.lake, TABLE, self.options())
+            .await
+            .expect("writer opens")
+    }
+
+    /// The options [`Fixture::writer`] opens with.
+    pub(crate) fn options(&self) -> WriterOptions {
+        WriterOptions {
             deletes: self.deletes,
             mode: MODE.try_with(|m| *m).unwrap_or(WriteMode::Cow),
             partitioning: crate::partitioning::Partitioning::parse(&self.partition_by).expect("partition_by parses"),
             ..Default::default()
-        };
-        TableWriter::open(&self.lake, TABLE, opts).await.expect("writer opens")
+        }
     }
 
     /// Rows of `sql` over the table registered as `t`, each rendered `a|b|c` (`null` for nulls,

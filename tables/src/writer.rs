@@ -160,8 +160,10 @@ impl Written {
 }
 
 impl TableWriter {
+    /// A writer of table `name` (created by the first batch if it does not exist). An existing
+    /// table partitioned otherwise than `opts` says is refused here, before anything is read.
     pub async fn open(lake: &Lake, name: &str, opts: WriterOptions) -> Result<Self> {
-        Ok(Self {
+        let w = Self {
             name: name.to_string(),
             lake: lake.clone(),
             table: lake.table(name).await?,
@@ -172,7 +174,11 @@ impl TableWriter {
             policy_checked: false,
             #[cfg(test)]
             race: None,
-        })
+        };
+        if w.table.version().is_some() {
+            w.check_partitioning()?;
+        }
+        Ok(w)
     }
 
     pub fn name(&self) -> &str {
