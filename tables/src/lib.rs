@@ -36,6 +36,7 @@ mod recent;
 mod resolve;
 mod state;
 mod stats;
+mod table_setup;
 #[cfg(test)]
 mod test_support;
 mod vacuum;
