@@ -143,6 +143,7 @@ impl CompactionJob {
             .await?;
             if written.adds.iter().any(|a| a.partition_values != bin.values) {
                 // carried deletes map rows by position: a bin must not be regrouped
+                files::discard(store.as_ref(), &written.adds).await;
                 return Err(crate::error::TableError::Corrupt(format!(
                     "a compaction bin of partition values {:?} wrote files of other values",
                     bin.values

@@ -38,16 +38,17 @@ impl Evolution {
 
     /// Realizes the partition columns of `spec` that `self.schema` now holds and the table
     /// (partitioned by `current`) did not: their derived columns join the schema and every row
-    /// is rewritten into files split by them. A spec the new columns cannot satisfy (a type
-    /// that cannot be a partition value) leaves the partitioning as it is, with a warning.
+    /// is rewritten into files split by them. A column of a type that cannot be a partition
+    /// value stays pending, with a warning; the others are realized.
     pub fn realize_partitions(&mut self, spec: &crate::partitioning::Partitioning, current: &[String], table: &str) {
-        let (realized, derived) = match spec.realize(&self.schema) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(table, error = %e, "a partition column appeared but cannot partition the table; it stays pending");
-                return;
-            }
-        };
+        let (realized, derived, refused) = spec.realize_each(&self.schema);
+        for e in refused {
+            tracing::warn!(
+                table,
+                error = %e,
+                "a partition column appeared but cannot partition the table: it stays pending (the table's rows are kept as they are); to partition otherwise, rebuild the table with `cormorant replay --into`"
+            );
+        }
         if realized == current {
             return;
         }

@@ -112,7 +112,11 @@ impl Partitioning {
     pub fn of_table(partition_columns: &[String], configuration: &HashMap<String, String>) -> Result<Self> {
         let Some(text) = configuration.get(PARTITION_BY_PROPERTY) else {
             let items: Vec<String> = partition_columns.to_vec();
-            return Self::parse(&items).map_err(TableError::Refused);
+            return Self::parse(&items).map_err(|e| {
+                TableError::Refused(format!(
+                    "the table's partitionColumns {items:?} (written by another tool) cannot be read as Cormorant partitioning: {e}; write it into a new table with `cormorant replay --into`"
+                ))
+            });
         };
         let items: Vec<String> = serde_json::from_str(text)
             .map_err(|e| TableError::Corrupt(format!("table property {PARTITION_BY_PROPERTY} = {text:?}: {e}")))?;
@@ -170,6 +174,25 @@ impl Partitioning {
         })
     }
 
+    /// [`Self::realize`] column by column: a column that cannot partition (its type) is left
+    /// pending, with why, instead of failing the others.
+    pub fn realize_each(&self, source: &Schema) -> (Vec<String>, Vec<Field>, Vec<String>) {
+        let (mut names, mut derived, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+        for c in &self.columns {
+            let one = Self {
+                columns: vec![c.clone()],
+            };
+            match one.realize(source) {
+                Ok((n, d)) => {
+                    names.extend(n);
+                    derived.extend(d);
+                }
+                Err(e) => refused.push(e),
+            }
+        }
+        (names, derived, refused)
+    }
+
     /// The columns of the spec the source does not have yet.
     pub fn pending(&self, realized: &[String]) -> Vec<String> {
         self.columns
@@ -203,10 +226,7 @@ impl Partitioning {
             let (Ok(at), Ok(from)) = (schema.index_of(&c.name), schema.index_of(src)) else {
                 continue;
             };
-            columns[at] = cast(
-                &cast(batch.column(from), &DataType::Date32)?,
-                schema.field(at).data_type(),
-            )?;
+            columns[at] = cast(&utc_dates(batch.column(from))?, schema.field(at).data_type())?;
         }
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -250,7 +270,12 @@ impl Partitioning {
     fn values_at(&self, cols: &[ArrayRef], i: usize) -> Result<Values> {
         let mut out = Values::new();
         for (c, a) in self.columns.iter().zip(cols) {
-            let text = cast(&a.slice(i, 1), &DataType::Utf8)?;
+            let text = cast(&a.slice(i, 1), &DataType::Utf8).map_err(|e| {
+                TableError::Refused(format!(
+                    "partition column {0} holds a value Delta cannot store as a partition value ({e}; PostgreSQL's infinity?); partition by \"date({0}) AS …\" instead: such rows then go to the NULL partition and keep their value",
+                    c.name
+                ))
+            })?;
             let text = text
                 .as_any()
                 .downcast_ref::<StringArray>()
@@ -274,6 +299,39 @@ impl Partitioning {
             .collect();
         Arc::new(Schema::new_with_metadata(keep, schema.metadata().clone()))
     }
+}
+
+/// The UTC date of each timestamp (or date) of `column`. A value no calendar date holds —
+/// PostgreSQL's `infinity`/`-infinity` (i64::MAX/MIN µs) or a year past chrono's range — has
+/// a NULL date: such a row goes to the NULL partition while its own column keeps the value
+/// (Arrow's cast would fail the whole write instead).
+fn utc_dates(column: &ArrayRef) -> Result<ArrayRef> {
+    use arrow::array::{AsArray, Date32Array};
+    use arrow::datatypes::{Date32Type, TimestampMicrosecondType};
+    const DAY_MICROS: i64 = 86_400_000_000;
+    let in_range = |days: i64| {
+        i32::try_from(days)
+            .ok()
+            .filter(|d| chrono::NaiveDate::from_num_days_from_ce_opt(d.saturating_add(719_163)).is_some())
+    };
+    let dates: Date32Array = match column.data_type() {
+        DataType::Date32 => column
+            .as_primitive::<Date32Type>()
+            .iter()
+            .map(|d| d.and_then(|d| in_range(i64::from(d))))
+            .collect(),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => column
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .map(|t| t.and_then(|t| in_range(t.div_euclid(DAY_MICROS))))
+            .collect(),
+        other => {
+            return Err(TableError::Corrupt(format!(
+                "date() of a {other} column (checked at creation)"
+            )));
+        }
+    };
+    Ok(Arc::new(dates))
 }
 
 /// `batch` with the columns named in `values` set to those values (a file's rows read back:
@@ -349,8 +407,12 @@ fn parse_item(item: &str) -> std::result::Result<PartitionColumn, String> {
     let rest = text[close + 1..].trim();
     let name = if rest.is_empty() {
         format!("{src}_date")
-    } else if rest.len() > 3 && rest[..3].eq_ignore_ascii_case("as ") {
-        rest[3..].trim().to_string()
+    } else if let Some(name) = rest
+        .get(..3)
+        .filter(|a| a.eq_ignore_ascii_case("as "))
+        .and(rest.get(3..))
+    {
+        name.trim().to_string()
     } else {
         return Err(format!(
             "partition_by item {item:?}: expected AS name after date(…); write \"date(col) AS name\""

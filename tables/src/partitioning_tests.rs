@@ -169,3 +169,35 @@ fn every_allowed_type_round_trips() {
         assert_eq!(back.column(0).as_ref(), a.as_ref(), "{t}: {:?}", groups[0].1);
     }
 }
+
+#[test]
+fn infinite_timestamps_have_a_null_date_and_odd_items_do_not_panic() {
+    let p = Partitioning::parse(&items(&["date(at) AS day"])).expect("parse");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(
+            "at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("day", DataType::Date32, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![Some(i64::MAX), Some(i64::MIN), Some(-1), None])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(Date32Array::from(vec![None::<i32>; 4])),
+        ],
+    )
+    .expect("batch");
+    let derived = p.derive(&batch).expect("PostgreSQL's infinity does not fail the write");
+    let day = derived.column(1).as_any().downcast_ref::<Date32Array>().expect("dates");
+    assert_eq!(day.iter().collect::<Vec<_>>(), [None, None, Some(-1), None]);
+    let (_, groups) = p.split(&derived).expect("split");
+    assert_eq!(groups.len(), 2, "{groups:?}");
+    for bad in ["date(ts) abé", "date(ts) as", "date()"] {
+        assert!(Partitioning::parse(&items(&[bad])).is_err(), "{bad}");
+    }
+}

@@ -45,7 +45,7 @@ impl TableWriter {
             tracing::warn!(
                 table = %self.name,
                 ?pending,
-                "partition_by names columns the first records lack: the table is partitioned by them once they appear (check the names if they never do)"
+                "partition_by names columns the first records lack: the table is partitioned by them once they appear; if a name is wrong, stop the worker, fix it and rebuild the table (`cormorant replay --into`, or delete the new table), since partitioning is fixed at creation"
             );
         }
         fields.extend(derived);
@@ -164,7 +164,7 @@ impl TableWriter {
         let actual = Partitioning::of_table(md.partition_columns(), md.configuration())?;
         if actual != self.opts.partitioning {
             return Err(TableError::Refused(format!(
-                "table {} is partitioned by {} but its partition_by says {}; partitioning is fixed when a table is created — restore partition_by, or rebuild the table with `cormorant replay --table {0} --from earliest --into {0}_v2`",
+                "table {} is partitioned by {} but its partition_by says {}; partitioning is fixed when a table is created: restore partition_by (the worker stops until then), or rebuild the table with `cormorant replay --table {0} --from earliest --into {0}_v2` (while the topic still holds its whole history) and point the [[tables]] entry at {0}_v2",
                 self.name,
                 actual.canonical(),
                 self.opts.partitioning.canonical()
