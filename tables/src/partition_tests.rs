@@ -61,6 +61,11 @@ async fn moves_and_deletes_keep_partitions(deletes: DeleteMode) {
     let table = fx.lake.open(TABLE, None).await.expect("table opens");
     let md = table.snapshot().expect("snapshot").metadata().clone();
     assert_eq!(md.partition_columns(), &["name".to_string(), "day".to_string()]);
+    let description = md.description().unwrap_or_default();
+    assert!(
+        description.ends_with("; partitioned by name, date(ts) AS day."),
+        "{description}"
+    );
     let found = files(&fx).await;
     assert_eq!(found.len(), 3, "one file per set of values: {found:?}");
     for (v, columns) in &found {

@@ -102,9 +102,13 @@ impl TableWriter {
             WriteMode::Mor => "merge-on-read (deletion vectors)",
             WriteMode::Cow => "copy-on-write",
         };
+        let partitioned = match self.opts.partitioning.is_empty() {
+            true => String::new(),
+            false => format!("; partitioned by {}", self.opts.partitioning.items().join(", ")),
+        };
         format!(
             "Change data capture table kept by Cormorant {}: the Debezium stream {} applied as upserts; \
-             primary key ({}); deletes {deletes}; {mode}.",
+             primary key ({}); deletes {deletes}; {mode}{partitioned}.",
             env!("CARGO_PKG_VERSION"),
             source.unwrap_or("(unknown)"),
             key_columns.join(", "),
