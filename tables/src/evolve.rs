@@ -131,8 +131,7 @@ impl crate::writer::TableWriter {
         let snapshot = self.table.snapshot()?.clone();
         let old_schema = snapshot.snapshot().arrow_schema();
         let store = self.table.log_store().object_store(None);
-        #[allow(deprecated)] // the Arrow-array replacement does not build Add actions
-        let adds: Vec<deltalake::kernel::Add> = snapshot.log_data().iter().map(|f| f.add_action()).collect();
+        let adds = crate::lake::active_adds(&self.table)?;
         let mut by_partition: std::collections::BTreeMap<Option<i32>, Vec<arrow::array::RecordBatch>> =
             std::collections::BTreeMap::new();
         for add in &adds {

@@ -169,3 +169,10 @@ fn log_read(e: DeltaTableError) -> TableError {
         e => e.into(),
     }
 }
+
+/// The `add` actions of the table's current snapshot (its active files, with partition values,
+/// tags, statistics and deletion vectors).
+pub fn active_adds(table: &DeltaTable) -> Result<Vec<deltalake::kernel::Add>> {
+    #[allow(deprecated)] // the Arrow-array replacement does not build Add actions
+    Ok(table.snapshot()?.log_data().iter().map(|f| f.add_action()).collect())
+}

@@ -17,14 +17,7 @@ fn partitioned(deletes: DeleteMode) -> Fixture {
 /// the columns its Parquet file holds.
 async fn files(fx: &Fixture) -> Vec<(HashMap<String, Option<String>>, Vec<String>)> {
     let table = fx.lake.open(TABLE, None).await.expect("table opens");
-    #[allow(deprecated)]
-    let adds: Vec<deltalake::kernel::Add> = table
-        .snapshot()
-        .expect("snapshot")
-        .log_data()
-        .iter()
-        .map(|f| f.add_action())
-        .collect();
+    let adds = crate::lake::active_adds(&table).expect("active files");
     let mut out = Vec::new();
     for add in adds {
         let file = std::fs::File::open(fx.dir.path().join(TABLE).join(&add.path)).expect("data file");

@@ -41,10 +41,7 @@ async fn assert_partition_owned_files(cfg: &cormorant::config::Config) {
     let lake = cfg.lake.open().expect("lake");
     for (table, _) in TABLES {
         let t = lake.open(table, None).await.expect("open");
-        let snapshot = t.snapshot().expect("snapshot");
-        #[allow(deprecated)]
-        for f in snapshot.log_data().iter() {
-            let add = f.add_action();
+        for add in tables::lake::active_adds(&t).expect("active files") {
             let tag = tables::index::partition_of(&add)
                 .unwrap_or_else(|| panic!("{table}: file {} has no partition tag", add.path));
             let stats: serde_json::Value =
@@ -63,7 +60,9 @@ async fn assert_partition_owned_files(cfg: &cormorant::config::Config) {
         let topic = &cfg.tables.iter().find(|t| t.name == table).expect("table config").topic;
         for p in 0..PARTITIONS {
             let app = change::StreamId::new(&cfg.kafka.group_id, topic).app_id(p);
-            let next = snapshot
+            let next = t
+                .snapshot()
+                .expect("snapshot")
                 .transaction_version(t.log_store().as_ref(), &app)
                 .await
                 .expect("txn");

@@ -25,14 +25,7 @@ fn partitioned(cfg: &mut cormorant::config::Config) {
 /// The active files of `table` (local lake) with their partition values.
 async fn active_files(cfg: &cormorant::config::Config, table: &str) -> Vec<(String, Vec<(String, Option<String>)>)> {
     let t = cfg.lake.open().expect("lake").open(table, None).await.expect("table");
-    #[allow(deprecated)]
-    let adds: Vec<_> = t
-        .snapshot()
-        .expect("snapshot")
-        .log_data()
-        .iter()
-        .map(|f| f.add_action())
-        .collect();
+    let adds = tables::lake::active_adds(&t).expect("active files");
     adds.into_iter()
         .map(|a| {
             let mut v: Vec<_> = a.partition_values.into_iter().collect();
