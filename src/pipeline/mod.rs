@@ -146,9 +146,22 @@ pub(crate) fn options(cfg: &Config, t: &TableConfig) -> WriterOptions {
 /// the dead-letter table with the reason instead of stopping the worker.
 type Schemas = Arc<Mutex<HashMap<String, SchemaRef>>>;
 
-fn schema_guard(schemas: &Schemas) -> SchemaGuard {
+fn schema_guard(schemas: &Schemas, cfg: &Config) -> SchemaGuard {
     let known = schemas.clone();
+    // derived partition columns by table: a source column of the same name cannot be kept
+    let derived: HashMap<String, tables::partitioning::Partitioning> = cfg
+        .tables
+        .iter()
+        .map(|t| (t.name.clone(), t.partitioning()))
+        .filter(|(_, p)| !p.is_empty())
+        .collect();
     Arc::new(move |table: &str, fields: &[arrow::datatypes::Field]| {
+        if let Some(reason) = derived
+            .get(table)
+            .and_then(|p| p.clash(&arrow::datatypes::Schema::new(fields.to_vec())))
+        {
+            return Err(reason);
+        }
         let mut known = lock(&known);
         match known.get(table) {
             Some(schema) => tables::evolve::plan(schema, fields).map(|_| ()),
@@ -206,7 +219,7 @@ impl Pipeline {
         Ok(Self {
             cfg: Arc::new(cfg.clone()),
             lake: lake.clone(),
-            decoder: Arc::new(Decoder::new(cache).with_guard(schema_guard(&schemas))),
+            decoder: Arc::new(Decoder::new(cache).with_guard(schema_guard(&schemas, cfg))),
             writers,
             configs,
             dlq: open_writer(

@@ -167,7 +167,7 @@ impl Partitioning {
     pub fn clash(&self, source: &Schema) -> Option<String> {
         self.columns.iter().find_map(|c| match &c.source {
             Source::Date(src) if source.field_with_name(&c.name).is_ok() => Some(format!(
-                "date({src}) AS {0}: the source already has a column {0}; name the derived column differently",
+                "date({src}) AS {0}: the source has a column {0} too; name the derived column differently in partition_by (a table that exists keeps its partitioning: rebuild it with `cormorant replay --into` under the new name)",
                 c.name
             )),
             _ => None,

@@ -60,7 +60,7 @@ fn realize_checks_types_and_leaves_missing_columns_pending() {
     assert!(
         p.clash(&Schema::new(with_day))
             .expect("clash")
-            .contains("already has a column day")
+            .contains("the source has a column day too")
     );
     for (bad, says) in [
         ("score", "has type Float64"),
