@@ -3,8 +3,10 @@
 //! Reads come in three shapes, from cheapest to dearest: the key columns only (to index a
 //! file), selected rows (the previous values a soft delete or a TOASTed cell needs, read with
 //! a row selection so untouched pages are skipped), and whole files (copy-on-write rewrites,
-//! compaction). Writes produce one file per call, tagged with the source partition it belongs
-//! to, with Parquet settings chosen for this workload (see [`writer_properties`]).
+//! compaction); every read puts back the file's Delta partition values, which the Parquet file
+//! does not hold. Writes produce one file per call — one per set of partition values of a
+//! partitioned table (see [`crate::partitioning`]) — tagged with the source partition it
+//! belongs to, with Parquet settings chosen for this workload (see [`writer_properties`]).
 
 use std::num::NonZeroU64;
 use std::sync::Arc;
