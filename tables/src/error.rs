@@ -39,6 +39,13 @@ pub enum TableError {
     Refused(String),
 }
 
+/// The kernel's errors, as deltalake wraps them (so retrying is judged the same way).
+impl From<buoyant_kernel::Error> for TableError {
+    fn from(e: buoyant_kernel::Error) -> Self {
+        TableError::Delta(deltalake::DeltaTableError::KernelError(e))
+    }
+}
+
 impl TableError {
     /// Whether the same operation can succeed later (I/O, commit races), as opposed to a
     /// problem with the data or the configuration.

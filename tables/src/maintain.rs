@@ -22,7 +22,8 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
-use deltalake::checkpoints::{cleanup_expired_logs_for, create_checkpoint};
+use deltalake::checkpoints::cleanup_expired_logs_for;
+use deltalake::logstore::LogStoreRef;
 use deltalake::table::config::TablePropertiesExt as _;
 
 /// The log-keeping table properties Cormorant sets on the tables it writes (unset: Delta's
@@ -96,8 +97,12 @@ pub fn stats(root: &str) -> Stats {
 }
 
 pub(crate) fn record(table: &DeltaTable, f: impl FnOnce(&mut Stats)) {
+    record_at(root_of(table), f)
+}
+
+fn record_at(root: String, f: impl FnOnce(&mut Stats)) {
     if let Ok(mut m) = STATS.lock() {
-        f(m.entry(root_of(table)).or_default());
+        f(m.entry(root).or_default());
     }
 }
 
@@ -167,23 +172,30 @@ pub fn checkpoint_due(version: u64, interval: u64) -> bool {
 
 /// Per table root: whether a checkpoint task runs (`busy`, changed only under the lock, so a
 /// due version is either queued for the running task or starts a new one — never lost between
-/// the two), its handle, and the newest due version that arrived meanwhile.
+/// the two), its handle, and the newest due version that arrived meanwhile. It holds the log
+/// store, not the table: a queued `DeltaTable` would pin a whole snapshot (every live file's
+/// `add`) for as long as the checkpoint before it takes.
 #[derive(Default)]
 struct Slot {
     busy: bool,
     handle: Option<tokio::task::JoinHandle<()>>,
-    next: Option<(DeltaTable, u64)>,
+    next: Option<(LogStoreRef, Retention, u64)>,
+}
+
+/// The retentions a checkpoint task needs, read from the snapshot that came due.
+#[derive(Clone, Copy)]
+struct Retention {
+    log: Duration,
 }
 
 static CHECKPOINTS: LazyLock<Mutex<HashMap<String, Slot>>> = LazyLock::new(Default::default);
 
 fn root_of(table: &DeltaTable) -> String {
-    table
-        .log_store()
-        .root_url()
-        .to_string()
-        .trim_end_matches('/')
-        .to_string()
+    root_of_store(&table.log_store())
+}
+
+fn root_of_store(store: &LogStoreRef) -> String {
+    store.root_url().to_string().trim_end_matches('/').to_string()
 }
 
 /// Runs after `table` committed `version` (its state is that version): when a checkpoint is
@@ -197,30 +209,37 @@ pub async fn after_commit(table: &DeltaTable, version: u64) {
     if !checkpoint_due(version, snapshot.table_config().checkpoint_interval().get()) {
         return;
     }
-    let root = root_of(table);
+    let retention = Retention {
+        log: snapshot.table_config().log_retention_duration(),
+    };
+    start(table.log_store(), retention, version);
+}
+
+/// Starts the checkpoint task of a table, or queues `version` for the one running.
+fn start(store: LogStoreRef, retention: Retention, version: u64) {
+    let root = root_of_store(&store);
     let Ok(mut slots) = CHECKPOINTS.lock() else { return };
     let slot = slots.entry(root.clone()).or_default();
     if slot.busy {
         tracing::debug!(version, root, "checkpoint due while another is written: queued");
-        slot.next = Some((table.clone(), version));
+        slot.next = Some((store, retention, version));
         return;
     }
     tracing::debug!(version, root, "checkpoint due");
     slot.busy = true;
-    let table = table.clone();
     // dropped when the task ends, also when it panics or is cancelled before it ever ran
     let idle = Idle(root.clone());
     slot.handle = Some(tokio::spawn(async move {
         let _idle = idle;
-        let (mut table, mut version) = (table, version);
+        let mut due = (store, retention, version);
         loop {
-            checkpoint(&table, version).await;
+            checkpoint(&due.0, due.1, due.2).await;
             let next = CHECKPOINTS
                 .lock()
                 .ok()
                 .and_then(|mut m| m.get_mut(&root).and_then(|s| s.next.take()));
             match next {
-                Some((t, v)) => (table, version) = (t, v),
+                Some(n) => due = n,
                 None => break, // `_idle` marks the slot idle under the same check below
             }
         }
@@ -236,10 +255,10 @@ impl Drop for Idle {
         let Ok(mut slots) = CHECKPOINTS.lock() else { return };
         let Some(slot) = slots.get_mut(&self.0) else { return };
         slot.busy = false;
-        if let Some((table, version)) = slot.next.take() {
+        if let Some((store, retention, version)) = slot.next.take() {
             drop(slots);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { after_commit(&table, version).await });
+                rt.spawn(async move { start(store, retention, version) });
             }
         }
     }
@@ -284,25 +303,35 @@ async fn wait_for_checkpoints() {
 }
 
 /// Writes the checkpoint of `version`, then removes the log files the retention let go.
-async fn checkpoint(table: &DeltaTable, version: u64) {
-    let Ok(snapshot) = table.snapshot() else { return };
-    let retention = snapshot.table_config().log_retention_duration();
+async fn checkpoint(store: &LogStoreRef, retention: Retention, version: u64) {
+    let root = root_of_store(store);
     let started = Instant::now();
-    if let Err(e) = create_checkpoint(table, None).await {
-        record(table, |s| s.checkpoint_failures += 1);
-        tracing::warn!(version, error = %e, "writing the checkpoint failed; the next checkpoint interval tries again (readers replay more log files until then)");
-        return;
-    }
-    record(table, |s| {
+    let written = match crate::checkpoint::write(store.clone(), version).await {
+        Ok(w) => w,
+        Err(e) => {
+            record_at(root, |s| s.checkpoint_failures += 1);
+            tracing::warn!(version, error = %e, "writing the checkpoint failed; the next checkpoint interval tries again (readers replay more log files until then)");
+            return;
+        }
+    };
+    record_at(root.clone(), |s| {
         s.last_checkpoint = Some(version);
-        s.checkpoints_written += 1;
+        s.checkpoints_written += u64::from(written.is_some());
     });
-    let cutoff = chrono::Utc::now().timestamp_millis() - retention.as_millis() as i64;
-    match cleanup_expired_logs_for(version, table.log_store().as_ref(), cutoff, None).await {
+    let cutoff = chrono::Utc::now().timestamp_millis() - retention.log.as_millis() as i64;
+    match cleanup_expired_logs_for(version, store.as_ref(), cutoff, None).await {
         Ok(removed) => {
-            record(table, |s| s.log_files_removed += removed as u64);
+            record_at(root, |s| s.log_files_removed += removed as u64);
+            let w = written.unwrap_or(crate::checkpoint::Written {
+                actions: 0,
+                adds: 0,
+                bytes: 0,
+            });
             tracing::info!(
                 version,
+                actions = w.actions,
+                live_files = w.adds,
+                bytes = w.bytes,
                 removed,
                 took_ms = started.elapsed().as_millis() as u64,
                 "checkpoint written, expired log files removed"

@@ -153,31 +153,29 @@ async fn needed_files(table: &DeltaTable, horizon_ms: i64) -> Result<HashSet<Str
         needed.insert(decode(&add.path));
     }
     let log = table.log_store();
-    for t in tombstones(log.as_ref(), table.version().unwrap_or(0)).await? {
-        if t.deleted_ms.is_none_or(|ms| ms >= horizon_ms) {
-            needed.insert(decode(&t.path));
-            needed.extend(t.dv);
-        }
-    }
+    add_tombstoned(log.as_ref(), table.version().unwrap_or(0), horizon_ms, &mut needed).await?;
     Ok(needed)
 }
 
-/// One `remove`: the file, when, and the DV file it named.
-struct Tombstone {
-    path: String,
-    deleted_ms: Option<i64>,
-    dv: Option<String>,
+/// A `remove` inside the retention keeps its file and the DV file it named.
+fn keep(needed: &mut HashSet<String>, horizon_ms: i64, path: &str, deleted_ms: Option<i64>, dv: Option<String>) {
+    if deleted_ms.is_none_or(|ms| ms >= horizon_ms) {
+        needed.insert(decode(path));
+        needed.extend(dv);
+    }
 }
 
-/// The removes of the last checkpoint (at or below `latest`) and of every commit after it.
-async fn tombstones(log: &dyn LogStore, latest: u64) -> Result<Vec<Tombstone>> {
+/// Adds to `needed` what the removes of the last checkpoint (at or below `latest`) and of
+/// every commit after it keep. Streams: a table holds a week of tombstones (up to millions at
+/// a commit a second), so they go straight into the set — a file named by many removes (a
+/// data file re-added with new deletion vectors, one DV file shared by a commit) once.
+async fn add_tombstoned(log: &dyn LogStore, latest: u64, horizon_ms: i64, needed: &mut HashSet<String>) -> Result<()> {
     let store = log.object_store(None);
     let checkpoint = last_checkpoint(store.as_ref()).await?.filter(|(v, _)| *v <= latest);
-    let mut out = Vec::new();
     let first = match &checkpoint {
         Some((v, parts)) => {
             for part in checkpoint_files(*v, *parts) {
-                out.extend(checkpoint_removes(store.clone(), &part).await?);
+                checkpoint_removes(store.clone(), &part, horizon_ms, needed).await?;
             }
             v + 1
         }
@@ -195,15 +193,11 @@ async fn tombstones(log: &dyn LogStore, latest: u64) -> Result<Vec<Tombstone>> {
                     .deletion_vector
                     .as_ref()
                     .and_then(|d| dv_path(d.storage_type.as_ref(), &d.path_or_inline_dv));
-                out.push(Tombstone {
-                    path: r.path,
-                    deleted_ms: r.deletion_timestamp,
-                    dv,
-                });
+                keep(needed, horizon_ms, &r.path, r.deletion_timestamp, dv);
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `_delta_log/_last_checkpoint`: version and number of parts.
@@ -228,54 +222,64 @@ fn checkpoint_files(version: u64, parts: Option<u64>) -> Vec<Path> {
     }
 }
 
-/// The `remove` column of one checkpoint file.
-async fn checkpoint_removes(store: Arc<dyn ObjectStore>, path: &Path) -> Result<Vec<Tombstone>> {
+/// The `remove` column of one checkpoint file, batch by batch, into `needed`.
+async fn checkpoint_removes(
+    store: Arc<dyn ObjectStore>,
+    path: &Path,
+    horizon_ms: i64,
+    needed: &mut HashSet<String>,
+) -> Result<()> {
     #[allow(deprecated)]
     let reader = ParquetObjectReader::new(store, path.clone());
     let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-    let mask = ProjectionMask::columns(builder.parquet_schema(), ["remove"]);
-    let batches: Vec<RecordBatch> = builder.with_projection(mask).build()?.try_collect().await?;
-    let mut out = Vec::new();
-    for batch in &batches {
-        let Some(remove) = batch.column_by_name("remove") else {
-            continue;
-        };
-        let remove = remove.as_struct();
-        let paths = string_field(remove, "path")?;
-        let deleted = remove
-            .column_by_name("deletionTimestamp")
-            .map(|c| arrow::compute::cast(c, &DataType::Int64))
-            .transpose()?;
-        let dvs = remove.column_by_name("deletionVector").map(|c| c.as_struct().clone());
-        let (types, encoded) = match &dvs {
-            Some(d) => (
-                Some(string_field(d, "storageType")?),
-                Some(string_field(d, "pathOrInlineDv")?),
-            ),
-            None => (None, None),
-        };
-        for row in 0..remove.len() {
-            if remove.is_null(row) || paths.is_null(row) {
-                continue;
-            }
-            let dv = match (&dvs, &types, &encoded) {
-                (Some(d), Some(t), Some(e)) if d.is_valid(row) && t.is_valid(row) => {
-                    dv_path(t.value(row), e.value(row))
-                }
-                _ => None,
-            };
-            let deleted_ms = deleted
-                .as_ref()
-                .filter(|c| c.is_valid(row))
-                .map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().value(row));
-            out.push(Tombstone {
-                path: paths.value(row).to_string(),
-                deleted_ms,
-                dv,
-            });
-        }
+    // only the leaves vacuum reads, not the tags, partition values and stats of every remove
+    let leaves = [
+        "remove.path",
+        "remove.deletionTimestamp",
+        "remove.deletionVector.storageType",
+        "remove.deletionVector.pathOrInlineDv",
+    ];
+    let mask = ProjectionMask::columns(builder.parquet_schema(), leaves);
+    let mut batches = builder.with_projection(mask).build()?;
+    while let Some(batch) = batches.try_next().await? {
+        removes_of(&batch, horizon_ms, needed)?;
     }
-    Ok(out)
+    Ok(())
+}
+
+fn removes_of(batch: &RecordBatch, horizon_ms: i64, needed: &mut HashSet<String>) -> Result<()> {
+    let Some(remove) = batch.column_by_name("remove") else {
+        return Ok(());
+    };
+    let remove = remove.as_struct();
+    let paths = string_field(remove, "path")?;
+    let deleted = remove
+        .column_by_name("deletionTimestamp")
+        .map(|c| arrow::compute::cast(c, &DataType::Int64))
+        .transpose()?;
+    let dvs = remove.column_by_name("deletionVector").map(|c| c.as_struct().clone());
+    let (types, encoded) = match &dvs {
+        Some(d) => (
+            Some(string_field(d, "storageType")?),
+            Some(string_field(d, "pathOrInlineDv")?),
+        ),
+        None => (None, None),
+    };
+    for row in 0..remove.len() {
+        if remove.is_null(row) || paths.is_null(row) {
+            continue;
+        }
+        let dv = match (&dvs, &types, &encoded) {
+            (Some(d), Some(t), Some(e)) if d.is_valid(row) && t.is_valid(row) => dv_path(t.value(row), e.value(row)),
+            _ => None,
+        };
+        let deleted_ms = deleted
+            .as_ref()
+            .filter(|c| c.is_valid(row))
+            .map(|c| c.as_primitive::<arrow::datatypes::Int64Type>().value(row));
+        keep(needed, horizon_ms, paths.value(row), deleted_ms, dv);
+    }
+    Ok(())
 }
 
 fn string_field(s: &StructArray, name: &str) -> Result<arrow::array::StringArray> {

@@ -1,0 +1,94 @@
+//! The streaming checkpoint on a real table: what readers get from it, how it is encoded, and
+//! the hint that points to it.
+
+use std::time::Duration;
+
+use parquet::basic::Compression;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
+use super::write_with;
+use crate::maintain::LogPolicy;
+use crate::test_support::*;
+use crate::writer::{DeleteMode, TableWriter, WriteMode, WriterOptions};
+
+/// A merge-on-read table whose commits supersede rows (deletion-vector re-adds, removes) and
+/// never checkpoint by themselves.
+async fn churned(fx: &Fixture, commits: i64) -> TableWriter {
+    let opts = WriterOptions {
+        deletes: fx.deletes,
+        mode: WriteMode::Mor,
+        policy: LogPolicy {
+            checkpoint_interval: Some(10_000),
+            log_retention: Some(Duration::from_secs(86_400)),
+            deleted_file_retention: None,
+        },
+        ..Default::default()
+    };
+    let mut w = TableWriter::open(&fx.lake, TABLE, opts).await.expect("writer opens");
+    let names = ["a", "b", "c", "d", "e"];
+    for i in 0..commits {
+        let changes: Vec<Change> = (0..4)
+            .map(|k| {
+                up(
+                    i * 4 + k,
+                    ((i + k) % 7) as i32,
+                    names[(k % 5) as usize],
+                    (i * 10 + k) as i128,
+                )
+            })
+            .chain((i % 3 == 2).then(|| del(i * 4 + 3, (i % 7) as i32)))
+            .collect();
+        apply(&mut w, &batch(&changes)).await;
+    }
+    w
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_checkpoint_serves_a_reader_that_has_no_older_commit() {
+    let fx = Fixture::new(DeleteMode::Hard);
+    let w = churned(&fx, 24).await;
+    let version = w.table().version().expect("version") as u64;
+    let live_files = w.table().snapshot().expect("snapshot").log_data().num_files() as u64;
+    let before = fx.rows().await;
+    let written = write_with(w.table().log_store(), version, 4)
+        .await
+        .expect("checkpoint written")
+        .expect("a new checkpoint");
+    assert_eq!(written.adds, live_files, "{written:?}");
+    assert!(
+        written.actions > written.adds + 2,
+        "tombstones, protocol and metadata too: {written:?}"
+    );
+
+    let log = fx.dir.path().join(TABLE).join("_delta_log");
+    let file = std::fs::File::open(log.join(format!("{version:020}.checkpoint.parquet"))).expect("checkpoint file");
+    assert_eq!(written.bytes, file.metadata().expect("size").len());
+    let meta = SerializedFileReader::new(file).expect("parquet").metadata().clone();
+    let groups = meta.row_groups();
+    assert!(
+        groups.len() > 1 && groups.iter().all(|g| g.num_rows() <= 4),
+        "small row groups"
+    );
+    assert_eq!(groups.iter().map(|g| g.num_rows() as u64).sum::<u64>(), written.actions);
+    assert!(matches!(groups[0].column(0).compression(), Compression::ZSTD(_)));
+
+    let hint: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(log.join("_last_checkpoint")).expect("hint")).expect("json");
+    assert_eq!(hint["version"], version);
+    assert_eq!(hint["size"], written.actions);
+    assert_eq!(hint["numOfAddFiles"], written.adds);
+    assert_eq!(hint["sizeInBytes"], written.bytes);
+
+    // a reader can only start from the checkpoint once every commit up to it is gone
+    for v in 0..=version {
+        std::fs::remove_file(log.join(format!("{v:020}.json"))).expect("commit file removed");
+    }
+    assert_eq!(fx.rows().await, before, "the checkpoint holds exactly the live files");
+    assert!(
+        write_with(w.table().log_store(), version, 4)
+            .await
+            .expect("no error")
+            .is_none(),
+        "an existing checkpoint is not written again"
+    );
+}
