@@ -23,14 +23,16 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use std::collections::HashMap;
+
+use arrow::array::{Array, AsArray as _, BooleanArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type};
 use buoyant_kernel::Snapshot;
-use buoyant_kernel::checkpoint::LastCheckpointHintStats;
 use buoyant_kernel::engine::arrow_data::EngineDataArrowExt as _;
 use deltalake::logstore::LogStoreRef;
-use object_store::ObjectStoreExt as _;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use parquet::arrow::AsyncArrowWriter;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::basic::{Compression, ZstdLevel};
@@ -47,7 +49,7 @@ pub const ROW_GROUP_ROWS: usize = 32_768;
 const IN_FLIGHT: usize = 4;
 
 /// What a written checkpoint holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Written {
     /// Rows (actions) in the file.
     pub actions: u64,
@@ -55,6 +57,8 @@ pub struct Written {
     pub adds: u64,
     /// Its size in the store.
     pub bytes: u64,
+    /// Removes left out: they protected no file longer than another one kept ([`Thinning`]).
+    pub tombstones_dropped: u64,
 }
 
 /// Writes the checkpoint of `version` unless it exists (`None` then).
@@ -87,13 +91,12 @@ async fn write_with(log_store: LogStoreRef, version: u64, group_rows: usize) -> 
         Path::from_url_path(url.path()).map_err(|e| TableError::Corrupt(format!("checkpoint path {url}: {e}")))?;
     let (tx, rx) = mpsc::channel::<Piece>(IN_FLIGHT);
     let producer = {
-        let engine = engine.clone();
         // the iterator owns its snapshot, so it can move to a thread of its own
         let data = writer.checkpoint_data(engine.as_ref())?;
         blocking(move || {
-            let state = data.state();
+            let mut thinning = Thinning::default();
             for batch in data {
-                let batch = batch?.apply_selection_vector()?.try_into_record_batch()?;
+                let batch = thinning.keep(batch?.apply_selection_vector()?.try_into_record_batch()?)?;
                 if batch.num_rows() > 0 && tx.blocking_send(Piece::Batch(batch)).is_err() {
                     return Err(TableError::Corrupt("checkpoint writer stopped early".into()));
                 }
@@ -101,17 +104,135 @@ async fn write_with(log_store: LogStoreRef, version: u64, group_rows: usize) -> 
             // the writer completes the file only on this mark: an iterator that failed or
             // panicked leaves an upload that is never completed, so no partial file appears
             let _ = tx.blocking_send(Piece::End);
-            Arc::into_inner(state)
-                .ok_or_else(|| TableError::Corrupt("checkpoint state still shared after the write".into()))
+            Ok(thinning.dropped)
         })
     };
     let encoded = encode(store.clone(), path.clone(), rx, group_rows).await;
-    let state = producer.await?;
+    let tombstones_dropped = producer.await?;
     let (actions, adds) = encoded?;
     let bytes = store.head(&path).await?.size;
-    let stats = LastCheckpointHintStats::from_reconciliation_state(state, bytes, 0)?;
-    blocking(move || Ok(writer.finalize(engine.as_ref(), &stats)?)).await?;
-    Ok(Some(Written { actions, adds, bytes }))
+    let written = Written {
+        actions,
+        adds,
+        bytes,
+        tombstones_dropped,
+    };
+    hint(log_store.object_store(None).as_ref(), version, &written).await?;
+    Ok(Some(written))
+}
+
+/// Points `_delta_log/_last_checkpoint` at the new checkpoint, unless it already points at a
+/// newer one (another worker's). Written here, not by the kernel's `finalize`: the kernel's
+/// counts include the tombstones [`Thinning`] left out, and its stats type cannot be built
+/// with other counts.
+async fn hint(store: &dyn ObjectStore, version: u64, written: &Written) -> Result<(), TableError> {
+    if crate::vacuum::last_checkpoint(store)
+        .await?
+        .is_some_and(|(newest, _)| newest > version)
+    {
+        return Ok(());
+    }
+    let body = serde_json::json!({
+        "version": version,
+        "size": written.actions,
+        "sizeInBytes": written.bytes,
+        "numOfAddFiles": written.adds,
+    });
+    store
+        .put(&Path::from("_delta_log/_last_checkpoint"), body.to_string().into())
+        .await?;
+    Ok(())
+}
+
+/// Leaves out the tombstones that protect nothing another one does not.
+///
+/// A `remove` exists only for vacuum (PROTOCOL.md, *Action Reconciliation*): it keeps its data
+/// file, and the deletion-vector file it names, until `deletionTimestamp` + the retention.
+/// Merge-on-read re-adds a file with a new deletion vector at nearly every commit that touches
+/// it, and one commit's vectors share one DV file, so a week of tombstones named the same data
+/// files and DV files hundreds of times over (measured: 98–99% of a 640k-action checkpoint).
+/// A remove is kept when it extends the protection of its data file or of its DV file, i.e.
+/// when its time is later than every remove kept before for either; the set of files an
+/// unexpired tombstone protects is therefore the same for every horizon — for Cormorant's
+/// vacuum, delta-rs's and Spark's alike. Removes come newest commit first, so nearly every
+/// later one is dropped at once; the maps hold one entry per file, not per re-add. This
+/// deviates from the protocol's "should remain until expired" on purpose: nothing a reader or
+/// vacuum can need is lost (`docs/DESIGN.md`).
+#[derive(Default)]
+struct Thinning {
+    /// Data path → the latest deletion time kept for it.
+    paths: HashMap<String, i64>,
+    /// DV file (storage type and encoded path) → the latest deletion time kept for it.
+    dvs: HashMap<String, i64>,
+    dropped: u64,
+}
+
+impl Thinning {
+    fn keep(&mut self, batch: RecordBatch) -> Result<RecordBatch, TableError> {
+        let Some(remove) = batch.column_by_name("remove").map(|c| c.as_struct().clone()) else {
+            return Ok(batch);
+        };
+        if remove.null_count() == remove.len() {
+            return Ok(batch);
+        }
+        let paths = crate::vacuum::string_field(&remove, "path")?;
+        let times = remove
+            .column_by_name("deletionTimestamp")
+            .map(|c| arrow::compute::cast(c, &DataType::Int64))
+            .transpose()?;
+        let times = times.as_ref().map(|t| t.as_primitive::<Int64Type>());
+        let dvs = remove.column_by_name("deletionVector").map(|c| c.as_struct().clone());
+        let dv_files = match &dvs {
+            Some(d) => Some((
+                crate::vacuum::string_field(d, "storageType")?,
+                crate::vacuum::string_field(d, "pathOrInlineDv")?,
+            )),
+            None => None,
+        };
+        let mask: BooleanArray = (0..batch.num_rows())
+            .map(|row| {
+                if remove.is_null(row) || paths.is_null(row) {
+                    return Some(true);
+                }
+                let Some(at) = times.filter(|t| t.is_valid(row)).map(|t| t.value(row)) else {
+                    return Some(true); // no time: never expires, kept as it is
+                };
+                let dv = match (&dvs, &dv_files) {
+                    (Some(d), Some((kind, encoded)))
+                        if d.is_valid(row) && kind.is_valid(row) && kind.value(row) != "i" =>
+                    {
+                        Some(format!("{}{}", kind.value(row), encoded.value(row)))
+                    }
+                    _ => None, // none, or inline: no file to protect
+                };
+                Some(self.extends(paths.value(row), dv, at))
+            })
+            .collect();
+        let kept = mask.true_count();
+        self.dropped += (batch.num_rows() - kept) as u64;
+        if kept == batch.num_rows() {
+            return Ok(batch);
+        }
+        Ok(arrow::compute::filter_record_batch(&batch, &mask)?)
+    }
+
+    /// Whether a remove at `at` protects its data file or DV file longer than those kept.
+    fn extends(&mut self, path: &str, dv: Option<String>, at: i64) -> bool {
+        let later = |map: &mut HashMap<String, i64>, key: &str| match map.get_mut(key) {
+            Some(t) if *t >= at => false,
+            Some(t) => {
+                *t = at;
+                true
+            }
+            None => {
+                map.insert(key.to_string(), at);
+                true
+            }
+        };
+        let for_path = later(&mut self.paths, path);
+        let for_dv = dv.is_some_and(|d| later(&mut self.dvs, &d));
+        for_path || for_dv
+    }
 }
 
 /// What the kernel's side hands the writer.

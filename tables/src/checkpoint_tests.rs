@@ -1,7 +1,11 @@
 //! The streaming checkpoint on a real table: what readers get from it, how it is encoded, and
 //! the hint that points to it.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
+
+use arrow::array::{Array, AsArray};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use parquet::basic::Compression;
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -79,6 +83,18 @@ async fn a_streamed_checkpoint_serves_a_reader_that_has_no_older_commit() {
     assert_eq!(hint["numOfAddFiles"], written.adds);
     assert_eq!(hint["sizeInBytes"], written.bytes);
 
+    // the kept tombstones protect exactly the files that all of them did
+    let named_by_commits: BTreeSet<String> = (0..=version)
+        .map(|v| std::fs::read_to_string(log.join(format!("{v:020}.json"))).expect("commit"))
+        .collect::<Vec<String>>()
+        .iter()
+        .flat_map(|text| text.lines())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|a| a.get("remove").cloned())
+        .flat_map(|r| named(r["path"].as_str(), &r["deletionVector"]))
+        .collect();
+    assert_eq!(removes_in_checkpoint(&log, version), named_by_commits);
+
     // a reader can only start from the checkpoint once every commit up to it is gone
     for v in 0..=version {
         std::fs::remove_file(log.join(format!("{v:020}.json"))).expect("commit file removed");
@@ -91,4 +107,43 @@ async fn a_streamed_checkpoint_serves_a_reader_that_has_no_older_commit() {
             .is_none(),
         "an existing checkpoint is not written again"
     );
+}
+
+/// The data files and DV files a remove names, as `data:<path>` and `dv:<kind><encoded>`.
+fn named(path: Option<&str>, dv: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = path.map(|p| format!("data:{p}")).into_iter().collect();
+    if let (Some(kind), Some(encoded)) = (dv["storageType"].as_str(), dv["pathOrInlineDv"].as_str()) {
+        out.push(format!("dv:{kind}{encoded}"));
+    }
+    out
+}
+
+fn removes_in_checkpoint(log: &std::path::Path, version: u64) -> BTreeSet<String> {
+    let file = std::fs::File::open(log.join(format!("{version:020}.checkpoint.parquet"))).expect("checkpoint");
+    let mut out = BTreeSet::new();
+    for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader")
+    {
+        let batch = batch.expect("batch");
+        let remove = batch.column_by_name("remove").expect("remove column").as_struct();
+        let paths = remove.column_by_name("path").expect("path").as_string::<i32>();
+        let dv = remove.column_by_name("deletionVector").expect("dv").as_struct();
+        let kinds = dv
+            .column_by_name("storageType")
+            .expect("storageType")
+            .as_string::<i32>();
+        let encoded = dv
+            .column_by_name("pathOrInlineDv")
+            .expect("pathOrInlineDv")
+            .as_string::<i32>();
+        for row in (0..remove.len()).filter(|r| remove.is_valid(*r)) {
+            out.insert(format!("data:{}", paths.value(row)));
+            if dv.is_valid(row) {
+                out.insert(format!("dv:{}{}", kinds.value(row), encoded.value(row)));
+            }
+        }
+    }
+    out
 }

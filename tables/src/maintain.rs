@@ -322,16 +322,13 @@ async fn checkpoint(store: &LogStoreRef, retention: Retention, version: u64) {
     match cleanup_expired_logs_for(version, store.as_ref(), cutoff, None).await {
         Ok(removed) => {
             record_at(root, |s| s.log_files_removed += removed as u64);
-            let w = written.unwrap_or(crate::checkpoint::Written {
-                actions: 0,
-                adds: 0,
-                bytes: 0,
-            });
+            let w = written.unwrap_or_default(); // zeros: another writer wrote it
             tracing::info!(
                 version,
                 actions = w.actions,
                 live_files = w.adds,
                 bytes = w.bytes,
+                tombstones_dropped = w.tombstones_dropped,
                 removed,
                 took_ms = started.elapsed().as_millis() as u64,
                 "checkpoint written, expired log files removed"

@@ -201,7 +201,7 @@ async fn add_tombstoned(log: &dyn LogStore, latest: u64, horizon_ms: i64, needed
 }
 
 /// `_delta_log/_last_checkpoint`: version and number of parts.
-async fn last_checkpoint(store: &dyn ObjectStore) -> Result<Option<(u64, Option<u64>)>> {
+pub(crate) async fn last_checkpoint(store: &dyn ObjectStore) -> Result<Option<(u64, Option<u64>)>> {
     let bytes = match store.get(&Path::from("_delta_log/_last_checkpoint")).await {
         Ok(r) => r.bytes().await?,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -282,7 +282,7 @@ fn removes_of(batch: &RecordBatch, horizon_ms: i64, needed: &mut HashSet<String>
     Ok(())
 }
 
-fn string_field(s: &StructArray, name: &str) -> Result<arrow::array::StringArray> {
+pub(crate) fn string_field(s: &StructArray, name: &str) -> Result<arrow::array::StringArray> {
     let c = s
         .column_by_name(name)
         .ok_or_else(|| TableError::Corrupt(format!("checkpoint struct has no field {name}")))?;
@@ -291,7 +291,7 @@ fn string_field(s: &StructArray, name: &str) -> Result<arrow::array::StringArray
 
 /// The table-relative file of a DV descriptor (`u`: Z85 UUID; `p`: a path under the table);
 /// `None` for inline vectors.
-fn dv_path(storage_type: &str, encoded: &str) -> Option<String> {
+pub(crate) fn dv_path(storage_type: &str, encoded: &str) -> Option<String> {
     match storage_type {
         "u" => crate::dv::relative_path_of(encoded).ok(),
         "p" => Some(encoded.to_string()),
