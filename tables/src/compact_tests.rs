@@ -105,17 +105,32 @@ fn picked(files: Vec<super::Candidate>) -> Vec<Vec<String>> {
 }
 
 #[test]
-fn small_files_merge_size_tiered_and_mostly_deleted_files_always() {
+fn small_files_merge_tiered_by_live_rows_and_mostly_deleted_files_always() {
     // a compacted file is not rewritten to absorb a few small ones ...
     let few = vec![file("a", 10, 1, 0), file("b", 10, 1, 0), file("big", 5_000, 100, 0)];
     assert_eq!(picked(few), vec![vec!["a", "b"]]);
-    // ... only once they add up to half its size
+    // ... nor when they are large in bytes (footers) but hold few rows ...
+    let footers = vec![
+        file("a", 2_000, 2, 0),
+        file("b", 2_000, 2, 0),
+        file("c", 2_000, 2, 0),
+        file("big", 5_000, 100, 0),
+    ];
+    assert_eq!(picked(footers), vec![vec!["a", "b", "c"]]);
+    // ... only once their live rows add up to half of its own
     let enough = vec![
-        file("a", 1_500, 1, 0),
-        file("b", 1_000, 1, 0),
+        file("a", 1_500, 30, 0),
+        file("b", 1_000, 20, 0),
         file("big", 5_000, 100, 0),
     ];
     assert_eq!(picked(enough), vec![vec!["b", "a", "big"]]);
+    // rows a deletion vector hides do not count
+    let hidden = vec![
+        file("a", 1_500, 30, 0),
+        file("b", 1_000, 20, 0),
+        file("big", 5_000, 160, 10),
+    ];
+    assert_eq!(picked(hidden), vec![vec!["b", "a"]]);
     // a file a fifth deleted is rewritten whatever its size, and takes the small ones along
     let deleted = vec![file("a", 10, 1, 0), file("huge", 50_000, 100, 30)];
     assert_eq!(picked(deleted), vec![vec!["a", "huge"]]);
