@@ -231,6 +231,9 @@ pub struct LakeConfig {
     pub storage_options: HashMap<String, String>,
     /// PEM file of a CA to trust for an `https://` S3 endpoint behind a private CA.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Memory per written table for the rows of the files this worker wrote last, read instead
+    /// of storage for soft deletes, TOAST and copy-on-write (default 64 MiB).
+    pub recent_rows_mib: Option<u64>,
 }
 
 /// Names the fault plan of an end-to-end fault run (`error=0.05,ambiguous=0.5,…`, see
@@ -279,6 +282,7 @@ impl Default for LakeConfig {
             uri: "./lake".into(),
             storage_options: HashMap::new(),
             ca_file: None,
+            recent_rows_mib: None,
         }
     }
 }
@@ -320,6 +324,7 @@ impl std::fmt::Debug for LakeConfig {
             .field("uri", &self.uri)
             .field("storage_options", &redact::map(&self.storage_options))
             .field("ca_file", &self.ca_file)
+            .field("recent_rows_mib", &self.recent_rows_mib)
             .finish()
     }
 }
@@ -569,6 +574,21 @@ mod tests {
         }
         // what is not a credential stays readable
         assert!(printed.contains("us-east-1") && printed.contains("sasl.password"));
+    }
+
+    #[test]
+    fn the_recent_rows_budget_reaches_every_table_writer() {
+        let dir = std::env::temp_dir().join(format!("cormorant-config-recent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("c.toml");
+        let table = "[[tables]]\nname = \"a\"\ntopic = \"t1\"\n";
+        std::fs::write(&path, format!("[lake]\nrecent_rows_mib = 16\n{table}")).expect("write");
+        let cfg = Config::load(Some(&path)).expect("loads");
+        let opts = crate::pipeline::options(&cfg, &cfg.tables[0]);
+        assert_eq!(opts.recent_rows_bytes, Some(16 * 1024 * 1024));
+        std::fs::write(&path, table).expect("write");
+        let cfg = Config::load(Some(&path)).expect("loads");
+        assert_eq!(crate::pipeline::options(&cfg, &cfg.tables[0]).recent_rows_bytes, None); // the default
     }
 
     #[test]

@@ -139,6 +139,10 @@ pub(crate) fn options(cfg: &Config, t: &TableConfig) -> WriterOptions {
         keys_move_partitions: t.keys_move_partitions,
         policy: cfg.log_policy(Some(t)),
         partitioning: t.partitioning(),
+        recent_rows_bytes: cfg
+            .lake
+            .recent_rows_mib
+            .map(|m| (m as usize).saturating_mul(1024 * 1024)),
     }
 }
 

@@ -34,10 +34,6 @@ use crate::{compact, dv};
 /// How many files are indexed at once (each on a task of its own, so on every core).
 const INDEX_CONCURRENCY: usize = 16;
 
-/// Memory for the rows of recently written files ([`RecentRows`]): enough for a few dozen
-/// batches of a wide table, well inside a worker's budget.
-const RECENT_ROWS_BYTES: usize = 256 * 1024 * 1024;
-
 /// Schema, key encoder and index of a keyed table at one version.
 pub(crate) struct State {
     pub(crate) schema: SchemaRef,
@@ -248,7 +244,11 @@ impl TableWriter {
             schema,
             encoder: Arc::new(encoder),
             index: Index::default(),
-            recent: RecentRows::new(RECENT_ROWS_BYTES),
+            recent: RecentRows::new(
+                self.opts
+                    .recent_rows_bytes
+                    .unwrap_or(crate::writer::DEFAULT_RECENT_ROWS_BYTES),
+            ),
             keys_moved,
         });
         Ok(())

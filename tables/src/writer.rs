@@ -82,7 +82,15 @@ pub struct WriterOptions {
     pub policy: crate::maintain::LogPolicy,
     /// Delta partition columns; fixed when the table is created.
     pub partitioning: Partitioning,
+    /// Memory for the rows of the files this writer wrote last (`None`:
+    /// [`DEFAULT_RECENT_ROWS_BYTES`]).
+    pub recent_rows_bytes: Option<usize>,
 }
+
+/// The default budget of [`WriterOptions::recent_rows_bytes`]. 64 MiB: on the 5M-event bench
+/// (1M keys, 320 partitions) 256 MiB put the worker's peak at 1,093 MiB and 64 MiB at 839 MiB,
+/// for 7% more CPU per event (21,200 against 22,725 events per CPU-second, one run each).
+pub const DEFAULT_RECENT_ROWS_BYTES: usize = 64 * 1024 * 1024;
 
 /// What one `apply` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
