@@ -20,6 +20,9 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     pub serve: ServeConfig,
     pub tables: Vec<TableConfig>,
+    /// `[[views]]`: windowed aggregations kept up to date after each commit of their table.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<crate::views::ViewConfig>,
     /// `kafka.topic_pattern` compiled once (it is matched for every record).
     #[serde(skip)]
     compiled_pattern: std::sync::OnceLock<Option<regex::Regex>>,
@@ -428,6 +431,7 @@ impl Config {
         }
         cfg.maintenance.validate()?;
         cfg.validate_tables()?;
+        crate::views::validate(&cfg)?;
         Ok(cfg)
     }
 

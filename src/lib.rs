@@ -19,4 +19,5 @@ pub mod serve;
 pub mod shell;
 pub mod status;
 pub mod stop;
+pub mod views;
 pub mod worker;

@@ -34,6 +34,13 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+enum ViewAction {
+    /// Recompute a view from its table's latest version and commit the difference (a
+    /// running worker carries on from it).
+    Rebuild { name: String },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the streaming worker.
     ///
@@ -42,6 +49,13 @@ enum Command {
         /// Stop (exit 0) once everything that was in the topics at start is committed
         #[arg(long)]
         until_caught_up: bool,
+    },
+    /// Windowed views ([[views]] in the config): recompute one from its table.
+    ///
+    /// Example: cormorant view rebuild orders_per_day
+    View {
+        #[command(subcommand)]
+        action: ViewAction,
     },
     /// Re-read a bounded range of a table's topic (backfill, rebuild) with a progress bar.
     ///
@@ -234,6 +248,19 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
                 s.commits,
                 s.dead_letters,
                 s.version.map_or("-".to_string(), |v| v.to_string())
+            );
+        }
+        Command::View {
+            action: ViewAction::Rebuild { name },
+        } => {
+            let cfg = Config::load(cli.config.as_deref())?;
+            let step = cormorant::views::rebuild(&cfg, &name).await?;
+            println!(
+                "view {name}: reflects version {} of its table; {} rows upserted, {} deleted{}",
+                step.source_version,
+                step.upserts,
+                step.deletes,
+                step.version.map_or(String::new(), |v| format!(", view version {v}"))
             );
         }
         Command::Status { format } => {

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub vacuumed_bytes: IntGaugeVec,
     /// seconds without progress while records wait, once past the stall bound (else 0)
     pub stalled_seconds: prometheus::IntGauge,
+    /// time of one view step (source commit → view commit), by view
+    pub view_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -123,6 +125,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &registry,
             "cormorant_commit_seconds",
             "time of one table's apply and Delta commit",
+        ),
+        view_seconds: histogram(
+            &registry,
+            "cormorant_view_step_seconds",
+            "time from a source table's commit to its view's commit (label: the view)",
         ),
         compactions: counter(&registry, "cormorant_compactions_total", "compaction commits"),
         data_loss_skipped: counter(

@@ -62,6 +62,15 @@ impl Pipeline {
                 return Ok(()); // stopped while waiting to retry: the rest is re-read on restart
             }
         }
+        for table in std::mem::take(&mut self.committed) {
+            if let Err(e) = self.views.source_committed(&table).await {
+                tracing::error!(
+                    table,
+                    error = format!("{e:#}"),
+                    "a view of this table could not be updated; it is retried after the table's next commit — check the view's SQL against the table's columns"
+                );
+            }
+        }
         METRICS
             .batch_seconds
             .with_label_values(&["*"])
@@ -185,6 +194,7 @@ impl Pipeline {
             .with_label_values(&label)
             .set(writer.recent_rows_bytes() as i64);
         if applied.version.is_some() {
+            self.committed.push(name.to_string());
             self.progress.commits.fetch_add(1, Ordering::Relaxed);
             self.compactions.committed(name, writer);
             METRICS.maintenance(name, writer.table().log_store().root_url().as_str());

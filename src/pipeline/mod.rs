@@ -143,6 +143,7 @@ pub(crate) fn options(cfg: &Config, t: &TableConfig) -> WriterOptions {
             .lake
             .recent_rows_mib
             .map(|m| (m as usize).saturating_mul(1024 * 1024)),
+        description: None,
     }
 }
 
@@ -195,6 +196,10 @@ pub struct Pipeline {
     /// compaction jobs beside ingest
     compactions: compaction::Compactions,
     vacuums: vacuum::Vacuums,
+    /// `[[views]]` kept up to date after their source tables' commits
+    views: crate::views::Views,
+    /// tables that committed during the current batch (their views step after it)
+    committed: Vec<String>,
     /// a stop came while a batch waited to be retried: apply nothing more
     halted: bool,
 }
@@ -246,8 +251,22 @@ impl Pipeline {
                 cfg.compaction.options.clone(),
             ),
             vacuums: vacuum::Vacuums::new(lake, cfg.maintenance.vacuum_interval()?),
+            views: crate::views::Views::open(cfg, lake).await?,
+            committed: Vec::new(),
             halted: false,
         })
+    }
+
+    /// Brings every view to its source table's version: at start, after a crash between a
+    /// source commit and its views' commits. A view that fails is logged and left behind; it
+    /// catches up at its source's next commit (ingest never stops for a view).
+    async fn catch_up_views(&mut self) {
+        if let Err(e) = self.views.catch_up().await {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "a view could not be brought up to date; it is retried after its table's next commit — check the view's SQL against the table's columns"
+            );
+        }
     }
 
     /// Where the pipeline stands (shared; stays valid after `run` returns).
@@ -257,6 +276,7 @@ impl Pipeline {
 
     /// Runs until `batches` is closed and everything received is applied (or a batch fails).
     pub async fn run(mut self, mut batches: mpsc::Receiver<RawBatch>) -> anyhow::Result<RunStats> {
+        self.catch_up_views().await;
         let (tx, mut decoded) = mpsc::channel(1);
         let (cfg, decoder, stop) = (self.cfg.clone(), self.decoder.clone(), self.stop.clone());
         let group = cfg.kafka.group_id.clone();

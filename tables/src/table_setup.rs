@@ -94,6 +94,9 @@ impl TableWriter {
 
     /// The table's description, for catalogs: where its rows come from and how they are kept.
     pub(crate) fn description(&self, key_columns: &[String], source: Option<&str>) -> String {
+        if let Some(d) = &self.opts.description {
+            return d.clone();
+        }
         let deletes = match self.opts.deletes {
             DeleteMode::Soft => "soft (deleted rows stay with __deleted = true)",
             DeleteMode::Hard => "hard (deleted rows are removed)",

@@ -85,6 +85,8 @@ pub struct WriterOptions {
     /// Memory for the rows of the files this writer wrote last (`None`:
     /// [`DEFAULT_RECENT_ROWS_BYTES`]).
     pub recent_rows_bytes: Option<usize>,
+    /// The table's description when it is not a CDC table (a view says what it computes).
+    pub description: Option<String>,
 }
 
 /// The default budget of [`WriterOptions::recent_rows_bytes`]. 64 MiB: on the 5M-event bench

@@ -20,3 +20,4 @@ mod stats;
 mod stop;
 mod support;
 mod tls;
+mod views;

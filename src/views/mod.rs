@@ -1,0 +1,147 @@
+//! Windowed views the worker keeps up to date: `[[views]]` entries in the config, each a
+//! `tumble`/`hop`/`session` aggregation over one table, kept as a Delta table of its own name
+//! after every commit of its source table, in the worker's loop.
+//!
+//! This module owns the config entry and the set of views a pipeline maintains; [`def`]
+//! checks a view's SQL, [`maintain`] brings one view table to its source's version, exactly
+//! once (the view's `txn` records the source version it reflects).
+
+pub mod def;
+pub mod maintain;
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use tables::Lake;
+
+use crate::config::Config;
+pub use def::ViewDef;
+pub use maintain::{Step, View};
+
+/// A `[[views]]` entry.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ViewConfig {
+    /// The view's table name.
+    pub name: String,
+    /// `SELECT window_start, window_end, <groups>, <aggregates> FROM tumble|hop|session(…) …`
+    pub sql: String,
+}
+
+/// Checks every `[[views]]` entry: its SQL, and that its name is its own.
+pub fn validate(cfg: &Config) -> anyhow::Result<()> {
+    let mut names = std::collections::HashSet::new();
+    for v in &cfg.views {
+        anyhow::ensure!(
+            names.insert(v.name.as_str()),
+            "view {:?} has two [[views]] entries; keep one",
+            v.name
+        );
+        anyhow::ensure!(
+            !cfg.tables.iter().any(|t| t.name == v.name),
+            "view {:?} has the name of a [[tables]] entry; give the view its own name",
+            v.name
+        );
+        anyhow::ensure!(
+            !v.name.is_empty() && !v.name.starts_with('_') && !v.name.contains('/'),
+            "view name {:?} is not allowed (empty, '/', or starting with '_', which is Cormorant's own)",
+            v.name
+        );
+        let def = ViewDef::parse(&v.name, &v.sql).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            def.source != v.name,
+            "view {:?} reads itself; name its source table",
+            v.name
+        );
+    }
+    Ok(())
+}
+
+/// The views of a pipeline, by source table.
+pub struct Views {
+    lake: Lake,
+    by_source: HashMap<String, Vec<View>>,
+}
+
+impl Views {
+    /// Opens the table of every configured view (created by its first step).
+    pub async fn open(cfg: &Config, lake: &Lake) -> anyhow::Result<Self> {
+        let mut by_source: HashMap<String, Vec<View>> = HashMap::new();
+        for v in &cfg.views {
+            let def = ViewDef::parse(&v.name, &v.sql).map_err(anyhow::Error::msg)?;
+            let view = View::open(lake, def, cfg.log_policy(None)).await?;
+            by_source.entry(view.def().source.clone()).or_default().push(view);
+        }
+        Ok(Self {
+            lake: lake.clone(),
+            by_source,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_source.is_empty()
+    }
+
+    /// Brings every view to its source's latest version (at start: catches up after a crash
+    /// between a source commit and its views' commits).
+    pub async fn catch_up(&mut self) -> anyhow::Result<()> {
+        let sources: Vec<String> = self.by_source.keys().cloned().collect();
+        for s in sources {
+            self.source_committed(&s).await?;
+        }
+        Ok(())
+    }
+
+    /// Steps the views of `table` after it committed.
+    pub async fn source_committed(&mut self, table: &str) -> anyhow::Result<()> {
+        let Some(views) = self.by_source.get_mut(table) else {
+            return Ok(());
+        };
+        for view in views {
+            let name = view.def().name.clone();
+            if let Some(step) = view.step(&self.lake, false).await? {
+                record(&name, &step);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Logs and counts a view step.
+pub fn record(name: &str, step: &Step) {
+    if step.version.is_some() {
+        crate::metrics::METRICS
+            .view_seconds
+            .with_label_values(&[name])
+            .observe(step.took.as_secs_f64());
+        tracing::info!(
+            view = name,
+            source_version = step.source_version,
+            version = ?step.version,
+            upserts = step.upserts,
+            deletes = step.deletes,
+            took_ms = step.took.as_millis() as u64,
+            "view updated"
+        );
+    }
+}
+
+/// `cormorant view rebuild NAME`: recomputes view `name` from its table's latest version and
+/// commits the difference, even when the view says it is up to date.
+pub async fn rebuild(cfg: &Config, name: &str) -> anyhow::Result<Step> {
+    let entry = cfg.views.iter().find(|v| v.name == name).ok_or_else(|| {
+        let known: Vec<&str> = cfg.views.iter().map(|v| v.name.as_str()).collect();
+        anyhow::anyhow!("no [[views]] entry named {name:?} in the config (configured: {known:?})")
+    })?;
+    let lake = cfg.lake.open()?;
+    let def = ViewDef::parse(&entry.name, &entry.sql).map_err(anyhow::Error::msg)?;
+    let source = def.source.clone();
+    let mut view = View::open(&lake, def, cfg.log_policy(None)).await?;
+    let step = view.step(&lake, true).await?.ok_or_else(|| {
+        anyhow::anyhow!("view {name:?} reads table {source:?}, which does not exist yet; run the worker first")
+    })?;
+    record(name, &step);
+    Ok(step)
+}
+
+#[cfg(test)]
+mod tests;
