@@ -34,6 +34,11 @@ pub struct ViewDef {
     /// The table the view reads (the window function's first argument).
     pub source: String,
     pub kind: WindowKind,
+    /// The window function's time column (its second argument).
+    pub time_column: String,
+    /// The window function's interval arguments as SQL text: tumble `[size]`, hop
+    /// `[slide, size]`, session `[gap]`.
+    pub intervals: Vec<String>,
     /// Output positions of the key columns (window bounds and group columns).
     pub keys: Vec<usize>,
     /// Output positions of the aggregates.
@@ -76,7 +81,7 @@ impl ViewDef {
                 "HAVING and SELECT DISTINCT are not allowed (filter when querying the view)",
             ));
         }
-        let (source, kind) = window_source(name, &select.from)?;
+        let (source, kind, time_column, intervals) = window_source(name, &select.from)?;
         if let Some(w) = &select.selection
             && has_subquery(w)
         {
@@ -99,17 +104,30 @@ impl ViewDef {
             sql: sql.to_string(),
             source,
             kind,
+            time_column,
+            intervals,
             keys,
             aggregates,
         })
     }
 }
 
+/// A string literal argument.
+fn quoted_arg(arg: Option<&FunctionArg>) -> Option<String> {
+    match arg {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// What the window call of the only `FROM` item reads: table, kind, time column, intervals.
+type Source = (String, WindowKind, String, Vec<String>);
+
 /// The window function call of the only `FROM` item and the table it reads.
-fn window_source(
-    name: &str,
-    from: &[datafusion::sql::sqlparser::ast::TableWithJoins],
-) -> Result<(String, WindowKind), String> {
+fn window_source(name: &str, from: &[datafusion::sql::sqlparser::ast::TableWithJoins]) -> Result<Source, String> {
     let [item] = from else {
         return Err(refuse(name, "FROM must name exactly one window function"));
     };
@@ -130,15 +148,20 @@ fn window_source(
         "session" => WindowKind::Session,
         other => return Err(refuse(name, format!("FROM {other}(...) is not a window function"))),
     };
-    let table = match args.args.first() {
-        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
-            Value::SingleQuotedString(s) => s.clone(),
-            _ => String::new(),
-        },
-        _ => String::new(),
+    let table = quoted_arg(args.args.first()).unwrap_or_default();
+    let time_column = quoted_arg(args.args.get(1)).ok_or_else(|| {
+        refuse(
+            name,
+            "the window function's second argument must be the time column in quotes",
+        )
+    })?;
+    let count = match kind {
+        WindowKind::Hop => 2,
+        WindowKind::Tumble | WindowKind::Session => 1,
     };
+    let intervals: Vec<String> = args.args.iter().skip(2).take(count).map(|a| a.to_string()).collect();
     match crate::query::time_travel::table_reference(&table) {
-        Ok((t, None)) if !t.is_empty() => Ok((t, kind)),
+        Ok((t, None)) if !t.is_empty() => Ok((t, kind, time_column, intervals)),
         Ok((_, Some(_))) => Err(refuse(name, "a view follows its table: no VERSION/TIMESTAMP AS OF")),
         _ => Err(refuse(
             name,
@@ -265,6 +288,8 @@ mod tests {
         .expect("valid view");
         assert_eq!(d.source, "customers");
         assert_eq!(d.kind, WindowKind::Tumble);
+        assert_eq!(d.time_column, "updated_at");
+        assert_eq!(d.intervals, vec!["INTERVAL '1 day'".to_string()]);
         assert_eq!(d.keys, vec![0, 1, 2]);
         assert_eq!(d.aggregates, vec![3, 4]);
     }

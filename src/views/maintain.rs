@@ -14,8 +14,14 @@
 //! - two steps racing on one view (two workers) can leave a stale row for one step; the next
 //!   step removes it, because it compares with the table again.
 //!
-//! The step recomputes the view's windows from the source; the retraction path that updates
-//! only the windows a commit touched (docs/views-plan.md) replaces `compute`, not the writing.
+//! For `tumble` and `hop` views a step recomputes only the windows the source commits since
+//! the view's version touched ([`super::scope`], from the files those commits added and
+//! removed, [`tables::changes`]): the source scan is filtered to those windows' time ranges,
+//! and only those windows of the view are compared. Sessions, `cormorant view rebuild`, a
+//! view's first step and a range that cannot be narrowed down (schema change, vacuumed files)
+//! recompute the whole view. Either way the rows come from the batch query's own window
+//! functions over the source at one version, so min, max and distinct counts are as exact as
+//! count and sum.
 
 use std::sync::Arc;
 
@@ -25,9 +31,12 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use change::{ChangeBatch, ChangeKind, Position, SourceOffset, StreamId};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
 use tables::{DeleteMode, Lake, TableError, TableWriter, WriteMode, WriterOptions};
 
-use super::def::ViewDef;
+use super::def::{ViewDef, WindowKind};
+use super::scope::{self, Scope};
+use tables::changes::Touched;
 
 /// The scope of a view's `txn` app id (`view:<source>:0`): not a consumer group, so it never
 /// meets a Kafka stream's offsets.
@@ -43,6 +52,8 @@ pub struct Step {
     pub rows: usize,
     pub upserts: usize,
     pub deletes: usize,
+    /// Windows recomputed (`None`: the whole view was).
+    pub windows: Option<usize>,
     pub took: std::time::Duration,
 }
 
@@ -107,9 +118,47 @@ impl View {
         }
         let ctx = session(lake);
         source.update_datafusion_session(&ctx.state())?;
-        ctx.register_table(self.def.source.as_str(), source.table_provider().await?)?;
-        let (schema, rows) = self.compute(&ctx).await?;
-        let (upserts, deletes) = self.diff(lake, &ctx, &schema, rows).await?;
+        let provider = source.table_provider().await?;
+        let reflects = self.reflects().await?;
+        let scope = match reflects {
+            Some(r) if !force => self.scope(&ctx, &source, r + 1, n).await?,
+            _ => None,
+        };
+        let (upserts, deletes, schema) = match &scope {
+            Some(s) if s.is_empty() => {
+                // no row of any window changed (compaction, a redelivered batch): record the version
+                let schema = self.writer.table().snapshot()?.snapshot().arrow_schema();
+                let columns = Arc::new(Schema::new(
+                    schema
+                        .fields()
+                        .iter()
+                        .filter(|f| !change::is_meta_column(f.name()))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                ));
+                let keys = self.key_schema(&columns);
+                (
+                    RecordBatch::new_empty(columns.clone()),
+                    RecordBatch::new_empty(keys),
+                    columns,
+                )
+            }
+            _ => {
+                let registered = match &scope {
+                    Some(s) => ctx
+                        .read_table(provider)?
+                        .filter(s.filter(&self.def.time_column))?
+                        .into_view(),
+                    None => provider,
+                };
+                ctx.register_table(self.def.source.as_str(), registered)?;
+                let (schema, rows) = self.compute(&ctx).await?;
+                let rows = self.within(scope.as_ref(), &schema, rows)?;
+                let old = self.old_rows(lake, &ctx, &schema, scope.as_ref()).await?;
+                let (upserts, deletes) = self.diff(&ctx, &schema, rows, old).await?;
+                (upserts, deletes, schema)
+            }
+        };
         let batch = self.change_batch(&schema, &upserts, &deletes, n)?;
         let applied = self
             .writer
@@ -122,8 +171,45 @@ impl View {
             rows: applied.rows_in,
             upserts: upserts.num_rows(),
             deletes: deletes.num_rows(),
+            windows: scope.as_ref().map(Scope::windows),
             took: started.elapsed(),
         }))
+    }
+
+    /// The windows source versions `from..=to` touched, or `None` for a full recompute
+    /// (sessions; a range that cannot be narrowed down, see [`tables::changes`]).
+    async fn scope(
+        &self,
+        ctx: &SessionContext,
+        source: &deltalake::DeltaTable,
+        from: u64,
+        to: u64,
+    ) -> anyhow::Result<Option<Scope>> {
+        if self.def.kind == WindowKind::Session || from > to {
+            return Ok(None);
+        }
+        let mut intervals = Vec::new();
+        for text in &self.def.intervals {
+            intervals.push(interval_micros(ctx, text).await?);
+        }
+        let Some(shape) = scope::shape(self.def.kind, &intervals) else {
+            return Ok(None);
+        };
+        let column = [self.def.time_column.clone()];
+        let touched = tables::changes::touched(source, from, to, &column).await?;
+        let rows = match touched {
+            Touched::Rows(rows) => rows,
+            Touched::Everything(why) => {
+                tracing::debug!(view = %self.def.name, why, "recomputing the whole view");
+                return Ok(None);
+            }
+        };
+        let columns: Vec<ArrayRef> = rows.iter().filter_map(|b| b.columns().first().cloned()).collect();
+        let tz = match columns.first().map(|c| c.data_type().clone()) {
+            Some(DataType::Timestamp(_, tz)) => tz,
+            _ => None,
+        };
+        Ok(scope::micros(&columns).map(|times| Scope::of(shape, times, tz)))
     }
 
     /// The view's rows at the source version registered in `ctx`.
@@ -146,27 +232,70 @@ impl View {
         Ok((schema, rows))
     }
 
-    /// Rows to upsert (new or changed) and keys to delete, against the view table's rows.
-    async fn diff(
+    /// `rows` of the touched windows only (all of them without a scope).
+    fn within(
+        &self,
+        scope: Option<&Scope>,
+        schema: &SchemaRef,
+        rows: Vec<RecordBatch>,
+    ) -> anyhow::Result<Vec<RecordBatch>> {
+        let (Some(scope), Ok(at)) = (scope, schema.index_of("window_start")) else {
+            return Ok(rows);
+        };
+        rows.iter().map(|b| scope.keep(b, at)).collect()
+    }
+
+    /// The view table's rows (of the touched windows only, with a scope), as `schema`;
+    /// `None` when the view table does not exist yet.
+    async fn old_rows(
         &self,
         lake: &Lake,
         ctx: &SessionContext,
         schema: &SchemaRef,
-        rows: Vec<RecordBatch>,
-    ) -> anyhow::Result<(RecordBatch, RecordBatch)> {
-        let keys = self.key_schema(schema);
-        ctx.register_table("__view_new", Arc::new(MemTable::try_new(schema.clone(), vec![rows])?))?;
+        scope: Option<&Scope>,
+    ) -> anyhow::Result<Option<Vec<RecordBatch>>> {
         let old = match lake.open(&self.def.name, None).await {
             Ok(t) => t,
-            Err(TableError::NotFound(_)) => {
-                let all = ctx.table("__view_new").await?.collect().await?;
-                let upserts = arrow::compute::concat_batches(schema, &all)?;
-                return Ok((upserts, RecordBatch::new_empty(keys)));
-            }
+            Err(TableError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         old.update_datafusion_session(&ctx.state())?;
-        ctx.register_table("__view_old", old.table_provider().await?)?;
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let mut df = ctx.read_table(old.table_provider().await?)?.select_columns(&names).with_context(|| {
+            format!(
+                "view {} no longer matches its table's columns (was its SQL changed?); remove the view's table and run `cormorant view rebuild {}`",
+                self.def.name, self.def.name
+            )
+        })?;
+        if let Some(s) = scope {
+            df = df.filter(s.filter("window_start"))?;
+        }
+        let batches = df.collect().await?;
+        let rows = batches
+            .iter()
+            .map(|b| concat_as(schema, std::slice::from_ref(b)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Some(self.within(scope, schema, rows)?))
+    }
+
+    /// Rows to upsert (new or changed) and keys to delete, comparing the computed rows with
+    /// the view table's (`None`: no table yet).
+    async fn diff(
+        &self,
+        ctx: &SessionContext,
+        schema: &SchemaRef,
+        rows: Vec<RecordBatch>,
+        old: Option<Vec<RecordBatch>>,
+    ) -> anyhow::Result<(RecordBatch, RecordBatch)> {
+        let keys = self.key_schema(schema);
+        let Some(old) = old else {
+            return Ok((
+                arrow::compute::concat_batches(schema, &rows)?,
+                RecordBatch::new_empty(keys),
+            ));
+        };
+        ctx.register_table("__view_new", Arc::new(MemTable::try_new(schema.clone(), vec![rows])?))?;
+        ctx.register_table("__view_old", Arc::new(MemTable::try_new(schema.clone(), vec![old])?))?;
         let list = |s: &Schema| {
             s.fields()
                 .iter()
@@ -177,14 +306,8 @@ impl View {
         let (all, key) = (list(schema), list(&keys));
         let changed = format!("SELECT {all} FROM __view_new EXCEPT SELECT {all} FROM __view_old");
         let gone = format!("SELECT {key} FROM __view_old EXCEPT SELECT {key} FROM __view_new");
-        let rebuild = || {
-            format!(
-                "view {} no longer matches its table's columns (was its SQL changed?); remove the view's table and run `cormorant view rebuild {}`",
-                self.def.name, self.def.name
-            )
-        };
-        let upserts = ctx.sql(&changed).await.with_context(rebuild)?.collect().await?;
-        let deletes = ctx.sql(&gone).await.with_context(rebuild)?.collect().await?;
+        let upserts = ctx.sql(&changed).await?.collect().await?;
+        let deletes = ctx.sql(&gone).await?.collect().await?;
         Ok((concat_as(schema, &upserts)?, concat_as(&keys, &deletes)?))
     }
 
@@ -291,6 +414,26 @@ fn concat_as(schema: &SchemaRef, batches: &[RecordBatch]) -> anyhow::Result<Reco
 
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// An interval argument (SQL text such as `INTERVAL '1 hour'`) in microseconds, as
+/// DataFusion reads it.
+async fn interval_micros(ctx: &SessionContext, text: &str) -> anyhow::Result<i64> {
+    let batches = ctx.sql(&format!("SELECT {text}")).await?.collect().await?;
+    let value = batches
+        .first()
+        .filter(|b| b.num_rows() == 1)
+        .map(|b| ScalarValue::try_from_array(b.column(0), 0))
+        .transpose()?;
+    match value {
+        Some(ScalarValue::IntervalMonthDayNano(Some(v))) if v.months == 0 => {
+            Ok(i64::from(v.days) * 86_400_000_000 + v.nanoseconds / 1000)
+        }
+        Some(ScalarValue::IntervalDayTime(Some(v))) => {
+            Ok(i64::from(v.days) * 86_400_000_000 + i64::from(v.milliseconds) * 1000)
+        }
+        other => anyhow::bail!("window argument {text} is not an interval of days or less: {other:?}"),
+    }
 }
 
 /// A session with the window functions and the lake (for their time travel), but no tables:

@@ -8,6 +8,7 @@
 
 pub mod def;
 pub mod maintain;
+pub mod scope;
 
 use std::collections::HashMap;
 
@@ -118,6 +119,7 @@ pub fn record(name: &str, step: &Step) {
             source_version = step.source_version,
             version = ?step.version,
             upserts = step.upserts,
+            windows = step.windows.map_or("all".to_string(), |w| w.to_string()),
             deletes = step.deletes,
             took_ms = step.took.as_millis() as u64,
             "view updated"

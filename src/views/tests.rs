@@ -181,12 +181,17 @@ async fn both(lake: &Lake, view: &mut View) -> (String, String) {
     (stored, batch)
 }
 
-/// Runs one seeded sequence; returns the view rows upserted and deleted over it.
-async fn sequence(seed: u64) -> (usize, usize) {
+/// Runs one seeded sequence; returns the view rows upserted and deleted over it, and the
+/// steps that recomputed only the windows their changes touched.
+async fn sequence(seed: u64) -> (usize, usize, usize) {
     let dir = tempfile_dir(seed);
     let lake = Lake::new(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
     let mut rng = Rng(seed);
-    let mode = if seed.is_multiple_of(2) { WriteMode::Mor } else { WriteMode::Cow };
+    let mode = if seed.is_multiple_of(2) {
+        WriteMode::Mor
+    } else {
+        WriteMode::Cow
+    };
     let deletes = if seed.is_multiple_of(3) {
         DeleteMode::Hard
     } else {
@@ -203,7 +208,7 @@ async fn sequence(seed: u64) -> (usize, usize) {
         let def = ViewDef::parse(name, sql).expect("valid view");
         views.push(View::open(&lake, def, Default::default()).await.expect("view"));
     }
-    let (mut upserted, mut deleted) = (0, 0);
+    let (mut upserted, mut deleted, mut scoped) = (0, 0, 0);
     let mut offset = 0i64;
     let mut last: Option<ChangeBatch> = None;
     for step in 0..12 {
@@ -231,6 +236,7 @@ async fn sequence(seed: u64) -> (usize, usize) {
                 .expect("source exists");
             upserted += done.upserts;
             deleted += done.deletes;
+            scoped += usize::from(done.windows.is_some());
             let (stored, batch) = both(&lake, view).await;
             assert_eq!(
                 stored,
@@ -252,7 +258,7 @@ async fn sequence(seed: u64) -> (usize, usize) {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
-    (upserted, deleted)
+    (upserted, deleted, scoped)
 }
 
 async fn reopen(lake: &Lake) -> Vec<View> {
@@ -278,12 +284,14 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_view_equals_the_batch_query_after_every_step() {
     let first = env_u64("CORMORANT_VIEW_SEED", 1);
-    let (mut upserted, mut deleted) = (0, 0);
+    let (mut upserted, mut deleted, mut scoped) = (0, 0, 0);
     for seed in first..first + env_u64("CORMORANT_VIEW_SEQUENCES", 8) {
-        let (u, d) = sequence(seed).await;
+        let (u, d, s) = sequence(seed).await;
         upserted += u;
         deleted += d;
+        scoped += s;
     }
+    assert!(scoped > 20, "only {scoped} steps recomputed touched windows only");
     // not vacuous: groups appeared, changed and disappeared
     assert!(
         upserted > 50 && deleted > 10,

@@ -8,6 +8,7 @@
 //! [`compact`] rewrites files within one partition's group; [`maintain`] checkpoints and
 //! expires the log, [`vacuum`] deletes files no retained version needs; [`lake`] locates tables.
 
+pub mod changes;
 pub mod checkpoint;
 pub mod commit;
 pub mod compact;

@@ -1,0 +1,152 @@
+//! The windows a set of changed event times reaches, for `tumble` and `hop` views: a step
+//! recomputes those windows only, from the source rows inside them.
+//!
+//! Invariants: a window is recomputed from ALL source rows in `[start, start + size)` — the
+//! source scan is filtered on the merged ranges of the touched windows — and only windows
+//! whose start is in the touched set are kept from the result (a window that merely overlaps
+//! a range saw part of its rows). Windows are aligned to the epoch as `date_bin(…,
+//! '1970-01-01')` aligns them in the batch query.
+
+use std::collections::BTreeSet;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use datafusion::common::Column;
+use datafusion::prelude::{Expr, lit};
+use datafusion::scalar::ScalarValue;
+
+use super::def::WindowKind;
+
+/// Window length and step in microseconds (tumble: `slide == size`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub size: i64,
+    pub slide: i64,
+}
+
+impl Shape {
+    /// The starts of every window that contains `t`.
+    pub fn starts(self, t: i64) -> impl Iterator<Item = i64> {
+        let last = t.div_euclid(self.slide) * self.slide;
+        let first = last - (self.size - 1) / self.slide * self.slide;
+        (0..)
+            .map(move |k| first + k * self.slide)
+            .take_while(move |s| *s <= last)
+            .filter(move |s| *s <= t && t < s + self.size)
+    }
+}
+
+/// The touched windows and the time ranges that cover them.
+#[derive(Debug)]
+pub struct Scope {
+    starts: BTreeSet<i64>,
+    /// Disjoint, ascending `[lo, hi)` ranges, µs.
+    ranges: Vec<(i64, i64)>,
+    /// The time zone of the time column (window bounds share it).
+    tz: Option<std::sync::Arc<str>>,
+}
+
+impl Scope {
+    /// The windows of `shape` that contain any of `times` (µs since the epoch).
+    pub fn of(shape: Shape, times: impl IntoIterator<Item = i64>, tz: Option<std::sync::Arc<str>>) -> Self {
+        let starts: BTreeSet<i64> = times.into_iter().flat_map(|t| shape.starts(t)).collect();
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        for s in &starts {
+            let (lo, hi) = (*s, s + shape.size);
+            match ranges.last_mut() {
+                Some(last) if lo <= last.1 => last.1 = last.1.max(hi),
+                _ => ranges.push((lo, hi)),
+            }
+        }
+        Self { starts, ranges, tz }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    pub fn windows(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// `column` (a timestamp) inside one of the ranges.
+    pub fn filter(&self, column: &str) -> Expr {
+        let at = |v: i64| lit(ScalarValue::TimestampMicrosecond(Some(v), self.tz.clone()));
+        let col = || Expr::Column(Column::new_unqualified(column));
+        self.ranges
+            .iter()
+            .map(|(lo, hi)| col().gt_eq(at(*lo)).and(col().lt(at(*hi))))
+            .reduce(Expr::or)
+            .unwrap_or_else(|| lit(false))
+    }
+
+    /// The rows of `batch` whose `window_start` (column `at`, a µs timestamp) is a touched
+    /// window.
+    pub fn keep(&self, batch: &RecordBatch, at: usize) -> anyhow::Result<RecordBatch> {
+        let starts = arrow::compute::cast(batch.column(at), &DataType::Int64)?;
+        let starts = starts.as_primitive::<Int64Type>();
+        let mask: BooleanArray = (0..starts.len())
+            .map(|i| Some(starts.is_valid(i) && self.starts.contains(&starts.value(i))))
+            .collect();
+        Ok(arrow::compute::filter_record_batch(batch, &mask)?)
+    }
+}
+
+/// The microseconds of each value of a timestamp column; `None` when the column is not a
+/// timestamp or holds a NULL (such rows fall in a NULL window, which only a full recompute
+/// keeps right).
+pub fn micros(columns: &[arrow::array::ArrayRef]) -> Option<Vec<i64>> {
+    let mut out = Vec::new();
+    for c in columns {
+        let DataType::Timestamp(_, tz) = c.data_type() else {
+            return None;
+        };
+        if c.null_count() > 0 {
+            return None;
+        }
+        let c = arrow::compute::cast(c, &DataType::Timestamp(TimeUnit::Microsecond, tz.clone())).ok()?;
+        let c = arrow::compute::cast(&c, &DataType::Int64).ok()?;
+        out.extend(c.as_primitive::<Int64Type>().values().iter().copied());
+    }
+    Some(out)
+}
+
+/// The shape of a view's windows from its interval arguments in µs, `None` for sessions.
+pub fn shape(kind: WindowKind, intervals: &[i64]) -> Option<Shape> {
+    match (kind, intervals) {
+        (WindowKind::Tumble, [size]) => Some(Shape {
+            size: *size,
+            slide: *size,
+        }),
+        (WindowKind::Hop, [slide, size]) => Some(Shape {
+            size: *size,
+            slide: *slide,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_reaches_the_windows_that_contain_it() {
+        let tumble = Shape { size: 10, slide: 10 };
+        assert_eq!(tumble.starts(25).collect::<Vec<_>>(), vec![20]);
+        assert_eq!(tumble.starts(-1).collect::<Vec<_>>(), vec![-10]);
+        let hop = Shape { size: 30, slide: 10 };
+        assert_eq!(hop.starts(25).collect::<Vec<_>>(), vec![0, 10, 20]);
+        assert_eq!(hop.starts(30).collect::<Vec<_>>(), vec![10, 20, 30]);
+        let sparse = Shape { size: 5, slide: 10 };
+        assert_eq!(sparse.starts(7).count(), 0, "a hop with gaps between windows");
+        assert_eq!(sparse.starts(12).collect::<Vec<_>>(), vec![10]);
+    }
+
+    #[test]
+    fn touched_windows_merge_into_ranges() {
+        let s = Scope::of(Shape { size: 10, slide: 10 }, [5, 7, 15, 42], None);
+        assert_eq!(s.ranges, vec![(0, 20), (40, 50)]);
+        assert_eq!(s.windows(), 3);
+    }
+}
