@@ -61,6 +61,7 @@ pub struct Step {
 pub struct View {
     def: ViewDef,
     writer: TableWriter,
+    refresh: super::Refresh,
 }
 
 impl View {
@@ -81,7 +82,17 @@ impl View {
         let writer = TableWriter::open(lake, &def.name, options)
             .await
             .with_context(|| format!("opening view table {}", def.name))?;
-        Ok(Self { def, writer })
+        Ok(Self {
+            def,
+            writer,
+            refresh: super::Refresh::Incremental,
+        })
+    }
+
+    /// Sets how steps recompute (`[[views]] refresh`).
+    pub fn with_refresh(mut self, refresh: super::Refresh) -> Self {
+        self.refresh = refresh;
+        self
     }
 
     pub fn def(&self) -> &ViewDef {
@@ -121,7 +132,9 @@ impl View {
         let provider = source.table_provider().await?;
         let reflects = self.reflects().await?;
         let scope = match reflects {
-            Some(r) if !force => self.scope(&ctx, &source, r + 1, n).await?,
+            Some(r) if !force && self.refresh == super::Refresh::Incremental => {
+                self.scope(&ctx, &source, r + 1, n).await?
+            }
             _ => None,
         };
         let (upserts, deletes, schema) = match &scope {

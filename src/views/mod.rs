@@ -26,6 +26,22 @@ pub struct ViewConfig {
     pub name: String,
     /// `SELECT window_start, window_end, <groups>, <aggregates> FROM tumble|hop|session(…) …`
     pub sql: String,
+    /// How a step recomputes the view (default `incremental`).
+    #[serde(default)]
+    pub refresh: Refresh,
+}
+
+/// How a view step recomputes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Refresh {
+    /// `tumble` and `hop` views recompute only the windows the new commits touched (sessions,
+    /// first steps and schema changes recompute the whole view).
+    #[default]
+    Incremental,
+    /// Every step recomputes the whole view: the baseline `benches/views.rs` compares with, and
+    /// a fallback that does not depend on reading the commits' files.
+    Full,
 }
 
 /// Checks every `[[views]]` entry: its SQL, and that its name is its own.
@@ -69,7 +85,9 @@ impl Views {
         let mut by_source: HashMap<String, Vec<View>> = HashMap::new();
         for v in &cfg.views {
             let def = ViewDef::parse(&v.name, &v.sql).map_err(anyhow::Error::msg)?;
-            let view = View::open(lake, def, cfg.log_policy(None)).await?;
+            let view = View::open(lake, def, cfg.log_policy(None))
+                .await?
+                .with_refresh(v.refresh);
             by_source.entry(view.def().source.clone()).or_default().push(view);
         }
         Ok(Self {

@@ -62,6 +62,7 @@ async fn views_survive_kill_9_and_equal_the_batch_query() {
         .map(|(name, sql, _)| ViewConfig {
             name: name.to_string(),
             sql: sql.to_string(),
+            ..Default::default()
         })
         .collect();
     let path = write_config(&cfg, "views-cfg");
