@@ -21,7 +21,8 @@
 //! Settings (environment): `BENCH_SHAPE` insert|upsert (upsert: 70/10/20 over `BENCH_KEYS`),
 //! `BENCH_KEYS` (100000), `BENCH_HISTORY` events loaded first (200000), `BENCH_RATE` events/s
 //! (5000), `BENCH_SECS` (30), `BENCH_TICK_MS` batch interval (200), `BENCH_ONLY` (comma list of
-//! none,incremental,full). Results are appended to `benches/results/views.md`. Run with
+//! none,incremental,full), `RUST_LOG` (e.g. `cormorant::views=debug`: the phases of each view
+//! step). Results are appended to `benches/results/views.md`. Run with
 //! `scripts/bench views` (release build).
 
 #[path = "common/mod.rs"]
@@ -53,6 +54,13 @@ const VIEW_SQL: &str = "SELECT window_start, window_end, loyalty_tier, count(*) 
 
 fn main() -> anyhow::Result<()> {
     cormorant::memory::tune_allocator();
+    if std::env::var_os("RUST_LOG").is_some() {
+        // e.g. RUST_LOG=cormorant::views=debug: each step's phases
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run())
 }

@@ -49,8 +49,10 @@ pub struct Metrics {
     pub vacuumed_bytes: IntGaugeVec,
     /// seconds without progress while records wait, once past the stall bound (else 0)
     pub stalled_seconds: prometheus::IntGauge,
-    /// time of one view step (source commit → view commit), by view
+    /// time of one view step, by view
     pub view_seconds: HistogramVec,
+    /// source table commit → the view commit reflecting it, by view
+    pub view_freshness: HistogramVec,
 }
 
 impl Metrics {
@@ -129,7 +131,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         view_seconds: histogram(
             &registry,
             "cormorant_view_step_seconds",
-            "time from a source table's commit to its view's commit (label: the view)",
+            "time of one view step: read what the table's commits touched, recompute, commit (label: the view)",
+        ),
+        view_freshness: histogram(
+            &registry,
+            "cormorant_view_freshness_seconds",
+            "time from a table's commit to the commit of a view reflecting it (label: the view)",
         ),
         compactions: counter(&registry, "cormorant_compactions_total", "compaction commits"),
         data_loss_skipped: counter(

@@ -55,6 +55,8 @@ pub struct Step {
     /// Windows recomputed (`None`: the whole view was).
     pub windows: Option<usize>,
     pub took: std::time::Duration,
+    /// From the source commit (its log file's time) to this step's commit, when known.
+    pub freshness: Option<std::time::Duration>,
 }
 
 /// One view and the writer of its table.
@@ -62,6 +64,9 @@ pub struct View {
     def: ViewDef,
     writer: TableWriter,
     refresh: super::Refresh,
+    /// The window shape, read from the SQL's interval arguments at the first scoped step
+    /// (`Some(None)`: a shape steps cannot scope by)
+    shape: Option<Option<scope::Shape>>,
 }
 
 impl View {
@@ -86,6 +91,7 @@ impl View {
             def,
             writer,
             refresh: super::Refresh::Incremental,
+            shape: None,
         })
     }
 
@@ -131,12 +137,14 @@ impl View {
         source.update_datafusion_session(&ctx.state())?;
         let provider = source.table_provider().await?;
         let reflects = self.reflects().await?;
+        let opened = started.elapsed();
         let scope = match reflects {
             Some(r) if !force && self.refresh == super::Refresh::Incremental => {
                 self.scope(&ctx, &source, r + 1, n).await?
             }
             _ => None,
         };
+        let scoped = started.elapsed();
         let (upserts, deletes, schema) = match &scope {
             Some(s) if s.is_empty() => {
                 // no row of any window changed (compaction, a redelivered batch): record the version
@@ -172,12 +180,27 @@ impl View {
                 (upserts, deletes, schema)
             }
         };
+        let computed = started.elapsed();
         let batch = self.change_batch(&schema, &upserts, &deletes, n)?;
         let applied = self
             .writer
             .apply(&batch)
             .await
             .with_context(|| format!("committing view {}", self.def.name))?;
+        let freshness = source
+            .snapshot()
+            .ok()
+            .and_then(|s| s.version_timestamp(n))
+            .and_then(|ms| u64::try_from(chrono::Utc::now().timestamp_millis() - ms).ok())
+            .map(std::time::Duration::from_millis);
+        tracing::debug!(
+            view = %self.def.name,
+            open_ms = opened.as_millis() as u64,
+            scope_ms = (scoped - opened).as_millis() as u64,
+            compute_ms = (computed - scoped).as_millis() as u64,
+            commit_ms = (started.elapsed() - computed).as_millis() as u64,
+            "view step phases"
+        );
         Ok(Some(Step {
             source_version: n,
             version: applied.version,
@@ -186,13 +209,14 @@ impl View {
             deletes: deletes.num_rows(),
             windows: scope.as_ref().map(Scope::windows),
             took: started.elapsed(),
+            freshness,
         }))
     }
 
     /// The windows source versions `from..=to` touched, or `None` for a full recompute
     /// (sessions; a range that cannot be narrowed down, see [`tables::changes`]).
     async fn scope(
-        &self,
+        &mut self,
         ctx: &SessionContext,
         source: &deltalake::DeltaTable,
         from: u64,
@@ -201,11 +225,14 @@ impl View {
         if self.def.kind == WindowKind::Session || from > to {
             return Ok(None);
         }
-        let mut intervals = Vec::new();
-        for text in &self.def.intervals {
-            intervals.push(interval_micros(ctx, text).await?);
+        if self.shape.is_none() {
+            let mut intervals = Vec::new();
+            for text in &self.def.intervals {
+                intervals.push(interval_micros(ctx, text).await?);
+            }
+            self.shape = Some(scope::shape(self.def.kind, &intervals));
         }
-        let Some(shape) = scope::shape(self.def.kind, &intervals) else {
+        let Some(Some(shape)) = self.shape else {
             return Ok(None);
         };
         let column = [self.def.time_column.clone()];

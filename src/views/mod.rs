@@ -132,6 +132,12 @@ pub fn record(name: &str, step: &Step) {
             .view_seconds
             .with_label_values(&[name])
             .observe(step.took.as_secs_f64());
+        if let Some(f) = step.freshness {
+            crate::metrics::METRICS
+                .view_freshness
+                .with_label_values(&[name])
+                .observe(f.as_secs_f64());
+        }
         tracing::info!(
             view = name,
             source_version = step.source_version,
@@ -140,6 +146,7 @@ pub fn record(name: &str, step: &Step) {
             windows = step.windows.map_or("all".to_string(), |w| w.to_string()),
             deletes = step.deletes,
             took_ms = step.took.as_millis() as u64,
+            freshness_ms = step.freshness.map(|f| f.as_millis() as u64),
             "view updated"
         );
     }
