@@ -73,7 +73,11 @@ impl KafkaSettings {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // Debezium creates a table's topic at its first change, often after the worker
+            // subscribed; librdkafka's default (5 minutes) left such a worker idle that long.
+            // Also how soon added partitions are seen. `[kafka.properties]` can override it.
+            .set("topic.metadata.refresh.interval.ms", "10000");
         if self.session_timeout_ms > 0 {
             cfg.set("session.timeout.ms", self.session_timeout_ms.to_string())
                 // the broker expects a heartbeat well within the session

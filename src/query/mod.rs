@@ -172,11 +172,38 @@ pub async fn run_sql(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<Vec<
     let (statements, _) = parse_and_register(ctx, sql).await?;
     let mut out = Vec::new();
     for stmt in statements {
-        let plan = ctx.state().statement_to_plan(stmt).await?;
+        let plan = match ctx.state().statement_to_plan(stmt.clone()).await {
+            Ok(plan) => plan,
+            Err(e) => return Err(missing_tables(ctx, &stmt).await.unwrap_or_else(|| e.into())),
+        };
         let df = ctx.execute_logical_plan(plan).await?;
         out.push(df.collect().await?);
     }
     Ok(out)
+}
+
+/// After a statement failed to plan: an error naming the tables it reads that the lake does
+/// not have, and the ones it has (DataFusion's own says "table 'datafusion.public.x' not
+/// found" twice); `None` when every table it names exists.
+async fn missing_tables(ctx: &SessionContext, stmt: &DFStatement) -> Option<anyhow::Error> {
+    let references = ctx.state().resolve_table_references(stmt).ok()?;
+    let missing: Vec<String> = references
+        .iter()
+        .filter(|r| !ctx.table_exist(r.table()).unwrap_or(true))
+        .map(|r| r.table().to_string())
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let names = match lake_of(&ctx.state()) {
+        Ok(lake) => lake.list_tables().await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    Some(anyhow::anyhow!(
+        "there is no table {} in the lake; its tables are: {} (\\dt in the shell lists them; a table appears at its first commit, a [[views]] view after its table's)",
+        missing.join(", "),
+        names.join(", ")
+    ))
 }
 
 /// Prints `batches` in `format` to `w` (see [`output`]).

@@ -67,6 +67,10 @@ pub struct View {
     /// The window shape, read from the SQL's interval arguments at the first scoped step
     /// (`Some(None)`: a shape steps cannot scope by)
     shape: Option<Option<scope::Shape>>,
+    /// The source and the view table as the last step read them: the next step reads only
+    /// the commits since (a table reopened every step replayed its log from the checkpoint)
+    source: Option<deltalake::DeltaTable>,
+    table: Option<deltalake::DeltaTable>,
 }
 
 impl View {
@@ -92,6 +96,8 @@ impl View {
             writer,
             refresh: super::Refresh::Incremental,
             shape: None,
+            source: None,
+            table: None,
         })
     }
 
@@ -121,9 +127,9 @@ impl View {
     /// table does not exist yet.
     pub async fn step(&mut self, lake: &Lake, force: bool) -> anyhow::Result<Option<Step>> {
         let started = std::time::Instant::now();
-        let source = match lake.open(&self.def.source, None).await {
-            Ok(t) => t,
-            Err(TableError::NotFound(_)) => return Ok(None),
+        let source = match latest(&mut self.source, lake, &self.def.source).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(None),
             Err(e) => return Err(anyhow::Error::new(e).context(format!("reading source table {}", self.def.source))),
         };
         let n = source.version().unwrap_or(0);
@@ -173,10 +179,20 @@ impl View {
                     None => provider,
                 };
                 ctx.register_table(self.def.source.as_str(), registered)?;
+                let t0 = std::time::Instant::now();
                 let (schema, rows) = self.compute(&ctx).await?;
                 let rows = self.within(scope.as_ref(), &schema, rows)?;
+                let t1 = t0.elapsed();
                 let old = self.old_rows(lake, &ctx, &schema, scope.as_ref()).await?;
+                let t2 = t0.elapsed();
                 let (upserts, deletes) = self.diff(&ctx, &schema, rows, old).await?;
+                tracing::debug!(
+                    view = %self.def.name,
+                    query_ms = t1.as_millis() as u64,
+                    old_rows_ms = (t2 - t1).as_millis() as u64,
+                    diff_ms = (t0.elapsed() - t2).as_millis() as u64,
+                    "view step compute"
+                );
                 (upserts, deletes, schema)
             }
         };
@@ -288,16 +304,14 @@ impl View {
     /// The view table's rows (of the touched windows only, with a scope), as `schema`;
     /// `None` when the view table does not exist yet.
     async fn old_rows(
-        &self,
+        &mut self,
         lake: &Lake,
         ctx: &SessionContext,
         schema: &SchemaRef,
         scope: Option<&Scope>,
     ) -> anyhow::Result<Option<Vec<RecordBatch>>> {
-        let old = match lake.open(&self.def.name, None).await {
-            Ok(t) => t,
-            Err(TableError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(old) = latest(&mut self.table, lake, &self.def.name).await? else {
+            return Ok(None);
         };
         old.update_datafusion_session(&ctx.state())?;
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -401,6 +415,29 @@ impl View {
             unavailable: Vec::new(),
             offsets,
         })
+    }
+}
+
+/// Table `name` at its latest version: the cached one brought forward (reading only the
+/// commits since), or opened; `None` when it does not exist.
+async fn latest(
+    cache: &mut Option<deltalake::DeltaTable>,
+    lake: &Lake,
+    name: &str,
+) -> Result<Option<deltalake::DeltaTable>, TableError> {
+    if let Some(t) = cache.as_mut() {
+        if t.update_incremental(None).await.is_ok() {
+            return Ok(Some(t.clone()));
+        }
+        *cache = None; // say the log was cleaned past it: open afresh
+    }
+    match lake.open(name, None).await {
+        Ok(t) => {
+            *cache = Some(t.clone());
+            Ok(Some(t))
+        }
+        Err(TableError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

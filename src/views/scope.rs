@@ -40,7 +40,8 @@ impl Shape {
 #[derive(Debug)]
 pub struct Scope {
     starts: BTreeSet<i64>,
-    /// Disjoint, ascending `[lo, hi)` ranges, µs.
+    /// Disjoint, ascending `[lo, hi)` ranges, µs, covering every touched window (maybe more:
+    /// at most [`MAX_RANGES`]).
     ranges: Vec<(i64, i64)>,
     /// The time zone of the time column (window bounds share it).
     tz: Option<std::sync::Arc<str>>,
@@ -58,7 +59,11 @@ impl Scope {
                 _ => ranges.push((lo, hi)),
             }
         }
-        Self { starts, ranges, tz }
+        Self {
+            starts,
+            ranges: coalesce(ranges, MAX_RANGES),
+            tz,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -90,6 +95,36 @@ impl Scope {
             .collect();
         Ok(arrow::compute::filter_record_batch(batch, &mask)?)
     }
+}
+
+/// The most time ranges a scan filter names. A filter is evaluated against every file's
+/// statistics and every row, so a hundred scattered windows as a hundred OR-ed ranges made
+/// the scan slower than reading everything; a few ranges that close the smallest gaps prune
+/// almost as well, and [`Scope::keep`] still keeps exactly the touched windows.
+const MAX_RANGES: usize = 8;
+
+/// `ranges` (disjoint, ascending) merged across their smallest gaps down to `max`.
+fn coalesce(ranges: Vec<(i64, i64)>, max: usize) -> Vec<(i64, i64)> {
+    if ranges.len() <= max {
+        return ranges;
+    }
+    // keep the max-1 widest gaps as the splits
+    let mut gaps: Vec<(i64, usize)> = ranges
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| (w[1].0 - w[0].1, i))
+        .collect();
+    gaps.sort_unstable_by(|a, b| b.cmp(a));
+    let mut splits: Vec<usize> = gaps.iter().take(max.saturating_sub(1)).map(|g| g.1).collect();
+    splits.sort_unstable();
+    let mut out = Vec::with_capacity(max);
+    let mut lo = ranges[0].0;
+    for i in splits {
+        out.push((lo, ranges[i].1));
+        lo = ranges[i + 1].0;
+    }
+    out.push((lo, ranges[ranges.len() - 1].1));
+    out
 }
 
 /// The microseconds of each value of a timestamp column; `None` when the column is not a
@@ -148,5 +183,18 @@ mod tests {
         let s = Scope::of(Shape { size: 10, slide: 10 }, [5, 7, 15, 42], None);
         assert_eq!(s.ranges, vec![(0, 20), (40, 50)]);
         assert_eq!(s.windows(), 3);
+    }
+
+    #[test]
+    fn many_ranges_merge_across_the_smallest_gaps() {
+        let ranges = vec![(0, 1), (2, 3), (10, 11), (12, 13), (100, 101)];
+        assert_eq!(coalesce(ranges.clone(), 5), ranges);
+        assert_eq!(coalesce(ranges.clone(), 3), vec![(0, 3), (10, 13), (100, 101)]);
+        assert_eq!(coalesce(ranges.clone(), 2), vec![(0, 13), (100, 101)]);
+        assert_eq!(coalesce(ranges, 1), vec![(0, 101)]);
+        // a scope of scattered windows filters by a few ranges, and keeps exactly its windows
+        let s = Scope::of(Shape { size: 10, slide: 10 }, (0..50).map(|k| k * 1000), None);
+        assert_eq!(s.ranges.len(), MAX_RANGES);
+        assert_eq!(s.windows(), 50);
     }
 }

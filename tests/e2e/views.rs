@@ -68,6 +68,18 @@ async fn views_survive_kill_9_and_equal_the_batch_query() {
     let path = write_config(&cfg, "views-cfg");
     let dir = path.parent().expect("config dir");
 
+    // before the first commit the view is not there, and the user is told what to expect
+    let out = cormorant_cmd(&path, &["sql", "-c", "SELECT * FROM orders_per_day"])
+        .output()
+        .expect("cormorant sql");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a query of a view not made yet succeeded");
+    assert!(
+        stderr.contains("there is no table orders_per_day in the lake")
+            && stderr.contains("a [[views]] view after its table's"),
+        "{stderr}"
+    );
+
     let mut first = spawn_worker(&path, &dir.join("first.log"), &["run"], "info");
     let lake = cfg.lake.open().expect("lake");
     let deadline = Instant::now() + Duration::from_secs(120);
