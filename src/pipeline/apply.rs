@@ -63,13 +63,7 @@ impl Pipeline {
             }
         }
         for table in std::mem::take(&mut self.committed) {
-            if let Err(e) = self.views.source_committed(&table).await {
-                tracing::error!(
-                    table,
-                    error = format!("{e:#}"),
-                    "a view of this table could not be updated; it is retried after the table's next commit — check the view's SQL against the table's columns"
-                );
-            }
+            self.views.committed(&table);
         }
         METRICS
             .batch_seconds

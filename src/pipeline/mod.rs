@@ -197,7 +197,7 @@ pub struct Pipeline {
     compactions: compaction::Compactions,
     vacuums: vacuum::Vacuums,
     /// `[[views]]` kept up to date after their source tables' commits
-    views: crate::views::Views,
+    views: crate::views::Background,
     /// tables that committed during the current batch (their views step after it)
     committed: Vec<String>,
     /// a stop came while a batch waited to be retried: apply nothing more
@@ -251,22 +251,10 @@ impl Pipeline {
                 cfg.compaction.options.clone(),
             ),
             vacuums: vacuum::Vacuums::new(lake, cfg.maintenance.vacuum_interval()?),
-            views: crate::views::Views::open(cfg, lake).await?,
+            views: crate::views::Background::start(crate::views::Views::open(cfg, lake).await?),
             committed: Vec::new(),
             halted: false,
         })
-    }
-
-    /// Brings every view to its source table's version: at start, after a crash between a
-    /// source commit and its views' commits. A view that fails is logged and left behind; it
-    /// catches up at its source's next commit (ingest never stops for a view).
-    async fn catch_up_views(&mut self) {
-        if let Err(e) = self.views.catch_up().await {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "a view could not be brought up to date; it is retried after its table's next commit — check the view's SQL against the table's columns"
-            );
-        }
     }
 
     /// Where the pipeline stands (shared; stays valid after `run` returns).
@@ -276,7 +264,6 @@ impl Pipeline {
 
     /// Runs until `batches` is closed and everything received is applied (or a batch fails).
     pub async fn run(mut self, mut batches: mpsc::Receiver<RawBatch>) -> anyhow::Result<RunStats> {
-        self.catch_up_views().await;
         let (tx, mut decoded) = mpsc::channel(1);
         let (cfg, decoder, stop) = (self.cfg.clone(), self.decoder.clone(), self.stop.clone());
         let group = cfg.kafka.group_id.clone();
@@ -303,7 +290,9 @@ impl Pipeline {
         }
         drop(decoded);
         self.vacuums.abort_all();
-        if failed.is_some() || self.stop.load(Ordering::Relaxed) {
+        let cut_short = failed.is_some() || self.stop.load(Ordering::Relaxed);
+        self.views.finish(!cut_short).await;
+        if cut_short {
             self.compactions.abort_all();
             // a stop has seconds: a checkpoint not written now is written at the next interval
             tables::maintain::settle_within(std::time::Duration::from_secs(1)).await;

@@ -1,6 +1,7 @@
 //! Windowed views the worker keeps up to date: `[[views]]` entries in the config, each a
 //! `tumble`/`hop`/`session` aggregation over one table, kept as a Delta table of its own name
-//! after every commit of its source table, in the worker's loop.
+//! after every commit of its source table, on a task beside the worker's ingest
+//! ([`Background`]).
 //!
 //! This module owns the config entry and the set of views a pipeline maintains; [`def`]
 //! checks a view's SQL, [`maintain`] brings one view table to its source's version, exactly
@@ -123,6 +124,76 @@ impl Views {
         }
         Ok(())
     }
+}
+
+/// The views of a pipeline stepped on a task of their own, so that ingest never waits for a
+/// view: the pipeline names each table after it commits, and the task steps that table's
+/// views to its latest version. Commits that arrive while a step runs are covered by one
+/// next step (a step always goes to the table's latest version), so under load views fall
+/// behind by a step, not by a queue. Exactly once as ever: each view commit records the
+/// version it reflects, and a step cut short (a stop) is redone from there at the next start.
+pub struct Background {
+    tx: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts the task: it first brings every view to its table's version (catching up after
+    /// a crash between a table's commit and its views'). No task without views.
+    pub fn start(mut views: Views) -> Self {
+        if views.is_empty() {
+            return Self { tx: None, task: None };
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let task = tokio::spawn(async move {
+            if let Err(e) = views.catch_up().await {
+                failed(None, &e);
+            }
+            while let Some(first) = rx.recv().await {
+                let mut tables = std::collections::BTreeSet::from([first]);
+                while let Ok(t) = rx.try_recv() {
+                    tables.insert(t);
+                }
+                for table in tables {
+                    if let Err(e) = views.source_committed(&table).await {
+                        failed(Some(&table), &e);
+                    }
+                }
+            }
+        });
+        Self {
+            tx: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// `table` committed: its views step (soon, on the task).
+    pub fn committed(&self, table: &str) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(table.to_string()); // a task that ended has logged why
+        }
+    }
+
+    /// Ends the task: `wait` lets it finish the steps asked for (the views are then at their
+    /// tables' versions, as `run --until-caught-up` promises); otherwise (a stop, a failure)
+    /// the step under way is cut short and redone at the next start.
+    pub async fn finish(&mut self, wait: bool) {
+        self.tx = None;
+        if let Some(task) = self.task.take() {
+            if !wait {
+                task.abort();
+            }
+            let _ = task.await;
+        }
+    }
+}
+
+fn failed(table: Option<&str>, e: &anyhow::Error) {
+    tracing::error!(
+        table,
+        error = format!("{e:#}"),
+        "a view could not be updated; it is retried after its table's next commit — check the view's SQL against the table's columns"
+    );
 }
 
 /// Logs and counts a view step.
