@@ -192,6 +192,7 @@ fn config(registry: &str, dir: &Path, refresh: Option<Refresh>) -> Config {
             name: "tier_windows".into(),
             sql: VIEW_SQL.into(),
             refresh,
+            ..Default::default()
         }];
     }
     cfg

@@ -188,7 +188,7 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
     let poll_stop = Arc::new(AtomicBool::new(false));
     // opening the tables reads the lake, which may hang: a stop does not wait for it
     let pipeline = tokio::select! {
-        p = Pipeline::new(cfg, &lake, &present, source.assignment(), poll_stop.clone()) => p?,
+        p = Pipeline::new(cfg, &lake, &present, source.assignment(), poll_stop.clone()) => p?.with_user_stop(stop.clone()),
         _ = crate::stop::requested(&stop) => {
             tracing::info!("stop requested while opening the tables; exiting (nothing was applied)");
             // closing the consumer runs rebalance callbacks that block: off the runtime

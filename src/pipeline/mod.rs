@@ -193,6 +193,9 @@ pub struct Pipeline {
     assignment: Arc<Assignment>,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
+    /// set when the user asked to stop (not when a run is done, `--until-caught-up`): then
+    /// view steps under way are cut short instead of finished
+    user_stop: Arc<AtomicBool>,
     /// compaction jobs beside ingest
     compactions: compaction::Compactions,
     vacuums: vacuum::Vacuums,
@@ -245,6 +248,7 @@ impl Pipeline {
             assignment,
             progress: Arc::new(Progress::default()),
             stop,
+            user_stop: Arc::new(AtomicBool::new(false)),
             compactions: compaction::Compactions::new(
                 cfg.compaction.inline,
                 cfg.compaction.every_commits,
@@ -255,6 +259,13 @@ impl Pipeline {
             committed: Vec::new(),
             halted: false,
         })
+    }
+
+    /// The flag a user's stop sets (the worker's `stop`, where `stop` of [`Pipeline::new`]
+    /// also ends a run that caught up): view steps finish unless it is set.
+    pub fn with_user_stop(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.user_stop = stop;
+        self
     }
 
     /// Where the pipeline stands (shared; stays valid after `run` returns).
@@ -291,7 +302,9 @@ impl Pipeline {
         drop(decoded);
         self.vacuums.abort_all();
         let cut_short = failed.is_some() || self.stop.load(Ordering::Relaxed);
-        self.views.finish(!cut_short).await;
+        self.views
+            .finish(failed.is_none() && !self.user_stop.load(Ordering::Relaxed))
+            .await;
         if cut_short {
             self.compactions.abort_all();
             // a stop has seconds: a checkpoint not written now is written at the next interval

@@ -59,6 +59,17 @@ pub struct Step {
     pub freshness: Option<std::time::Duration>,
 }
 
+/// A view whose SQL names a column its table does not have (yet: Debezium adds a column to
+/// a table's schema at the first change after `ALTER TABLE`). Not a failure: the view is
+/// made at the first commit of the table that has the column.
+#[derive(Debug, thiserror::Error)]
+#[error("view {view} waits for table {table} to have column {column}, which its SQL names")]
+pub struct Waiting {
+    pub view: String,
+    pub table: String,
+    pub column: String,
+}
+
 /// One view and the writer of its table.
 pub struct View {
     def: ViewDef,
@@ -71,6 +82,8 @@ pub struct View {
     /// the commits since (a table reopened every step replayed its log from the checkpoint)
     source: Option<deltalake::DeltaTable>,
     table: Option<deltalake::DeltaTable>,
+    /// where the view's changes also go (`sink_topic`)
+    sink: Option<super::sink::Sink>,
 }
 
 impl View {
@@ -98,12 +111,19 @@ impl View {
             shape: None,
             source: None,
             table: None,
+            sink: None,
         })
     }
 
     /// Sets how steps recompute (`[[views]] refresh`).
     pub fn with_refresh(mut self, refresh: super::Refresh) -> Self {
         self.refresh = refresh;
+        self
+    }
+
+    /// Sends every change of the view to `sink` too, before the view commits it.
+    pub fn with_sink(mut self, sink: super::sink::Sink) -> Self {
+        self.sink = Some(sink);
         self
     }
 
@@ -197,6 +217,10 @@ impl View {
             }
         };
         let computed = started.elapsed();
+        if let Some(sink) = &mut self.sink {
+            // before the commit: a crash in between re-sends these changes at the next step
+            sink.send(&schema, &self.def.keys, &upserts, &deletes).await?;
+        }
         let batch = self.change_batch(&schema, &upserts, &deletes, n)?;
         let applied = self
             .writer
@@ -270,10 +294,24 @@ impl View {
 
     /// The view's rows at the source version registered in `ctx`.
     async fn compute(&self, ctx: &SessionContext) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
-        let df = ctx
-            .sql(&self.def.sql)
-            .await
-            .with_context(|| format!("planning view {} over table {}", self.def.name, self.def.source))?;
+        let df = match ctx.sql(&self.def.sql).await {
+            Ok(df) => df,
+            Err(e) => {
+                use datafusion::error::DataFusionError;
+                if let DataFusionError::SchemaError(inner, _) = e.find_root()
+                    && let datafusion::common::SchemaError::FieldNotFound { field, .. } = inner.as_ref()
+                {
+                    return Err(Waiting {
+                        view: self.def.name.clone(),
+                        table: self.def.source.clone(),
+                        column: field.name.clone(),
+                    }
+                    .into());
+                }
+                let what = format!("planning view {} over table {}", self.def.name, self.def.source);
+                return Err(anyhow::Error::new(e).context(what));
+            }
+        };
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let rows = df
             .collect()

@@ -10,6 +10,7 @@
 pub mod def;
 pub mod maintain;
 pub mod scope;
+pub mod sink;
 
 use std::collections::HashMap;
 
@@ -30,6 +31,10 @@ pub struct ViewConfig {
     /// How a step recomputes the view (default `incremental`).
     #[serde(default)]
     pub refresh: Refresh,
+    /// A Kafka topic that gets every change of the view: upserts keyed by window and group,
+    /// tombstones for groups that disappear (Avro, schemas registered in the registry).
+    #[serde(default)]
+    pub sink_topic: Option<String>,
 }
 
 /// How a view step recomputes.
@@ -64,6 +69,11 @@ pub fn validate(cfg: &Config) -> anyhow::Result<()> {
             "view name {:?} is not allowed (empty, '/', or starting with '_', which is Cormorant's own)",
             v.name
         );
+        anyhow::ensure!(
+            v.sink_topic.as_ref().is_none_or(|t| !t.trim().is_empty()),
+            "view {:?} has an empty sink_topic; name a topic or remove the line",
+            v.name
+        );
         let def = ViewDef::parse(&v.name, &v.sql).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             def.source != v.name,
@@ -86,9 +96,12 @@ impl Views {
         let mut by_source: HashMap<String, Vec<View>> = HashMap::new();
         for v in &cfg.views {
             let def = ViewDef::parse(&v.name, &v.sql).map_err(anyhow::Error::msg)?;
-            let view = View::open(lake, def, cfg.log_policy(None))
+            let mut view = View::open(lake, def, cfg.log_policy(None))
                 .await?
                 .with_refresh(v.refresh);
+            if let Some(topic) = &v.sink_topic {
+                view = view.with_sink(sink::Sink::new(cfg, &v.name, topic)?);
+            }
             by_source.entry(view.def().source.clone()).or_default().push(view);
         }
         Ok(Self {
@@ -116,13 +129,20 @@ impl Views {
         let Some(views) = self.by_source.get_mut(table) else {
             return Ok(());
         };
+        let mut failure = None;
         for view in views {
             let name = view.def().name.clone();
-            if let Some(step) = view.step(&self.lake, false).await? {
-                record(&name, &step);
+            match view.step(&self.lake, false).await {
+                Ok(Some(step)) => record(&name, &step),
+                Ok(None) => {}
+                Err(e) if e.downcast_ref::<maintain::Waiting>().is_some() => {
+                    tracing::info!(view = name, "{e}");
+                }
+                // the other views of the table still step; the first failure is reported
+                Err(e) => failure = failure.or(Some(e)),
             }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 }
 
