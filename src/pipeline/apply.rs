@@ -64,6 +64,9 @@ impl Pipeline {
         }
         for table in std::mem::take(&mut self.committed) {
             self.views.committed(&table);
+            for view in self.views.views_of(&table) {
+                self.vacuums.poke(view); // a view's table is vacuumed like the tables it reads
+            }
         }
         METRICS
             .batch_seconds

@@ -84,6 +84,10 @@ pub struct View {
     table: Option<deltalake::DeltaTable>,
     /// where the view's changes also go (`sink_topic`)
     sink: Option<super::sink::Sink>,
+    /// compaction of the view's table every so many of its commits (a view rewrites a few
+    /// rows of many windows per step: its deletion vectors grow fast), and commits since
+    compaction: Option<(u64, tables::CompactionOptions)>,
+    since_compaction: u64,
 }
 
 impl View {
@@ -112,12 +116,20 @@ impl View {
             source: None,
             table: None,
             sink: None,
+            compaction: None,
+            since_compaction: 0,
         })
     }
 
     /// Sets how steps recompute (`[[views]] refresh`).
     pub fn with_refresh(mut self, refresh: super::Refresh) -> Self {
         self.refresh = refresh;
+        self
+    }
+
+    /// Compacts the view's table every `every` of its commits (`[compaction]` of the config).
+    pub fn with_compaction(mut self, every: u64, opts: tables::CompactionOptions) -> Self {
+        self.compaction = Some((every.max(1), opts));
         self
     }
 
@@ -227,6 +239,9 @@ impl View {
             .apply(&batch)
             .await
             .with_context(|| format!("committing view {}", self.def.name))?;
+        if applied.version.is_some() {
+            self.compact().await;
+        }
         let freshness = source
             .snapshot()
             .ok()
@@ -251,6 +266,26 @@ impl View {
             took: started.elapsed(),
             freshness,
         }))
+    }
+
+    /// Counts a commit; every `every` commits compacts the view's table. A failed round is
+    /// logged and tried again at the next (the view is right either way).
+    async fn compact(&mut self) {
+        let Some((every, opts)) = &self.compaction else { return };
+        self.since_compaction += 1;
+        if self.since_compaction < *every {
+            return;
+        }
+        self.since_compaction = 0;
+        match self.writer.compact(opts).await {
+            Ok(r) if r.version.is_some() => {
+                tracing::info!(view = %self.def.name, version = ?r.version, removed = r.files_removed, added = r.files_added, "view table compacted")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(view = %self.def.name, error = %e, "compacting the view's table failed; the next round retries")
+            }
+        }
     }
 
     /// The windows source versions `from..=to` touched, or `None` for a full recompute

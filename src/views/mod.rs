@@ -102,6 +102,9 @@ impl Views {
             if let Some(topic) = &v.sink_topic {
                 view = view.with_sink(sink::Sink::new(cfg, &v.name, topic)?);
             }
+            if cfg.compaction.inline {
+                view = view.with_compaction(cfg.compaction.every_commits, cfg.compaction.options.clone());
+            }
             by_source.entry(view.def().source.clone()).or_default().push(view);
         }
         Ok(Self {
@@ -155,14 +158,25 @@ impl Views {
 pub struct Background {
     tx: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// view names by source table
+    names: HashMap<String, Vec<String>>,
 }
 
 impl Background {
     /// Starts the task: it first brings every view to its table's version (catching up after
     /// a crash between a table's commit and its views'). No task without views.
     pub fn start(mut views: Views) -> Self {
+        let names = views
+            .by_source
+            .iter()
+            .map(|(source, vs)| (source.clone(), vs.iter().map(|v| v.def().name.clone()).collect()))
+            .collect();
         if views.is_empty() {
-            return Self { tx: None, task: None };
+            return Self {
+                tx: None,
+                task: None,
+                names,
+            };
         }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let task = tokio::spawn(async move {
@@ -184,7 +198,13 @@ impl Background {
         Self {
             tx: Some(tx),
             task: Some(task),
+            names,
         }
+    }
+
+    /// The names of the views of `table`.
+    pub fn views_of(&self, table: &str) -> &[String] {
+        self.names.get(table).map_or(&[], Vec::as_slice)
     }
 
     /// `table` committed: its views step (soon, on the task).

@@ -264,7 +264,7 @@ async fn sequence(seed: u64) -> (usize, usize, usize) {
 }
 
 /// The views of a sequence, opened from their tables (as after a crash); every fourth seed
-/// keeps `sliding` with `refresh = "full"`.
+/// keeps `sliding` with `refresh = "full"`, every third compacts the views' tables.
 async fn reopen(lake: &Lake, seed: u64) -> Vec<View> {
     let mut views = Vec::new();
     for (name, sql) in VIEWS {
@@ -274,8 +274,15 @@ async fn reopen(lake: &Lake, seed: u64) -> Vec<View> {
         } else {
             super::Refresh::Incremental
         };
-        let view = View::open(lake, def, Default::default()).await.expect("view");
-        views.push(view.with_refresh(refresh));
+        let mut view = View::open(lake, def, Default::default())
+            .await
+            .expect("view")
+            .with_refresh(refresh);
+        if seed % 3 == 1 {
+            // the view's table compacted every other commit, between steps
+            view = view.with_compaction(2, Default::default());
+        }
+        views.push(view);
     }
     views
 }
