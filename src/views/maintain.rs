@@ -504,6 +504,9 @@ async fn latest(
         }
         *cache = None; // say the log was cleaned past it: open afresh
     }
+    if !lake.exists(name).await? {
+        return Ok(None);
+    }
     match lake.open(name, None).await {
         Ok(t) => {
             *cache = Some(t.clone());

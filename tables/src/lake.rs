@@ -107,6 +107,18 @@ impl Lake {
         }
     }
 
+    /// Whether table `name` has a log, without loading it (loading a missing table makes the
+    /// kernel log an ERROR, which a caller that merely waits for a table should not cause).
+    pub async fn exists(&self, name: &str) -> Result<bool> {
+        let table = self.builder(self.table_url(name)?)?.build()?;
+        let store = table.log_store().object_store(None);
+        match store.list(Some(&Path::from("_delta_log"))).try_next().await {
+            Ok(first) => Ok(first.is_some()),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Table `name` at `version` (latest when `None`); `NotFound` when it does not exist.
     pub async fn open(&self, name: &str, version: Option<u64>) -> Result<DeltaTable> {
         let mut table = self.builder(self.table_url(name)?)?.build()?;
