@@ -14,6 +14,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use change::{ChangeBatch, ChangeKind, Position, SourceOffset, StreamId};
 use datafusion::prelude::SessionContext;
+use tables::fault::SplitMix64 as Rng;
 use tables::{DeleteMode, Lake, TableWriter, WriteMode, WriterOptions};
 
 use super::{View, ViewDef};
@@ -41,22 +42,6 @@ const VIEWS: [(&str, &str); 3] = [
 const KEYS: u64 = 25;
 /// Event times fall in ten hours, so rows move between windows and sessions merge and split.
 const SPAN_US: u64 = 10 * 3_600_000_000;
-
-/// splitmix64: a test needs a seeded, reproducible sequence, not a crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn columns() -> SchemaRef {
     Arc::new(Schema::new(vec![
