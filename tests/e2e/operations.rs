@@ -210,3 +210,38 @@ async fn sigterm_mid_stream_finishes_the_batch_and_loses_nothing() {
     run_until_caught_up(&cfg).await;
     assert_point(&cfg, "final", None, false).await;
 }
+
+/// A worker started before Debezium made its topics (it creates a table's topic at the first
+/// change) finds them within seconds: librdkafka's default topic metadata refresh left such a
+/// worker idle for five minutes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_started_before_its_topics_exist_streams_them_within_a_minute() {
+    let prefix = format!("{}.", unique("late-topics"));
+    let fx = fixture();
+    let ids = fx.register(&registry(), &prefix).await.expect("registry reachable");
+    let cfg = config(&prefix, Storage::Local, DeleteMode::Soft, WriteMode::Mor, "late-topics");
+    let path = write_config(&cfg, "late-topics-cfg");
+    let log = path.with_file_name("worker.log");
+    let mut worker = spawn_worker(&path, &log, &["run"], "info");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fx.create_topics(&brokers(), &prefix, 1)
+        .await
+        .expect("broker reachable");
+    fx.produce(&brokers(), &prefix, &ids, 0..fx.events.len())
+        .await
+        .expect("produce");
+    let lake = cfg.lake.open().expect("lake");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lake.open("orders", None).await.ok().and_then(|t| t.version()).is_none() {
+        if Instant::now() > deadline {
+            let _ = worker.kill();
+            panic!(
+                "no commit a minute after the topics appeared; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    worker.kill().expect("kill");
+    worker.wait().expect("reaped");
+}
