@@ -32,8 +32,10 @@ pub enum Touched {
 }
 
 /// The `columns` of the rows touched by commits `from..=to` of `table` (loaded at `to` or
-/// later).
-pub async fn touched(table: &DeltaTable, from: u64, to: u64, columns: &[String]) -> Result<Touched> {
+/// later). When the files touched hold more than `max_share` of the table's bytes, reading
+/// them costs about what reading the table does and narrows little: the answer is then
+/// [`Touched::Everything`], decided from the log alone.
+pub async fn touched(table: &DeltaTable, from: u64, to: u64, columns: &[String], max_share: f64) -> Result<Touched> {
     if from == 0 {
         return Ok(Touched::Everything("the table was created in the range".into()));
     }
@@ -59,6 +61,17 @@ pub async fn touched(table: &DeltaTable, from: u64, to: u64, columns: &[String])
                 files.push(file);
             }
         }
+    }
+    let touched_bytes: u64 = files.iter().map(|f| f.size).sum();
+    let table_bytes: u64 = crate::lake::active_adds(table)?
+        .iter()
+        .map(|a| a.size.max(0) as u64)
+        .sum();
+    if table_bytes > 0 && touched_bytes as f64 > max_share * table_bytes as f64 {
+        return Ok(Touched::Everything(format!(
+            "the commits touched files of {touched_bytes} bytes, more than {:.0}% of the table's {table_bytes}",
+            max_share * 100.0
+        )));
     }
     let store = log.object_store(None);
     let schema = table.snapshot()?.snapshot().arrow_schema();
