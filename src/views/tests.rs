@@ -267,7 +267,7 @@ async fn reopen(lake: &Lake, seed: u64) -> Vec<View> {
             // the view's table compacted every other commit, between steps
             view = view.with_compaction(2, Default::default());
         }
-        if seed % 5 != 0 {
+        if !seed.is_multiple_of(5) {
             // (every fifth seed keeps the default: commits touching most of a table's bytes,
             // as in these tiny tables, recompute in full)
             view = view.always_scoped();
