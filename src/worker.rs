@@ -150,7 +150,8 @@ pub async fn run(cfg: &Config, until_caught_up: bool, stop: Arc<AtomicBool>) -> 
     let watches: Watches = Arc::new(AsyncMutex::new(HashMap::new()));
     let mut properties = cfg.kafka.properties.clone();
     if cfg.kafka.topic_pattern.is_some() {
-        // notice topics created while running within seconds, not librdkafka's default 5 minutes
+        // a pattern's new topics are noticed within 5 s (the consumer's own setting is 10 s,
+        // librdkafka's default 5 minutes)
         properties
             .entry("topic.metadata.refresh.interval.ms".into())
             .or_insert_with(|| "5000".into());
