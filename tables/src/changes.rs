@@ -222,7 +222,7 @@ mod tests {
         };
         let mut w = TableWriter::open(&fx.lake, TABLE, options).await.expect("writer");
         let first: Vec<Change> = (0..10).map(|i| up(i, i as i32, "a", 100)).collect();
-        let mut version = |v: Option<u64>| v.expect("a commit");
+        let version = |v: Option<u64>| v.expect("a commit");
         let v0 = version(w.apply(&batch(&first)).await.expect("insert").version);
         let v1 = version(w.apply(&batch(&[up(10, 3, "b", 200)])).await.expect("update").version);
         let v2 = version(w.apply(&batch(&[del(11, 5)])).await.expect("delete").version);
