@@ -69,26 +69,33 @@ pub struct SchemaCache {
     plans: Mutex<HashMap<u32, Arc<Plan>>>,
 }
 
+/// An HTTP client builder that trusts the private CA of `registry.ca_file`, if any (the
+/// schema lookups here, a view sink's schema registrations).
+pub fn http_client(cfg: &RegistrySettings) -> Result<reqwest::ClientBuilder, ConnectorError> {
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = &cfg.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            ConnectorError::Config(format!(
+                "cannot read registry.ca_file {}: {e}; point it at a PEM file",
+                path.display()
+            ))
+        })?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            ConnectorError::Config(format!(
+                "registry.ca_file {} is not a PEM certificate: {e}",
+                path.display()
+            ))
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(builder)
+}
+
 impl SchemaCache {
     pub fn new(cfg: &RegistrySettings) -> Result<Self, ConnectorError> {
-        let mut builder = reqwest::Client::builder()
+        let builder = http_client(cfg)?
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5));
-        if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                ConnectorError::Config(format!(
-                    "cannot read registry.ca_file {}: {e}; point it at a PEM file",
-                    path.display()
-                ))
-            })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                ConnectorError::Config(format!(
-                    "registry.ca_file {} is not a PEM certificate: {e}",
-                    path.display()
-                ))
-            })?;
-            builder = builder.add_root_certificate(cert);
-        }
         let client = builder
             .build()
             .map_err(|e| ConnectorError::Config(format!("cannot build the registry client for {}: {e}", cfg.url)))?;

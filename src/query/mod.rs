@@ -105,13 +105,7 @@ async fn parse_and_register(ctx: &SessionContext, sql: &str) -> anyhow::Result<(
 /// `table` as of a version or a time, with errors that say what exists.
 pub async fn open_as_of(lake: &Lake, table: &str, as_of: &time_travel::AsOf) -> anyhow::Result<deltalake::DeltaTable> {
     let latest = match lake.open(table, None).await {
-        Err(tables::TableError::NotFound(_)) => {
-            let names = lake.list_tables().await.unwrap_or_default();
-            anyhow::bail!(
-                "there is no table {table} in the lake; its tables are: {} (\\dt in the shell lists them)",
-                names.join(", ")
-            );
-        }
+        Err(tables::TableError::NotFound(_)) => return Err(no_such_tables(Some(lake), &[table.to_string()]).await),
         other => other?,
     };
     let newest = latest.version().unwrap_or(0);
@@ -195,15 +189,20 @@ async fn missing_tables(ctx: &SessionContext, stmt: &DFStatement) -> Option<anyh
     if missing.is_empty() {
         return None;
     }
-    let names = match lake_of(&ctx.state()) {
-        Ok(lake) => lake.list_tables().await.unwrap_or_default(),
-        Err(_) => Vec::new(),
+    Some(no_such_tables(lake_of(&ctx.state()).ok().as_deref(), &missing).await)
+}
+
+/// The error for `missing` tables: which ones, and the tables the lake has.
+async fn no_such_tables(lake: Option<&Lake>, missing: &[String]) -> anyhow::Error {
+    let names = match lake {
+        Some(lake) => lake.list_tables().await.unwrap_or_default(),
+        None => Vec::new(),
     };
-    Some(anyhow::anyhow!(
+    anyhow::anyhow!(
         "there is no table {} in the lake; its tables are: {} (\\dt in the shell lists them; a table appears at its first commit, a [[views]] view after its table's)",
         missing.join(", "),
         names.join(", ")
-    ))
+    )
 }
 
 /// Prints `batches` in `format` to `w` (see [`output`]).

@@ -190,14 +190,7 @@ fn registry_settings(cfg: &Config) -> anyhow::Result<SrSettings> {
     if let Some(token) = &r.bearer_token {
         b.set_token_authorization(token);
     }
-    let mut client = reqwest::Client::builder();
-    if let Some(path) = &r.ca_file {
-        let pem = std::fs::read(path).with_context(|| format!("reading registry.ca_file {}", path.display()))?;
-        client = client.add_root_certificate(
-            reqwest::Certificate::from_pem(&pem)
-                .with_context(|| format!("registry.ca_file {} is not a PEM certificate", path.display()))?,
-        );
-    }
+    let client = connectors::registry::http_client(&r.settings())?;
     b.build_with(client)
         .map_err(|e| anyhow::anyhow!("registry settings for a view sink: {e}"))
 }

@@ -96,9 +96,7 @@ impl Lake {
             std::fs::create_dir_all(&path).map_err(|e| TableError::BadUri(format!("{url}: {e}")))?;
         }
         let mut table = self.builder(url)?.build()?;
-        // Loading a missing table makes the kernel log an ERROR; look for a log first.
-        let store = table.log_store().object_store(None);
-        if store.list(Some(&Path::from("_delta_log"))).try_next().await?.is_none() {
+        if !self.exists(name).await? {
             return Ok(table);
         }
         match table.load().await {
