@@ -173,16 +173,15 @@ fn init_logs(format: LogFormat) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // colours only on a terminal: a log redirected to a file or a collector stays plain text
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
 }
 
-/// mimalloc instead of glibc's malloc: the decode and apply stages allocate many short-lived
-/// column buffers from several threads; measured on the pipeline bench (1M inserts, release)
-/// it raised inserts from ~285k to ~310k events per CPU-second (benches/results/pipeline.md).
 /// The lake and the tables a maintenance command works on: one, or every table in the lake.
 async fn lake_tables(cfg: &Config, table: Option<String>) -> anyhow::Result<(tables::Lake, Vec<String>)> {
     let lake = cfg.lake.open()?;
@@ -194,6 +193,9 @@ async fn lake_tables(cfg: &Config, table: Option<String>) -> anyhow::Result<(tab
 }
 
 #[cfg(not(feature = "heap-profile"))]
+/// mimalloc instead of glibc's malloc: the decode and apply stages allocate many short-lived
+/// column buffers from several threads; measured on the pipeline bench (1M inserts, release)
+/// it raised inserts from ~285k to ~310k events per CPU-second (benches/results/pipeline.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

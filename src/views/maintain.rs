@@ -48,6 +48,38 @@ const TXN_SCOPE: &str = "view";
 /// `benches/views.rs`, upsert shape).
 const MAX_TOUCHED_SHARE: f64 = 0.5;
 
+/// Test hook: milliseconds every view step waits between computing its changes and
+/// committing them (see `View::pause_before_commit`). Never set in production.
+pub const PAUSE_ENV: &str = "CORMORANT_VIEW_PAUSE_MS";
+
+/// Where a step's time went, logged at debug as one event.
+#[derive(Default)]
+struct Timings {
+    /// from the step's start: windows scoped, changes computed
+    scope: std::time::Duration,
+    computed: std::time::Duration,
+    /// within the computation: the view's query, reading the view's old rows
+    query: std::time::Duration,
+    old_rows: std::time::Duration,
+}
+
+impl Timings {
+    fn log(&self, view: &str, total: std::time::Duration) {
+        tracing::debug!(
+            view,
+            scope_ms = self.scope.as_millis() as u64,
+            query_ms = self.query.as_millis() as u64,
+            old_rows_ms = self.old_rows.as_millis() as u64,
+            diff_ms = self
+                .computed
+                .saturating_sub(self.scope + self.query + self.old_rows)
+                .as_millis() as u64,
+            commit_ms = total.saturating_sub(self.computed).as_millis() as u64,
+            "view step timings"
+        );
+    }
+}
+
 /// What one step did.
 #[derive(Clone, Debug, Default)]
 pub struct Step {
@@ -182,7 +214,8 @@ impl View {
             Err(e) => return Err(anyhow::Error::new(e).context(format!("reading source table {}", self.def.source))),
         };
         let n = source.version().unwrap_or(0);
-        if !force && self.reflects().await? >= Some(n) {
+        let reflects = self.reflects().await?;
+        if !force && reflects >= Some(n) {
             return Ok(Some(Step {
                 source_version: n,
                 ..Step::default()
@@ -190,66 +223,21 @@ impl View {
         }
         let ctx = session(lake);
         source.update_datafusion_session(&ctx.state())?;
-        let provider = source.table_provider().await?;
-        let reflects = self.reflects().await?;
-        let opened = started.elapsed();
+        let mut timings = Timings::default();
         let scope = match reflects {
             Some(r) if !force && self.refresh == super::Refresh::Incremental => {
                 self.scope(&ctx, &source, r + 1, n).await?
             }
             _ => None,
         };
-        let scoped = started.elapsed();
-        let (upserts, deletes, schema) = match &scope {
-            Some(s) if s.is_empty() => {
-                // no row of any window changed (compaction, a redelivered batch): record the version
-                let schema = self.writer.table().snapshot()?.snapshot().arrow_schema();
-                let columns = Arc::new(Schema::new(
-                    schema
-                        .fields()
-                        .iter()
-                        .filter(|f| !change::is_meta_column(f.name()))
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                ));
-                let keys = self.key_schema(&columns);
-                (
-                    RecordBatch::new_empty(columns.clone()),
-                    RecordBatch::new_empty(keys),
-                    columns,
-                )
-            }
-            _ => {
-                let registered = match &scope {
-                    Some(s) => ctx
-                        .read_table(provider)?
-                        .filter(s.filter(&self.def.time_column))?
-                        .into_view(),
-                    None => provider,
-                };
-                ctx.register_table(self.def.source.as_str(), registered)?;
-                let t0 = std::time::Instant::now();
-                let (schema, rows) = self.compute(&ctx).await?;
-                let rows = self.within(scope.as_ref(), &schema, rows)?;
-                let t1 = t0.elapsed();
-                let old = self.old_rows(lake, &ctx, &schema, scope.as_ref()).await?;
-                let t2 = t0.elapsed();
-                let (upserts, deletes) = self.diff(&ctx, &schema, rows, old).await?;
-                tracing::debug!(
-                    view = %self.def.name,
-                    query_ms = t1.as_millis() as u64,
-                    old_rows_ms = (t2 - t1).as_millis() as u64,
-                    diff_ms = (t0.elapsed() - t2).as_millis() as u64,
-                    "view step compute"
-                );
-                (upserts, deletes, schema)
-            }
-        };
-        let computed = started.elapsed();
+        timings.scope = started.elapsed();
+        let (schema, upserts, deletes) = self.changes(lake, &ctx, &source, scope.as_ref(), &mut timings).await?;
+        timings.computed = started.elapsed();
         if let Some(sink) = &mut self.sink {
             // before the commit: a crash in between re-sends these changes at the next step
             sink.send(&schema, &self.def.keys, &upserts, &deletes).await?;
         }
+        self.pause_before_commit(n).await;
         let batch = self.change_batch(&schema, &upserts, &deletes, n)?;
         let applied = self
             .writer
@@ -259,20 +247,13 @@ impl View {
         if applied.version.is_some() {
             self.compact().await;
         }
+        timings.log(&self.def.name, started.elapsed());
         let freshness = source
             .snapshot()
             .ok()
             .and_then(|s| s.version_timestamp(n))
             .and_then(|ms| u64::try_from(chrono::Utc::now().timestamp_millis() - ms).ok())
             .map(std::time::Duration::from_millis);
-        tracing::debug!(
-            view = %self.def.name,
-            open_ms = opened.as_millis() as u64,
-            scope_ms = (scoped - opened).as_millis() as u64,
-            compute_ms = (computed - scoped).as_millis() as u64,
-            commit_ms = (started.elapsed() - computed).as_millis() as u64,
-            "view step phases"
-        );
         Ok(Some(Step {
             source_version: n,
             version: applied.version,
@@ -283,6 +264,65 @@ impl View {
             took: started.elapsed(),
             freshness,
         }))
+    }
+
+    /// The view's rows to upsert and the keys to delete at the source's version: none when
+    /// the commits touched no window, else the windows in `scope` (all without one)
+    /// recomputed and compared with the view table.
+    async fn changes(
+        &mut self,
+        lake: &Lake,
+        ctx: &SessionContext,
+        source: &deltalake::DeltaTable,
+        scope: Option<&Scope>,
+        timings: &mut Timings,
+    ) -> anyhow::Result<(SchemaRef, RecordBatch, RecordBatch)> {
+        if scope.is_some_and(Scope::is_empty) {
+            // no row of any window changed (compaction, a redelivered batch): record the version
+            let schema = self.writer.table().snapshot()?.snapshot().arrow_schema();
+            let columns = Arc::new(Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .filter(|f| !change::is_meta_column(f.name()))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ));
+            let keys = self.key_schema(&columns);
+            return Ok((
+                columns.clone(),
+                RecordBatch::new_empty(columns),
+                RecordBatch::new_empty(keys),
+            ));
+        }
+        let provider = source.table_provider().await?;
+        let registered = match scope {
+            Some(s) => ctx
+                .read_table(provider)?
+                .filter(s.filter(&self.def.time_column))?
+                .into_view(),
+            None => provider,
+        };
+        ctx.register_table(self.def.source.as_str(), registered)?;
+        let t0 = std::time::Instant::now();
+        let (schema, rows) = self.compute(ctx).await?;
+        let rows = self.within(scope, &schema, rows)?;
+        timings.query = t0.elapsed();
+        let old = self.old_rows(lake, ctx, &schema, scope).await?;
+        timings.old_rows = t0.elapsed() - timings.query;
+        let (upserts, deletes) = self.diff(ctx, &schema, rows, old).await?;
+        Ok((schema, upserts, deletes))
+    }
+
+    /// The end-to-end crash test's hook: with [`PAUSE_ENV`] set, a step that has its changes
+    /// waits that long before committing them, after saying so, so that the test can kill
+    /// the worker exactly between a source commit and the view commit that reflects it.
+    async fn pause_before_commit(&self, source_version: u64) {
+        let Some(ms) = std::env::var(PAUSE_ENV).ok().and_then(|v| v.parse::<u64>().ok()) else {
+            return;
+        };
+        tracing::info!(view = %self.def.name, source_version, ms, "view step paused before its commit");
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
 
     /// Counts a commit; every `every` commits compacts the view's table. A failed round is

@@ -19,7 +19,7 @@ use tables::Lake;
 
 use crate::config::Config;
 pub use def::ViewDef;
-pub use maintain::{Step, View};
+pub use maintain::{PAUSE_ENV, Step, View};
 
 /// A `[[views]]` entry.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

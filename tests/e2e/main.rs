@@ -20,4 +20,5 @@ mod stats;
 mod stop;
 mod support;
 mod tls;
+mod view_goldens;
 mod views;

@@ -501,8 +501,20 @@ pub fn cormorant_cmd(config: &Path, args: &[&str]) -> std::process::Command {
 /// `filter` written to `log`. `CORMORANT_TEST_BIN` names another binary (scripts/chaos runs a
 /// copy, so a long run is not switched to a binary rebuilt meanwhile).
 pub fn spawn_worker(config: &Path, log: &Path, args: &[&str], filter: &str) -> std::process::Child {
+    spawn_worker_with(config, log, args, filter, &[])
+}
+
+/// [`spawn_worker`] with more environment variables (test hooks).
+pub fn spawn_worker_with(
+    config: &Path,
+    log: &Path,
+    args: &[&str],
+    filter: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     cormorant_cmd(config, args)
         .env("CORMORANT_LOG", filter)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(log).expect("log"))
         .spawn()
