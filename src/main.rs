@@ -256,7 +256,10 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             action: ViewAction::Rebuild { name },
         } => {
             let cfg = Config::load(cli.config.as_deref())?;
-            let step = cormorant::views::rebuild(&cfg, &name).await?;
+            let cormorant::views::Rebuilt { step, remade } = cormorant::views::rebuild(&cfg, &name).await?;
+            if remade {
+                println!("view {name}: its SQL changed since its table was made; the table was made anew");
+            }
             println!(
                 "view {name}: reflects version {} of its table; {} rows upserted, {} deleted{}",
                 step.source_version,

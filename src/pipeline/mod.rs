@@ -144,6 +144,7 @@ pub(crate) fn options(cfg: &Config, t: &TableConfig) -> WriterOptions {
             .recent_rows_mib
             .map(|m| (m as usize).saturating_mul(1024 * 1024)),
         description: None,
+        properties: Vec::new(),
     }
 }
 

@@ -108,6 +108,44 @@ pub struct Waiting {
     pub column: String,
 }
 
+/// The table property holding the SQL a view's table was made from (whitespace collapsed):
+/// a step over a table made from other SQL would mix two views' rows.
+pub const SQL_PROPERTY: &str = "cormorant.view.sql";
+
+/// How a view table's description ends after the SQL (tables made before [`SQL_PROPERTY`]
+/// existed say their SQL only there).
+const DESCRIPTION_TAIL: &str = "; each commit records the table version it reflects";
+
+/// A view whose SQL in the config is not the SQL its table was made from. Its steps would
+/// recompute some windows by the new SQL and keep the rest by the old, so it is not stepped
+/// until the user chooses.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "view {view}: its SQL in the config is not the SQL its table was made from ({was}); run `cormorant view rebuild {view}` to make its table anew from the new SQL (the table's history goes with it), or put the old SQL back"
+)]
+pub struct Changed {
+    pub view: String,
+    pub was: String,
+}
+
+/// `sql` with its whitespace collapsed: what a view table records and compares.
+fn normalized(sql: &str) -> String {
+    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The SQL the view table of `writer` was made from (`None`: no table yet).
+fn made_from(writer: &TableWriter) -> Option<String> {
+    let snapshot = writer.table().snapshot().ok()?;
+    let metadata = snapshot.metadata();
+    if let Some(sql) = metadata.configuration().get(SQL_PROPERTY) {
+        return Some(sql.clone());
+    }
+    let description = metadata.description()?;
+    let (_, rest) = description.split_once(" over table ")?;
+    let (_, rest) = rest.split_once(": ")?;
+    Some(rest.rsplit_once(DESCRIPTION_TAIL)?.0.to_string())
+}
+
 /// One view and the writer of its table.
 pub struct View {
     def: ViewDef,
@@ -137,17 +175,21 @@ impl View {
             mode: WriteMode::Mor,
             policy,
             description: Some(format!(
-                "Windowed view kept by Cormorant {} over table {}: {}; each commit records the table version it reflects (txn {}).",
+                "Windowed view kept by Cormorant {} over table {}: {}{DESCRIPTION_TAIL} (txn {}).",
                 env!("CARGO_PKG_VERSION"),
                 def.source,
-                def.sql.split_whitespace().collect::<Vec<_>>().join(" "),
+                normalized(&def.sql),
                 StreamId::new(TXN_SCOPE, &def.source).app_id(0)
             )),
+            properties: vec![(SQL_PROPERTY.to_string(), normalized(&def.sql))],
             ..WriterOptions::default()
         };
         let writer = TableWriter::open(lake, &def.name, options)
             .await
             .with_context(|| format!("opening view table {}", def.name))?;
+        if let Some(was) = made_from(&writer).filter(|was| *was != normalized(&def.sql)) {
+            return Err(Changed { view: def.name, was }.into());
+        }
         Ok(Self {
             def,
             writer,

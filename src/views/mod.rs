@@ -96,9 +96,16 @@ impl Views {
         let mut by_source: HashMap<String, Vec<View>> = HashMap::new();
         for v in &cfg.views {
             let def = ViewDef::parse(&v.name, &v.sql).map_err(anyhow::Error::msg)?;
-            let mut view = View::open(lake, def, cfg.log_policy(None))
-                .await?
-                .with_refresh(v.refresh);
+            let view = match View::open(lake, def, cfg.log_policy(None)).await {
+                Ok(view) => view,
+                // the tables and the other views go on; this one waits for the user's choice
+                Err(e) if e.downcast_ref::<maintain::Changed>().is_some() => {
+                    tracing::error!("{e}; until then the view is not updated");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut view = view.with_refresh(v.refresh);
             if let Some(topic) = &v.sink_topic {
                 view = view.with_sink(sink::Sink::new(cfg, &v.name, topic)?);
             }
@@ -264,8 +271,9 @@ pub fn record(name: &str, step: &Step) {
 }
 
 /// `cormorant view rebuild NAME`: recomputes view `name` from its table's latest version and
-/// commits the difference, even when the view says it is up to date.
-pub async fn rebuild(cfg: &Config, name: &str) -> anyhow::Result<Step> {
+/// commits the difference, even when the view says it is up to date. A view whose SQL
+/// changed since its table was made gets its table made anew (deleted, then computed whole).
+pub async fn rebuild(cfg: &Config, name: &str) -> anyhow::Result<Rebuilt> {
     let entry = cfg.views.iter().find(|v| v.name == name).ok_or_else(|| {
         let known: Vec<&str> = cfg.views.iter().map(|v| v.name.as_str()).collect();
         anyhow::anyhow!("no [[views]] entry named {name:?} in the config (configured: {known:?})")
@@ -273,12 +281,27 @@ pub async fn rebuild(cfg: &Config, name: &str) -> anyhow::Result<Step> {
     let lake = cfg.lake.open()?;
     let def = ViewDef::parse(&entry.name, &entry.sql).map_err(anyhow::Error::msg)?;
     let source = def.source.clone();
-    let mut view = View::open(&lake, def, cfg.log_policy(None)).await?;
+    let mut remade = false;
+    let mut view = match View::open(&lake, def.clone(), cfg.log_policy(None)).await {
+        Err(e) if e.downcast_ref::<maintain::Changed>().is_some() => {
+            lake.drop_table(name).await?;
+            remade = true;
+            View::open(&lake, def, cfg.log_policy(None)).await?
+        }
+        opened => opened?,
+    };
     let step = view.step(&lake, true).await?.ok_or_else(|| {
         anyhow::anyhow!("view {name:?} reads table {source:?}, which does not exist yet; run the worker first")
     })?;
     record(name, &step);
-    Ok(step)
+    Ok(Rebuilt { step, remade })
+}
+
+/// What `cormorant view rebuild` did.
+pub struct Rebuilt {
+    pub step: Step,
+    /// The view's SQL had changed: its table was deleted and made anew.
+    pub remade: bool,
 }
 
 #[cfg(test)]

@@ -309,3 +309,65 @@ async fn every_view_equals_the_batch_query_after_every_step() {
         "{upserted} rows upserted, {deleted} deleted"
     );
 }
+
+/// A view whose SQL changed is refused (its steps would mix windows of the two SQLs) until
+/// `view rebuild` makes its table anew from the new SQL; unchanged SQL with other whitespace
+/// is the same view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_view_sql_is_refused_until_rebuild_makes_the_table_anew() {
+    let dir = tempfile_dir(9_001);
+    let lake = Lake::new(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
+    let mut source = TableWriter::open(&lake, "events", WriterOptions::default())
+        .await
+        .expect("writer");
+    let mut rng = Rng(9_001);
+    let changes: Vec<Change> = (0..30).map(|_| random_change(&mut rng)).collect();
+    source.apply(&source_batch(&changes, 0)).await.expect("source commit");
+    let (name, sql) = VIEWS[1];
+    let mut view = View::open(&lake, ViewDef::parse(name, sql).expect("valid"), Default::default())
+        .await
+        .expect("view");
+    view.step(&lake, false).await.expect("step").expect("source exists");
+
+    let respaced = sql.replace(' ', "  \n ");
+    let same = View::open(
+        &lake,
+        ViewDef::parse(name, &respaced).expect("valid"),
+        Default::default(),
+    )
+    .await;
+    assert!(same.is_ok(), "whitespace does not change a view");
+
+    let wider = sql.replace("INTERVAL '2 hours'", "INTERVAL '3 hours'");
+    let refused = View::open(&lake, ViewDef::parse(name, &wider).expect("valid"), Default::default())
+        .await
+        .err()
+        .expect("a changed SQL is refused");
+    let text = refused.to_string();
+    assert!(refused.downcast_ref::<super::maintain::Changed>().is_some(), "{text}");
+    assert!(
+        text.contains("cormorant view rebuild sliding") && text.contains("INTERVAL '2 hours'"),
+        "the error names the old SQL and the way out: {text}"
+    );
+
+    let mut cfg = crate::config::Config::default();
+    cfg.lake.uri = dir.to_string_lossy().into_owned();
+    cfg.views = vec![super::ViewConfig {
+        name: name.to_string(),
+        sql: wider.clone(),
+        ..Default::default()
+    }];
+    let rebuilt = super::rebuild(&cfg, name).await.expect("rebuild");
+    assert!(rebuilt.remade, "the table was made anew");
+    let mut view = View::open(&lake, ViewDef::parse(name, &wider).expect("valid"), Default::default())
+        .await
+        .expect("the new SQL is the table's now");
+    let (stored, batch) = both(&lake, &mut view).await;
+    assert_eq!(stored, batch, "the remade view equals the new batch query");
+    let again = super::rebuild(&cfg, name).await.expect("rebuild");
+    assert!(
+        !again.remade && again.step.upserts == 0,
+        "a second rebuild changes nothing"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,6 +9,7 @@ use std::sync::{Arc, Once};
 
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, ObjectStore};
 use futures::TryStreamExt;
+use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
 use url::Url;
 
@@ -115,6 +116,31 @@ impl Lake {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Deletes table `name`: its log first, so that readers see no table rather than a log
+    /// whose files are going, then every other object under it. Returns the objects deleted.
+    /// For derived tables only (a view made anew from changed SQL); a CDC table is rebuilt
+    /// with `replay --into` instead, which keeps the old one until the new one is checked.
+    pub async fn drop_table(&self, name: &str) -> Result<usize> {
+        let table = self.builder(self.table_url(name)?)?.build()?;
+        let store = table.log_store().object_store(None);
+        let mut deleted = 0;
+        for prefix in [Some(Path::from("_delta_log")), None] {
+            let paths: Vec<Path> = match store.list(prefix.as_ref()).map_ok(|m| m.location).try_collect().await {
+                Ok(p) => p,
+                Err(object_store::Error::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            for path in paths {
+                match store.delete(&path).await {
+                    Ok(()) => deleted += 1,
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     /// Table `name` at `version` (latest when `None`); `NotFound` when it does not exist.

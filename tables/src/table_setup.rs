@@ -74,6 +74,9 @@ impl TableWriter {
             // protocol reader 3 / writer 7 with the deletionVectors feature
             create = create.with_configuration_property(TableProperty::EnableDeletionVectors, Some("true"));
         }
+        if !self.opts.properties.is_empty() {
+            create = create.with_configuration(self.opts.properties.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
+        }
         let policy = self.opts.policy.properties();
         if !policy.is_empty() {
             create = create.with_configuration(policy.into_iter().map(|(k, v)| (k, Some(v))));

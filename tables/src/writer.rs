@@ -87,6 +87,8 @@ pub struct WriterOptions {
     pub recent_rows_bytes: Option<usize>,
     /// The table's description when it is not a CDC table (a view says what it computes).
     pub description: Option<String>,
+    /// More table properties set at creation (a view records the SQL it was made from).
+    pub properties: Vec<(String, String)>,
 }
 
 /// The default budget of [`WriterOptions::recent_rows_bytes`]. 64 MiB: on the 5M-event bench
