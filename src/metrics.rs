@@ -53,6 +53,8 @@ pub struct Metrics {
     pub view_seconds: HistogramVec,
     /// source table commit → the view commit reflecting it, by view
     pub view_freshness: HistogramVec,
+    /// final windows a late change reached, by view
+    pub view_late: IntCounterVec,
 }
 
 impl Metrics {
@@ -137,6 +139,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &registry,
             "cormorant_view_freshness_seconds",
             "time from a table's commit to the commit of a view reflecting it (label: the view)",
+        ),
+        view_late: counter(
+            &registry,
+            "cormorant_view_late_changes_total",
+            "windows a change reached after they were final, applied or sent to _view_late as the view's `late` says (label: the view)",
         ),
         compactions: counter(&registry, "cormorant_compactions_total", "compaction commits"),
         data_loss_skipped: counter(

@@ -12,6 +12,7 @@
 //! Invariant: the key (the non-aggregate outputs) is unique per view row, because it is
 //! exactly the `GROUP BY`; the view table is keyed on it.
 
+use anyhow::Context;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, SelectItem, SetExpr, Statement, TableFactor,
@@ -43,6 +44,9 @@ pub struct ViewDef {
     pub keys: Vec<usize>,
     /// Output positions of the aggregates.
     pub aggregates: Vec<usize>,
+    /// `allowed_lateness` and `late` of the view's config entry (`None`: windows are never
+    /// final and every late change is applied).
+    pub lateness: Option<super::late::Lateness>,
 }
 
 const AGGREGATES: [&str; 5] = ["count", "sum", "avg", "min", "max"];
@@ -108,7 +112,34 @@ impl ViewDef {
             intervals,
             keys,
             aggregates,
+            lateness: None,
         })
+    }
+
+    /// The definition of a `[[views]]` entry: its SQL parsed, its lateness rule read.
+    pub fn of(v: &super::ViewConfig) -> anyhow::Result<Self> {
+        let mut def = Self::parse(&v.name, &v.sql).map_err(anyhow::Error::msg)?;
+        if let Some(text) = &v.allowed_lateness {
+            anyhow::ensure!(
+                def.kind != WindowKind::Session,
+                "view {:?}: allowed_lateness applies to tumble and hop views (a session's end moves with its events); remove it",
+                v.name
+            );
+            let key = format!("views.{}.allowed_lateness", v.name);
+            let d = crate::config::parse_duration(&key, text)?;
+            def.lateness = Some(super::late::Lateness {
+                allowed: i64::try_from(d.as_micros()).with_context(|| format!("{key} is too long"))?,
+                policy: v.late,
+            });
+        } else {
+            anyhow::ensure!(
+                v.late == super::late::LatePolicy::Apply,
+                "view {:?}: late = \"{}\" needs allowed_lateness (when windows become final); add it",
+                v.name,
+                v.late.name()
+            );
+        }
+        Ok(def)
     }
 }
 

@@ -29,12 +29,16 @@ use anyhow::Context;
 use arrow::array::{ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray, new_null_array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use change::{ChangeBatch, ChangeKind, Position, SourceOffset, StreamId};
+use datafusion::common::Column;
 use datafusion::datasource::MemTable;
+use datafusion::prelude::Expr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use tables::{DeleteMode, Lake, TableError, TableWriter, WriteMode, WriterOptions};
 
 use super::def::{ViewDef, WindowKind};
+use super::identity;
+use super::late::{self, IS_FINAL, Lateness};
 use super::scope::{self, Scope};
 use tables::changes::Touched;
 
@@ -95,6 +99,20 @@ pub struct Step {
     pub took: std::time::Duration,
     /// From the source commit (its log file's time) to this step's commit, when known.
     pub freshness: Option<std::time::Duration>,
+    /// Changes to final windows held back (`late = "dead_letter"`).
+    pub late: usize,
+}
+
+/// A step's changes to the view.
+pub(super) struct Computed {
+    pub(super) schema: SchemaRef,
+    pub(super) upserts: RecordBatch,
+    /// key columns only
+    pub(super) deletes: RecordBatch,
+    /// the view's rows the step compared with (dead letters show them)
+    pub(super) old: Vec<RecordBatch>,
+    /// the watermark after the step (views with a lateness rule)
+    pub(super) watermark: Option<i64>,
 }
 
 /// A view whose SQL names a column its table does not have (yet: Debezium adds a column to
@@ -106,44 +124,6 @@ pub struct Waiting {
     pub view: String,
     pub table: String,
     pub column: String,
-}
-
-/// The table property holding the SQL a view's table was made from (whitespace collapsed):
-/// a step over a table made from other SQL would mix two views' rows.
-pub const SQL_PROPERTY: &str = "cormorant.view.sql";
-
-/// How a view table's description ends after the SQL (tables made before [`SQL_PROPERTY`]
-/// existed say their SQL only there).
-const DESCRIPTION_TAIL: &str = "; each commit records the table version it reflects";
-
-/// A view whose SQL in the config is not the SQL its table was made from. Its steps would
-/// recompute some windows by the new SQL and keep the rest by the old, so it is not stepped
-/// until the user chooses.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "view {view}: its SQL in the config is not the SQL its table was made from ({was}); run `cormorant view rebuild {view}` to make its table anew from the new SQL (the table's history goes with it), or put the old SQL back"
-)]
-pub struct Changed {
-    pub view: String,
-    pub was: String,
-}
-
-/// `sql` with its whitespace collapsed: what a view table records and compares.
-fn normalized(sql: &str) -> String {
-    sql.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The SQL the view table of `writer` was made from (`None`: no table yet).
-fn made_from(writer: &TableWriter) -> Option<String> {
-    let snapshot = writer.table().snapshot().ok()?;
-    let metadata = snapshot.metadata();
-    if let Some(sql) = metadata.configuration().get(SQL_PROPERTY) {
-        return Some(sql.clone());
-    }
-    let description = metadata.description()?;
-    let (_, rest) = description.split_once(" over table ")?;
-    let (_, rest) = rest.split_once(": ")?;
-    Some(rest.rsplit_once(DESCRIPTION_TAIL)?.0.to_string())
 }
 
 /// One view and the writer of its table.
@@ -174,22 +154,17 @@ impl View {
             deletes: DeleteMode::Hard,
             mode: WriteMode::Mor,
             policy,
-            description: Some(format!(
-                "Windowed view kept by Cormorant {} over table {}: {}{DESCRIPTION_TAIL} (txn {}).",
-                env!("CARGO_PKG_VERSION"),
-                def.source,
-                normalized(&def.sql),
-                StreamId::new(TXN_SCOPE, &def.source).app_id(0)
+            description: Some(identity::description(
+                &def,
+                &StreamId::new(TXN_SCOPE, &def.source).app_id(0),
             )),
-            properties: vec![(SQL_PROPERTY.to_string(), normalized(&def.sql))],
+            properties: identity::properties(&def),
             ..WriterOptions::default()
         };
         let writer = TableWriter::open(lake, &def.name, options)
             .await
             .with_context(|| format!("opening view table {}", def.name))?;
-        if let Some(was) = made_from(&writer).filter(|was| *was != normalized(&def.sql)) {
-            return Err(Changed { view: def.name, was }.into());
-        }
+        identity::check(&writer, &def)?;
         Ok(Self {
             def,
             writer,
@@ -238,6 +213,14 @@ impl View {
         StreamId::new(TXN_SCOPE, &self.def.source)
     }
 
+    /// The view's watermark, µs (`None`: no lateness rule, or no event seen yet).
+    pub async fn watermark(&mut self) -> anyhow::Result<Option<i64>> {
+        match self.def.lateness {
+            Some(_) => Lateness::watermark(&mut self.writer, &self.def.name).await,
+            None => Ok(None),
+        }
+    }
+
     /// The source version the view table reflects (`None`: no step committed yet).
     pub async fn reflects(&mut self) -> anyhow::Result<Option<u64>> {
         let app = self.stream().app_id(0);
@@ -263,6 +246,7 @@ impl View {
                 ..Step::default()
             }));
         }
+        let before = self.watermark().await?;
         let ctx = session(lake);
         source.update_datafusion_session(&ctx.state())?;
         let mut timings = Timings::default();
@@ -273,14 +257,20 @@ impl View {
             _ => None,
         };
         timings.scope = started.elapsed();
-        let (schema, upserts, deletes) = self.changes(lake, &ctx, &source, scope.as_ref(), &mut timings).await?;
+        let mut c = self
+            .changes(lake, &ctx, &source, scope.as_ref(), before, &mut timings)
+            .await?;
         timings.computed = started.elapsed();
+        let held = late::hold(&self.def, &mut c, before, force)?;
+        if let (Some(l), Some(w)) = (&self.def.lateness, c.watermark) {
+            late::dead_letter(lake, &self.def.name, n, w, l, &held).await?;
+        }
         if let Some(sink) = &mut self.sink {
             // before the commit: a crash in between re-sends these changes at the next step
-            sink.send(&schema, &self.def.keys, &upserts, &deletes).await?;
+            sink.send(&c.schema, &self.def.keys, &c.upserts, &c.deletes).await?;
         }
         self.pause_before_commit(n).await;
-        let batch = self.change_batch(&schema, &upserts, &deletes, n)?;
+        let batch = self.change_batch(&c, n, force)?;
         let applied = self
             .writer
             .apply(&batch)
@@ -300,25 +290,28 @@ impl View {
             source_version: n,
             version: applied.version,
             rows: applied.rows_in,
-            upserts: upserts.num_rows(),
-            deletes: deletes.num_rows(),
+            upserts: c.upserts.num_rows(),
+            deletes: c.deletes.num_rows(),
             windows: scope.as_ref().map(Scope::windows),
             took: started.elapsed(),
             freshness,
+            late: held.len(),
         }))
     }
 
     /// The view's rows to upsert and the keys to delete at the source's version: none when
     /// the commits touched no window, else the windows in `scope` (all without one)
-    /// recomputed and compared with the view table.
+    /// recomputed and compared with the view table; with a lateness rule also the windows
+    /// the step's watermark made final.
     async fn changes(
         &mut self,
         lake: &Lake,
         ctx: &SessionContext,
         source: &deltalake::DeltaTable,
         scope: Option<&Scope>,
+        before: Option<i64>,
         timings: &mut Timings,
-    ) -> anyhow::Result<(SchemaRef, RecordBatch, RecordBatch)> {
+    ) -> anyhow::Result<Computed> {
         if scope.is_some_and(Scope::is_empty) {
             // no row of any window changed (compaction, a redelivered batch): record the version
             let schema = self.writer.table().snapshot()?.snapshot().arrow_schema();
@@ -331,11 +324,13 @@ impl View {
                     .collect::<Vec<_>>(),
             ));
             let keys = self.key_schema(&columns);
-            return Ok((
-                columns.clone(),
-                RecordBatch::new_empty(columns),
-                RecordBatch::new_empty(keys),
-            ));
+            return Ok(Computed {
+                upserts: RecordBatch::new_empty(columns.clone()),
+                deletes: RecordBatch::new_empty(keys),
+                schema: columns,
+                old: Vec::new(),
+                watermark: before,
+            });
         }
         let provider = source.table_provider().await?;
         let registered = match scope {
@@ -349,11 +344,92 @@ impl View {
         let t0 = std::time::Instant::now();
         let (schema, rows) = self.compute(ctx).await?;
         let rows = self.within(scope, &schema, rows)?;
+        let (schema, rows, watermark) = match &self.def.lateness {
+            Some(l) => {
+                let seen = match scope {
+                    Some(s) => s.latest(),
+                    None => self.latest_time(ctx).await?,
+                };
+                let w = before.max(seen);
+                let (schema, rows) = l.with_is_final(&schema, &rows, w)?;
+                (schema, rows, w)
+            }
+            None => (schema, rows, None),
+        };
         timings.query = t0.elapsed();
         let old = self.old_rows(lake, ctx, &schema, scope).await?;
         timings.old_rows = t0.elapsed() - timings.query;
-        let (upserts, deletes) = self.diff(ctx, &schema, rows, old).await?;
-        Ok((schema, upserts, deletes))
+        let kept = old.clone().unwrap_or_default();
+        let (mut upserts, deletes) = self.diff(ctx, &schema, rows, old).await?;
+        if let Some(s) = scope {
+            let flipped = self.newly_final(lake, ctx, &schema, s, watermark).await?;
+            if !flipped.is_empty() {
+                upserts = arrow::compute::concat_batches(&schema, std::iter::once(&upserts).chain(&flipped))?;
+            }
+        }
+        Ok(Computed {
+            schema,
+            upserts,
+            deletes,
+            old: kept,
+            watermark,
+        })
+    }
+
+    /// The latest event time in the source as registered in `ctx` (its deleted rows too: they
+    /// were seen), µs.
+    async fn latest_time(&self, ctx: &SessionContext) -> anyhow::Result<Option<i64>> {
+        use datafusion::functions_aggregate::expr_fn::max;
+        let time = Expr::Column(Column::new_unqualified(&self.def.time_column));
+        let batches = ctx
+            .table(datafusion::common::TableReference::bare(self.def.source.as_str()))
+            .await?
+            .aggregate(vec![], vec![max(time)])?
+            .collect()
+            .await?;
+        let columns: Vec<ArrayRef> = batches.iter().map(|b| b.column(0).clone()).collect();
+        late::max_micros(&columns)
+    }
+
+    /// The view's rows outside `scope` whose windows watermark `w` made final: upserted with
+    /// `is_final` set (the windows inside `scope` get it from their recomputation).
+    async fn newly_final(
+        &mut self,
+        lake: &Lake,
+        ctx: &SessionContext,
+        schema: &SchemaRef,
+        scope: &Scope,
+        w: Option<i64>,
+    ) -> anyhow::Result<Vec<RecordBatch>> {
+        let (Some(l), Some(w)) = (self.def.lateness, w) else {
+            return Ok(Vec::new());
+        };
+        let Some(table) = latest(&mut self.table, lake, &self.def.name).await? else {
+            return Ok(Vec::new());
+        };
+        let tz = match schema.field_with_name("window_end")?.data_type() {
+            DataType::Timestamp(_, tz) => tz.clone(),
+            _ => None,
+        };
+        let bound = datafusion::prelude::lit(ScalarValue::TimestampMicrosecond(Some(w.saturating_sub(l.allowed)), tz));
+        let column = |name: &str| Expr::Column(Column::new_unqualified(name));
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        table.update_datafusion_session(&ctx.state())?;
+        let batches = ctx
+            .read_table(table.table_provider().await?)?
+            .select_columns(&names)?
+            .filter(column(IS_FINAL).is_not_true().and(column("window_end").lt(bound)))?
+            .collect()
+            .await?;
+        let (at, flag) = (schema.index_of("window_start")?, schema.index_of(IS_FINAL)?);
+        let mut out = Vec::new();
+        for b in &batches {
+            let b = scope.outside(&concat_as(schema, std::slice::from_ref(b))?, at)?;
+            let mut columns = b.columns().to_vec();
+            columns[flag] = Arc::new(BooleanArray::from(vec![true; b.num_rows()]));
+            out.push(RecordBatch::try_new(schema.clone(), columns)?);
+        }
+        Ok(out)
     }
 
     /// The end-to-end crash test's hook: with [`PAUSE_ENV`] set, a step that has its changes
@@ -548,20 +624,20 @@ impl View {
     }
 
     /// One change batch: upserts, then deletes (key columns only), all at source version `n`.
-    fn change_batch(
-        &self,
-        schema: &SchemaRef,
-        upserts: &RecordBatch,
-        deletes: &RecordBatch,
-        n: u64,
-    ) -> anyhow::Result<ChangeBatch> {
+    /// `force` (a rebuild): the rows are applied even where the view records version `n`
+    /// already (their positions are past it), since they repair what it holds.
+    fn change_batch(&self, c: &Computed, n: u64, force: bool) -> anyhow::Result<ChangeBatch> {
+        let (schema, upserts, deletes) = (&c.schema, &c.upserts, &c.deletes);
         let key_columns: Vec<String> = self.def.keys.iter().map(|k| schema.field(*k).name().clone()).collect();
         let offset = i64::try_from(n).context("source version out of range")?;
-        let offsets = vec![SourceOffset {
+        let mut offsets = vec![SourceOffset {
             stream: self.stream(),
             partition: 0,
             next_offset: offset + 1,
         }];
+        if let (Some(_), Some(w)) = (self.def.lateness, c.watermark) {
+            offsets.push(Lateness::watermark_offset(&self.def.name, w));
+        }
         let (u, d) = (upserts.num_rows(), deletes.num_rows());
         if u + d == 0 {
             return Ok(ChangeBatch::offsets_only(schema.clone(), key_columns, offsets));
@@ -583,7 +659,13 @@ impl View {
             key_columns,
             data,
             kinds,
-            positions: vec![Position { partition: 0, offset }; u + d],
+            positions: vec![
+                Position {
+                    partition: 0,
+                    offset: offset + i64::from(force),
+                };
+                u + d
+            ],
             unavailable: Vec::new(),
             offsets,
         })

@@ -8,6 +8,8 @@
 //! once (the view's `txn` records the source version it reflects).
 
 pub mod def;
+pub mod identity;
+pub mod late;
 pub mod maintain;
 pub mod scope;
 pub mod sink;
@@ -35,6 +37,15 @@ pub struct ViewConfig {
     /// tombstones for groups that disappear (Avro, schemas registered in the registry).
     #[serde(default)]
     pub sink_topic: Option<String>,
+    /// How long after a window's end (in event time: the latest time the view has seen)
+    /// the window still takes changes normally, e.g. "1h"; after that it is final
+    /// (`is_final`). `None`: windows are never final.
+    #[serde(default)]
+    pub allowed_lateness: Option<String>,
+    /// What a change that reaches a final window does: `apply` (default) or `dead_letter`
+    /// (the window keeps its value; the change goes to `_view_late`).
+    #[serde(default)]
+    pub late: late::LatePolicy,
 }
 
 /// How a view step recomputes.
@@ -74,7 +85,7 @@ pub fn validate(cfg: &Config) -> anyhow::Result<()> {
             "view {:?} has an empty sink_topic; name a topic or remove the line",
             v.name
         );
-        let def = ViewDef::parse(&v.name, &v.sql).map_err(anyhow::Error::msg)?;
+        let def = ViewDef::of(v)?;
         anyhow::ensure!(
             def.source != v.name,
             "view {:?} reads itself; name its source table",
@@ -95,11 +106,11 @@ impl Views {
     pub async fn open(cfg: &Config, lake: &Lake) -> anyhow::Result<Self> {
         let mut by_source: HashMap<String, Vec<View>> = HashMap::new();
         for v in &cfg.views {
-            let def = ViewDef::parse(&v.name, &v.sql).map_err(anyhow::Error::msg)?;
+            let def = ViewDef::of(v)?;
             let view = match View::open(lake, def, cfg.log_policy(None)).await {
                 Ok(view) => view,
                 // the tables and the other views go on; this one waits for the user's choice
-                Err(e) if e.downcast_ref::<maintain::Changed>().is_some() => {
+                Err(e) if e.downcast_ref::<identity::Changed>().is_some() => {
                     tracing::error!("{e}; until then the view is not updated");
                     continue;
                 }
@@ -279,11 +290,11 @@ pub async fn rebuild(cfg: &Config, name: &str) -> anyhow::Result<Rebuilt> {
         anyhow::anyhow!("no [[views]] entry named {name:?} in the config (configured: {known:?})")
     })?;
     let lake = cfg.lake.open()?;
-    let def = ViewDef::parse(&entry.name, &entry.sql).map_err(anyhow::Error::msg)?;
+    let def = ViewDef::of(entry)?;
     let source = def.source.clone();
     let mut remade = false;
     let mut view = match View::open(&lake, def.clone(), cfg.log_policy(None)).await {
-        Err(e) if e.downcast_ref::<maintain::Changed>().is_some() => {
+        Err(e) if e.downcast_ref::<identity::Changed>().is_some() => {
             lake.drop_table(name).await?;
             remade = true;
             View::open(&lake, def, cfg.log_policy(None)).await?
@@ -304,5 +315,7 @@ pub struct Rebuilt {
     pub remade: bool,
 }
 
+#[cfg(test)]
+mod late_tests;
 #[cfg(test)]
 mod tests;

@@ -45,12 +45,19 @@ pub struct Scope {
     ranges: Vec<(i64, i64)>,
     /// The time zone of the time column (window bounds share it).
     tz: Option<std::sync::Arc<str>>,
+    /// The latest of the touched times (a view's watermark follows it).
+    latest: Option<i64>,
 }
 
 impl Scope {
     /// The windows of `shape` that contain any of `times` (µs since the epoch).
     pub fn of(shape: Shape, times: impl IntoIterator<Item = i64>, tz: Option<std::sync::Arc<str>>) -> Self {
-        let starts: BTreeSet<i64> = times.into_iter().flat_map(|t| shape.starts(t)).collect();
+        let mut latest = None;
+        let starts: BTreeSet<i64> = times
+            .into_iter()
+            .inspect(|t| latest = latest.max(Some(*t)))
+            .flat_map(|t| shape.starts(t))
+            .collect();
         let mut ranges: Vec<(i64, i64)> = Vec::new();
         for s in &starts {
             let (lo, hi) = (*s, s + shape.size);
@@ -63,7 +70,13 @@ impl Scope {
             starts,
             ranges: coalesce(ranges, MAX_RANGES),
             tz,
+            latest,
         }
+    }
+
+    /// The latest touched time, µs.
+    pub fn latest(&self) -> Option<i64> {
+        self.latest
     }
 
     pub fn is_empty(&self) -> bool {
@@ -88,10 +101,19 @@ impl Scope {
     /// The rows of `batch` whose `window_start` (column `at`, a µs timestamp) is a touched
     /// window.
     pub fn keep(&self, batch: &RecordBatch, at: usize) -> anyhow::Result<RecordBatch> {
+        self.select(batch, at, true)
+    }
+
+    /// The rows of `batch` whose window is not a touched one.
+    pub fn outside(&self, batch: &RecordBatch, at: usize) -> anyhow::Result<RecordBatch> {
+        self.select(batch, at, false)
+    }
+
+    fn select(&self, batch: &RecordBatch, at: usize, touched: bool) -> anyhow::Result<RecordBatch> {
         let starts = arrow::compute::cast(batch.column(at), &DataType::Int64)?;
         let starts = starts.as_primitive::<Int64Type>();
         let mask: BooleanArray = (0..starts.len())
-            .map(|i| Some(starts.is_valid(i) && self.starts.contains(&starts.value(i))))
+            .map(|i| Some(starts.is_valid(i) && self.starts.contains(&starts.value(i)) == touched))
             .collect();
         Ok(arrow::compute::filter_record_batch(batch, &mask)?)
     }
