@@ -47,6 +47,10 @@ pub struct ViewDef {
     /// `allowed_lateness` and `late` of the view's config entry (`None`: windows are never
     /// final and every late change is applied).
     pub lateness: Option<super::late::Lateness>,
+    /// A session view's key columns when each is a column of the view under its own name
+    /// (its steps then recompute only the sessions of the keys that changed); `None`
+    /// otherwise and for other kinds.
+    pub session_keys: Option<Vec<String>>,
 }
 
 const AGGREGATES: [&str; 5] = ["count", "sum", "avg", "min", "max"];
@@ -85,7 +89,7 @@ impl ViewDef {
                 "HAVING and SELECT DISTINCT are not allowed (filter when querying the view)",
             ));
         }
-        let (source, kind, time_column, intervals) = window_source(name, &select.from)?;
+        let (source, kind, time_column, intervals, session_keys) = window_source(name, &select.from)?;
         if let Some(w) = &select.selection
             && has_subquery(w)
         {
@@ -103,6 +107,13 @@ impl ViewDef {
         if aggregates.is_empty() {
             return Err(refuse(name, "select at least one aggregate"));
         }
+        // a step can find a session's rows in the view by key only when every key is a column
+        // of the view under its own name (else it recomputes the whole view)
+        let keyed_sessions = kind == WindowKind::Session
+            && session_keys.iter().all(|k| {
+                keys.iter()
+                    .any(|i| outputs[*i].unaliased && outputs[*i].column.as_deref() == Some(k.as_str()))
+            });
         Ok(Self {
             name: name.to_string(),
             sql: sql.to_string(),
@@ -113,6 +124,7 @@ impl ViewDef {
             keys,
             aggregates,
             lateness: None,
+            session_keys: if keyed_sessions { Some(session_keys) } else { None },
         })
     }
 
@@ -154,8 +166,9 @@ fn quoted_arg(arg: Option<&FunctionArg>) -> Option<String> {
     }
 }
 
-/// What the window call of the only `FROM` item reads: table, kind, time column, intervals.
-type Source = (String, WindowKind, String, Vec<String>);
+/// What the window call of the only `FROM` item reads: table, kind, time column, intervals,
+/// session keys.
+type Source = (String, WindowKind, String, Vec<String>, Vec<String>);
 
 /// The window function call of the only `FROM` item and the table it reads.
 fn window_source(name: &str, from: &[datafusion::sql::sqlparser::ast::TableWithJoins]) -> Result<Source, String> {
@@ -191,8 +204,12 @@ fn window_source(name: &str, from: &[datafusion::sql::sqlparser::ast::TableWithJ
         WindowKind::Tumble | WindowKind::Session => 1,
     };
     let intervals: Vec<String> = args.args.iter().skip(2).take(count).map(|a| a.to_string()).collect();
+    let session_keys: Vec<String> = match kind {
+        WindowKind::Session => args.args.iter().skip(3).filter_map(|a| quoted_arg(Some(a))).collect(),
+        _ => Vec::new(),
+    };
     match crate::query::time_travel::table_reference(&table) {
-        Ok((t, None)) if !t.is_empty() => Ok((t, kind, time_column, intervals)),
+        Ok((t, None)) if !t.is_empty() => Ok((t, kind, time_column, intervals, session_keys)),
         Ok((_, Some(_))) => Err(refuse(name, "a view follows its table: no VERSION/TIMESTAMP AS OF")),
         _ => Err(refuse(
             name,
@@ -204,6 +221,8 @@ fn window_source(name: &str, from: &[datafusion::sql::sqlparser::ast::TableWithJ
 /// One output item: its column name if it is a plain column, and whether it aggregates.
 struct Output {
     column: Option<String>,
+    /// a plain column output under its own name
+    unaliased: bool,
     aggregate: bool,
 }
 
@@ -226,6 +245,7 @@ fn outputs(name: &str, projection: &[SelectItem]) -> Result<Vec<Output>, String>
             };
             match expr {
                 Expr::Identifier(i) => Ok(Output {
+                    unaliased: alias.as_ref().is_none_or(|a| *a == ident_name(i)),
                     column: Some(alias.unwrap_or_else(|| ident_name(i))),
                     aggregate: false,
                 }),
@@ -241,6 +261,7 @@ fn outputs(name: &str, projection: &[SelectItem]) -> Result<Vec<Output>, String>
                     }
                     Ok(Output {
                         column: alias,
+                        unaliased: false,
                         aggregate: true,
                     })
                 }

@@ -252,7 +252,7 @@ impl View {
         let mut timings = Timings::default();
         let scope = match reflects {
             Some(r) if !force && self.refresh == super::Refresh::Incremental => {
-                self.scope(&ctx, &source, r + 1, n).await?
+                self.scope(lake, &ctx, &source, r + 1, n).await?
             }
             _ => None,
         };
@@ -467,13 +467,17 @@ impl View {
     /// (sessions; a range that cannot be narrowed down, see [`tables::changes`]).
     async fn scope(
         &mut self,
+        lake: &Lake,
         ctx: &SessionContext,
         source: &deltalake::DeltaTable,
         from: u64,
         to: u64,
     ) -> anyhow::Result<Option<Scope>> {
-        if self.def.kind == WindowKind::Session || from > to {
+        if from > to {
             return Ok(None);
+        }
+        if self.def.kind == WindowKind::Session {
+            return self.session_scope(lake, ctx, source, from, to).await;
         }
         if self.shape.is_none() {
             let mut intervals = Vec::new();
@@ -500,6 +504,54 @@ impl View {
             _ => None,
         };
         Ok(scope::micros(&columns).map(|times| Scope::of(shape, times, tz)))
+    }
+
+    /// The sessions source versions `from..=to` can reach ([`super::sessions`]), or `None`
+    /// for a full recompute (a view without its session keys as columns, too many keys, a
+    /// range that cannot be narrowed down).
+    async fn session_scope(
+        &mut self,
+        lake: &Lake,
+        ctx: &SessionContext,
+        source: &deltalake::DeltaTable,
+        from: u64,
+        to: u64,
+    ) -> anyhow::Result<Option<Scope>> {
+        let Some(keys) = self.def.session_keys.clone() else {
+            return Ok(None);
+        };
+        let gap = interval_micros(ctx, &self.def.intervals[0]).await?;
+        let mut columns = vec![self.def.time_column.clone()];
+        columns.extend(keys.iter().cloned());
+        let rows = match tables::changes::touched(source, from, to, &columns, self.max_touched_share).await? {
+            Touched::Rows(rows) => rows,
+            Touched::Everything(why) => {
+                tracing::debug!(view = %self.def.name, why, "recomputing the whole view");
+                return Ok(None);
+            }
+        };
+        let Some(table) = latest(&mut self.table, lake, &self.def.name).await? else {
+            return Ok(None);
+        };
+        // the old sessions of the changed keys
+        table.update_datafusion_session(&ctx.state())?;
+        let mut wanted = vec!["window_start", "window_end"];
+        wanted.extend(keys.iter().map(String::as_str));
+        let mut df = ctx.read_table(table.table_provider().await?)?.select_columns(&wanted)?;
+        if let Some(f) = super::sessions::Regions::key_filter(&rows, &keys)? {
+            df = df.filter(f)?;
+        }
+        let old = df.collect().await?;
+        let tz = match rows
+            .first()
+            .and_then(|b| b.column_by_name(&self.def.time_column))
+            .map(|c| c.data_type().clone())
+        {
+            Some(DataType::Timestamp(_, tz)) => tz,
+            _ => None,
+        };
+        let regions = super::sessions::Regions::of(&rows, &self.def.time_column, &old, gap, &keys)?;
+        Ok(regions.map(|r| Scope::sessions(r, tz)))
     }
 
     /// The view's rows at the source version registered in `ctx`.

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod late;
 pub mod maintain;
 pub mod scope;
+pub mod sessions;
 pub mod sink;
 
 use std::collections::HashMap;

@@ -9,13 +9,14 @@
 
 use std::collections::BTreeSet;
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use datafusion::common::Column;
 use datafusion::prelude::{Expr, lit};
 use datafusion::scalar::ScalarValue;
 
 use super::def::WindowKind;
+use super::sessions::Regions;
 
 /// Window length and step in microseconds (tumble: `slide == size`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,17 +37,25 @@ impl Shape {
     }
 }
 
-/// The touched windows and the time ranges that cover them.
+/// The touched windows (or sessions) and a scan filter that covers them.
 #[derive(Debug)]
 pub struct Scope {
-    starts: BTreeSet<i64>,
-    /// Disjoint, ascending `[lo, hi)` ranges, µs, covering every touched window (maybe more:
-    /// at most [`MAX_RANGES`]).
-    ranges: Vec<(i64, i64)>,
+    reach: Reach,
     /// The time zone of the time column (window bounds share it).
     tz: Option<std::sync::Arc<str>>,
     /// The latest of the touched times (a view's watermark follows it).
     latest: Option<i64>,
+}
+
+#[derive(Debug)]
+enum Reach {
+    Windows {
+        starts: BTreeSet<i64>,
+        /// Disjoint, ascending `[lo, hi)` ranges, µs, covering every touched window (maybe
+        /// more: at most [`MAX_RANGES`]).
+        ranges: Vec<(i64, i64)>,
+    },
+    Sessions(Regions),
 }
 
 impl Scope {
@@ -67,10 +76,21 @@ impl Scope {
             }
         }
         Self {
-            starts,
-            ranges: coalesce(ranges, MAX_RANGES),
+            reach: Reach::Windows {
+                starts,
+                ranges: coalesce(ranges, MAX_RANGES),
+            },
             tz,
             latest,
+        }
+    }
+
+    /// The sessions of a session view that `regions` reach.
+    pub fn sessions(regions: Regions, tz: Option<std::sync::Arc<str>>) -> Self {
+        Self {
+            reach: Reach::Sessions(regions),
+            tz,
+            latest: None,
         }
     }
 
@@ -80,18 +100,27 @@ impl Scope {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.starts.is_empty()
+        self.windows() == 0
     }
 
+    /// Windows (or session keys) recomputed.
     pub fn windows(&self) -> usize {
-        self.starts.len()
+        match &self.reach {
+            Reach::Windows { starts, .. } => starts.len(),
+            Reach::Sessions(r) => r.len(),
+        }
     }
 
-    /// `column` (a timestamp) inside one of the ranges.
+    /// `column` (a timestamp) inside one of the ranges (and, for sessions, the rows' key one
+    /// of the changed keys).
     pub fn filter(&self, column: &str) -> Expr {
+        let ranges = match &self.reach {
+            Reach::Windows { ranges, .. } => ranges,
+            Reach::Sessions(r) => return r.filter(column, self.tz.clone()),
+        };
         let at = |v: i64| lit(ScalarValue::TimestampMicrosecond(Some(v), self.tz.clone()));
         let col = || Expr::Column(Column::new_unqualified(column));
-        self.ranges
+        ranges
             .iter()
             .map(|(lo, hi)| col().gt_eq(at(*lo)).and(col().lt(at(*hi))))
             .reduce(Expr::or)
@@ -110,11 +139,17 @@ impl Scope {
     }
 
     fn select(&self, batch: &RecordBatch, at: usize, touched: bool) -> anyhow::Result<RecordBatch> {
-        let starts = arrow::compute::cast(batch.column(at), &DataType::Int64)?;
-        let starts = starts.as_primitive::<Int64Type>();
-        let mask: BooleanArray = (0..starts.len())
-            .map(|i| Some(starts.is_valid(i) && self.starts.contains(&starts.value(i)) == touched))
-            .collect();
+        let inside = match &self.reach {
+            Reach::Windows { starts, .. } => {
+                let values = arrow::compute::cast(batch.column(at), &DataType::Int64)?;
+                let values = values.as_primitive::<Int64Type>();
+                (0..values.len())
+                    .map(|i| Some(values.is_valid(i) && starts.contains(&values.value(i))))
+                    .collect()
+            }
+            Reach::Sessions(r) => r.mask(batch, at)?,
+        };
+        let mask = if touched { inside } else { arrow::compute::not(&inside)? };
         Ok(arrow::compute::filter_record_batch(batch, &mask)?)
     }
 }
@@ -187,6 +222,13 @@ pub fn shape(kind: WindowKind, intervals: &[i64]) -> Option<Shape> {
 mod tests {
     use super::*;
 
+    fn ranges_of(s: &Scope) -> Vec<(i64, i64)> {
+        match &s.reach {
+            Reach::Windows { ranges, .. } => ranges.clone(),
+            Reach::Sessions(_) => Vec::new(),
+        }
+    }
+
     #[test]
     fn a_time_reaches_the_windows_that_contain_it() {
         let tumble = Shape { size: 10, slide: 10 };
@@ -203,7 +245,7 @@ mod tests {
     #[test]
     fn touched_windows_merge_into_ranges() {
         let s = Scope::of(Shape { size: 10, slide: 10 }, [5, 7, 15, 42], None);
-        assert_eq!(s.ranges, vec![(0, 20), (40, 50)]);
+        assert_eq!(ranges_of(&s), vec![(0, 20), (40, 50)]);
         assert_eq!(s.windows(), 3);
     }
 
@@ -216,7 +258,7 @@ mod tests {
         assert_eq!(coalesce(ranges, 1), vec![(0, 101)]);
         // a scope of scattered windows filters by a few ranges, and keeps exactly its windows
         let s = Scope::of(Shape { size: 10, slide: 10 }, (0..50).map(|k| k * 1000), None);
-        assert_eq!(s.ranges.len(), MAX_RANGES);
+        assert_eq!(ranges_of(&s).len(), MAX_RANGES);
         assert_eq!(s.windows(), 50);
     }
 }

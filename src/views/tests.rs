@@ -201,9 +201,10 @@ async fn assert_finality(lake: &Lake, view: &mut View, seed: u64) {
     );
 }
 
-/// Runs one seeded sequence; returns the view rows upserted and deleted over it, and the
-/// steps that recomputed only the windows their changes touched.
-async fn sequence(seed: u64) -> (usize, usize, usize) {
+/// Runs one seeded sequence; returns the view rows upserted and deleted over it, the steps
+/// that recomputed only the windows their changes touched, and those of them of the
+/// session view.
+async fn sequence(seed: u64) -> (usize, usize, usize, usize) {
     let dir = tempfile_dir(seed);
     let lake = Lake::new(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
     let mut rng = Rng(seed);
@@ -224,7 +225,7 @@ async fn sequence(seed: u64) -> (usize, usize, usize) {
     };
     let mut source = TableWriter::open(&lake, "events", options).await.expect("writer");
     let mut views = reopen(&lake, seed).await;
-    let (mut upserted, mut deleted, mut scoped) = (0, 0, 0);
+    let (mut upserted, mut deleted, mut scoped, mut sessions) = (0, 0, 0, 0);
     let mut offset = 0i64;
     let mut last: Option<ChangeBatch> = None;
     for step in 0..12 {
@@ -253,6 +254,9 @@ async fn sequence(seed: u64) -> (usize, usize, usize) {
             upserted += done.upserts;
             deleted += done.deletes;
             scoped += usize::from(done.windows.is_some());
+            if view.def().kind == super::def::WindowKind::Session {
+                sessions += usize::from(done.windows.is_some());
+            }
             if full(seed, &view.def().name) {
                 assert_eq!(
                     done.windows, None,
@@ -281,7 +285,7 @@ async fn sequence(seed: u64) -> (usize, usize, usize) {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
-    (upserted, deleted, scoped)
+    (upserted, deleted, scoped, sessions)
 }
 
 /// The views of a sequence, opened from their tables (as after a crash); every fourth seed
@@ -339,14 +343,19 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_view_equals_the_batch_query_after_every_step() {
     let first = env_u64("CORMORANT_VIEW_SEED", 1);
-    let (mut upserted, mut deleted, mut scoped) = (0, 0, 0);
+    let (mut upserted, mut deleted, mut scoped, mut sessions) = (0, 0, 0, 0);
     for seed in first..first + env_u64("CORMORANT_VIEW_SEQUENCES", 8) {
-        let (u, d, s) = sequence(seed).await;
+        let (u, d, s, ss) = sequence(seed).await;
         upserted += u;
         deleted += d;
         scoped += s;
+        sessions += ss;
     }
     assert!(scoped > 20, "only {scoped} steps recomputed touched windows only");
+    assert!(
+        sessions > 5,
+        "only {sessions} session steps recomputed the changed keys' sessions only"
+    );
     // not vacuous: groups appeared, changed and disappeared
     assert!(
         upserted > 50 && deleted > 10,
