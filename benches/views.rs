@@ -19,6 +19,7 @@
 //! of the row it replaces, anywhere in the history.
 //!
 //! Settings (environment): `BENCH_SHAPE` insert|upsert (upsert: 70/10/20 over `BENCH_KEYS`),
+//! `BENCH_VIEW` tumble|session (the view above or `SESSION_SQL`),
 //! `BENCH_KEYS` (100000), `BENCH_HISTORY` events loaded first (200000), `BENCH_RATE` events/s
 //! (5000), `BENCH_SECS` (30), `BENCH_TICK_MS` batch interval (200), `BENCH_ONLY` (comma list of
 //! none,incremental,full), `RUST_LOG` (e.g. `cormorant::views=debug`: the phases of each view
@@ -51,6 +52,13 @@ const VIEW_SQL: &str = "SELECT window_start, window_end, loyalty_tier, count(*) 
     sum(balance) AS balance, avg(balance) AS avg_balance, max(balance) AS top_balance \
     FROM tumble('customers', '__source_ts', INTERVAL '10 seconds') \
     GROUP BY window_start, window_end, loyalty_tier";
+/// `BENCH_VIEW=session`: sessions per name (12 names, so about 120 ms of event time between a
+/// name's events) with a 250 ms gap: a batch of inserts reaches the newest session of each
+/// name; an update also the sessions of the row it replaces.
+const SESSION_SQL: &str = "SELECT window_start, window_end, full_name, count(*) AS customers, \
+    sum(balance) AS balance, max(balance) AS top_balance \
+    FROM session('customers', '__source_ts', INTERVAL '250 milliseconds', 'full_name') \
+    GROUP BY window_start, window_end, full_name";
 
 fn main() -> anyhow::Result<()> {
     cormorant::memory::tune_allocator();
@@ -115,6 +123,10 @@ async fn run() -> anyhow::Result<()> {
             } else {
                 format!("{:.0}", v[((v.len() - 1) as f64 * f) as usize])
             }
+        };
+        let variant = match env("BENCH_VIEW", "tumble".to_string()).as_str() {
+            "session" if variant != "none" => format!("session {variant}"),
+            _ => variant.to_string(),
         };
         let line = format!(
             "| {} | {} | {shape_name} | {} | {history} | {rate} | {tick_ms} | {secs} | {variant} | {:.0} | {:.2} | {:.0} | {} | {} | {} | {} | {} | {} |",
@@ -190,7 +202,11 @@ fn config(registry: &str, dir: &Path, refresh: Option<Refresh>) -> Config {
     if let Some(refresh) = refresh {
         cfg.views = vec![ViewConfig {
             name: "tier_windows".into(),
-            sql: VIEW_SQL.into(),
+            sql: if env("BENCH_VIEW", "tumble".to_string()) == "session" {
+                SESSION_SQL.into()
+            } else {
+                VIEW_SQL.into()
+            },
             refresh,
             ..Default::default()
         }];

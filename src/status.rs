@@ -4,7 +4,8 @@
 //! checkpoint, files in `_delta_log`, oldest version time travel can read; and the compaction
 //! backlog (files past the `[compaction]` thresholds); for a partitioned table, its
 //! `partition_by` (columns still absent from the source marked pending) and how many
-//! partitions its files hold.
+//! partitions its files hold. For a view, the lag says which version of its table it
+//! reflects and how many versions behind that is.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,6 +97,9 @@ async fn table_row(
             Err(e) => lags.push(format!("? ({e})")),
         }
     }
+    if let Some(view) = cfg.views.iter().find(|v| v.name == name) {
+        lags.push(view_lag(cfg, t, view).await);
+    }
     let log = tables::maintain::log_extent(t).await?;
     Ok(Row {
         table: name,
@@ -112,6 +116,34 @@ async fn table_row(
         partition_by: partition_by(snapshot.metadata()),
         partitions: partitioned.then_some(partitions.len() as i64),
     })
+}
+
+/// How far a view is behind its table: "view of T at vN of vM (K behind)".
+async fn view_lag(cfg: &Config, t: &deltalake::DeltaTable, view: &crate::views::ViewConfig) -> String {
+    let Ok(def) = crate::views::ViewDef::of(view) else {
+        return "view: its SQL does not parse; see cormorant run".to_string();
+    };
+    let lake = match cfg.lake.open() {
+        Ok(l) => l,
+        Err(e) => return format!("view of {}: ? ({e})", def.source),
+    };
+    let latest = match lake.open(&def.source, None).await {
+        Ok(s) => s.version().unwrap_or(0),
+        Err(e) => return format!("view of {}: ? ({e})", def.source),
+    };
+    let app = crate::views::maintain::txn_app_id(&def.source);
+    let at = match t.snapshot() {
+        Ok(s) => s.transaction_version(t.log_store().as_ref(), &app).await.ok().flatten(),
+        Err(_) => None,
+    };
+    match at.and_then(|next| u64::try_from(next - 1).ok()) {
+        Some(at) => format!(
+            "view of {} at v{at} of v{latest} ({} behind)",
+            def.source,
+            latest.saturating_sub(at)
+        ),
+        None => format!("view of {}: no step committed yet", def.source),
+    }
 }
 
 /// The table's `partition_by` items, those not realized yet marked pending.

@@ -52,6 +52,11 @@ const TXN_SCOPE: &str = "view";
 /// `benches/views.rs`, upsert shape).
 const MAX_TOUCHED_SHARE: f64 = 0.5;
 
+/// The app id of the `txn` that records the version of `source` a view reflects.
+pub fn txn_app_id(source: &str) -> String {
+    StreamId::new(TXN_SCOPE, source).app_id(0)
+}
+
 /// Test hook: milliseconds every view step waits between computing its changes and
 /// committing them (see `View::pause_before_commit`). Never set in production.
 pub const PAUSE_ENV: &str = "CORMORANT_VIEW_PAUSE_MS";
@@ -154,10 +159,7 @@ impl View {
             deletes: DeleteMode::Hard,
             mode: WriteMode::Mor,
             policy,
-            description: Some(identity::description(
-                &def,
-                &StreamId::new(TXN_SCOPE, &def.source).app_id(0),
-            )),
+            description: Some(identity::description(&def, &txn_app_id(&def.source))),
             properties: identity::properties(&def),
             ..WriterOptions::default()
         };
@@ -537,11 +539,6 @@ impl View {
         table.update_datafusion_session(&ctx.state())?;
         let mut wanted = vec!["window_start", "window_end"];
         wanted.extend(keys.iter().map(String::as_str));
-        let mut df = ctx.read_table(table.table_provider().await?)?.select_columns(&wanted)?;
-        if let Some(f) = super::sessions::Regions::key_filter(&rows, &keys)? {
-            df = df.filter(f)?;
-        }
-        let old = df.collect().await?;
         let tz = match rows
             .first()
             .and_then(|b| b.column_by_name(&self.def.time_column))
@@ -550,6 +547,11 @@ impl View {
             Some(DataType::Timestamp(_, tz)) => tz,
             _ => None,
         };
+        let mut df = ctx.read_table(table.table_provider().await?)?.select_columns(&wanted)?;
+        if let Some(f) = super::sessions::Regions::reachable(&rows, &self.def.time_column, &keys, gap, tz.clone())? {
+            df = df.filter(f)?;
+        }
+        let old = df.collect().await?;
         let regions = super::sessions::Regions::of(&rows, &self.def.time_column, &old, gap, &keys)?;
         Ok(regions.map(|r| Scope::sessions(r, tz)))
     }

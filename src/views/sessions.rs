@@ -40,11 +40,41 @@ pub struct Regions {
 }
 
 impl Regions {
-    /// The changed keys' values, for reading their old sessions (`None`: too many keys, a
-    /// NULL time, or several key columns — read them all).
-    pub fn key_filter(touched: &[RecordBatch], keys: &[String]) -> anyhow::Result<Option<Expr>> {
-        let [key] = keys else { return Ok(None) };
-        Ok(values(touched, key)?.map(|v| in_list(key, v)))
+    /// A filter on the view's rows that keeps every old session the changed events in
+    /// `touched` can reach: sessions that end at or after the earliest changed time and
+    /// start at most a gap after the latest, of the changed keys (when there is one key
+    /// column and not too many keys). `None`: a changed time is NULL (read everything).
+    pub fn reachable(
+        touched: &[RecordBatch],
+        time: &str,
+        keys: &[String],
+        gap: i64,
+        tz: Option<std::sync::Arc<str>>,
+    ) -> anyhow::Result<Option<Expr>> {
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        for b in touched {
+            let Some(t) = micros(b.column_by_name(time).context("the time column")?)? else {
+                return Ok(None);
+            };
+            for t in t {
+                (lo, hi) = (lo.min(t), hi.max(t));
+            }
+        }
+        if lo > hi {
+            return Ok(Some(lit(false)));
+        }
+        let at = |v: i64| lit(ScalarValue::TimestampMicrosecond(Some(v), tz.clone()));
+        let col = |c: &str| Expr::Column(Column::new_unqualified(c));
+        let time = col("window_end")
+            .gt_eq(at(lo))
+            .and(col("window_start").lt_eq(at(hi.saturating_add(gap))));
+        Ok(Some(match keys {
+            [key] => match values(touched, key)? {
+                Some(v) => time.and(in_list(key, v)),
+                None => time,
+            },
+            _ => time,
+        }))
     }
 
     /// The regions of the changed events in `touched` (time column `time`, then `keys`),
@@ -309,9 +339,15 @@ mod tests {
         assert_eq!(r.keep(&old, 0).expect("keep").num_rows(), 0);
         assert_eq!(r.span, (25, 25));
         // removed events inside two sessions: both, and the one between them, are in the region
-        let r = Regions::of(&[touched(&[(1, 3), (1, 100)])], "ts", std::slice::from_ref(&old), gap, &keys)
-            .expect("regions")
-            .expect("scoped");
+        let r = Regions::of(
+            &[touched(&[(1, 3), (1, 100)])],
+            "ts",
+            std::slice::from_ref(&old),
+            gap,
+            &keys,
+        )
+        .expect("regions")
+        .expect("scoped");
         assert_eq!(r.keep(&old, 0).expect("keep").num_rows(), 3);
         assert_eq!(r.span, (0, 100));
     }

@@ -51,6 +51,19 @@ fn sql_csv(config: &Path, sql: &str) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// The line of table `name` in `cormorant status --format csv`.
+fn status_line(config: &Path, name: &str) -> String {
+    let out = cormorant_cmd(config, &["status", "--format", "csv"])
+        .output()
+        .expect("cormorant status");
+    assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with(&format!("{name},")))
+        .unwrap_or_else(|| panic!("{name} in cormorant status"))
+        .to_string()
+}
+
 /// The source version view `name` reflects, from the `txn` its last commit recorded.
 fn reflects(config: &Path, name: &str) -> i64 {
     let out = sql_csv(
@@ -100,6 +113,12 @@ async fn kill_between_source_and_view_commit(path: &Path, golden: &[Golden]) {
     assert!(
         reflects(path, &view) < source_version,
         "killed before {view} committed source version {source_version}"
+    );
+    // `cormorant status` says the view is behind its table
+    let status = status_line(path, &view);
+    assert!(
+        status.contains("view of orders at v") && !status.contains("(0 behind)"),
+        "{status}"
     );
 
     let log = dir.join("restarted.log");
@@ -156,6 +175,11 @@ async fn views_equal_postgresql_at_every_point_across_a_kill_between_commits() {
                 source,
                 "{} at {point} reflects orders v{source}",
                 g.name
+            );
+            let status = status_line(&path, &g.name);
+            assert!(
+                status.contains(&format!("view of orders at v{source} of v{source} (0 behind)")),
+                "{status}"
             );
             let expected =
                 std::fs::read_to_string(goldens_dir().join(format!("{}.{point}.csv", g.name))).expect("golden csv");
