@@ -17,11 +17,14 @@
 //! For `tumble` and `hop` views a step recomputes only the windows the source commits since
 //! the view's version touched ([`super::scope`], from the files those commits added and
 //! removed, [`tables::changes`]): the source scan is filtered to those windows' time ranges,
-//! and only those windows of the view are compared. Sessions, `cormorant view rebuild`, a
-//! view's first step and a range that cannot be narrowed down (schema change, vacuumed files)
-//! recompute the whole view. Either way the rows come from the batch query's own window
-//! functions over the source at one version, so min, max and distinct counts are as exact as
-//! count and sum.
+//! and only those windows of the view are compared. A `session` view keyed by columns it
+//! keeps recomputes, per changed key, the region its changes can reach ([`super::sessions`]).
+//! Other session views, `cormorant view rebuild`, a view's first step and a range that
+//! cannot be narrowed down (schema change, vacuumed files) recompute the whole view. Either
+//! way the rows come from the batch query's own window functions over the source at one
+//! version, so min, max and distinct counts are as exact as count and sum. With a lateness
+//! rule a step also keeps the watermark, `is_final` and the changes to final windows
+//! ([`super::late`]).
 
 use std::sync::Arc;
 
@@ -465,8 +468,9 @@ impl View {
         }
     }
 
-    /// The windows source versions `from..=to` touched, or `None` for a full recompute
-    /// (sessions; a range that cannot be narrowed down, see [`tables::changes`]).
+    /// The windows (or, for a session view, the sessions) source versions `from..=to`
+    /// touched, or `None` for a full recompute (a range that cannot be narrowed down, see
+    /// [`tables::changes`]).
     async fn scope(
         &mut self,
         lake: &Lake,
@@ -491,14 +495,11 @@ impl View {
         let Some(Some(shape)) = self.shape else {
             return Ok(None);
         };
-        let column = [self.def.time_column.clone()];
-        let touched = tables::changes::touched(source, from, to, &column, self.max_touched_share).await?;
-        let rows = match touched {
-            Touched::Rows(rows) => rows,
-            Touched::Everything(why) => {
-                tracing::debug!(view = %self.def.name, why, "recomputing the whole view");
-                return Ok(None);
-            }
+        let Some(rows) = self
+            .touched(source, from, to, std::slice::from_ref(&self.def.time_column))
+            .await?
+        else {
+            return Ok(None);
         };
         let columns: Vec<ArrayRef> = rows.iter().filter_map(|b| b.columns().first().cloned()).collect();
         let tz = match columns.first().map(|c| c.data_type().clone()) {
@@ -506,6 +507,24 @@ impl View {
             _ => None,
         };
         Ok(scope::micros(&columns).map(|times| Scope::of(shape, times, tz)))
+    }
+
+    /// The `columns` of the rows source versions `from..=to` touched; `None` when the range
+    /// cannot be narrowed down (see [`tables::changes`]).
+    async fn touched(
+        &self,
+        source: &deltalake::DeltaTable,
+        from: u64,
+        to: u64,
+        columns: &[String],
+    ) -> anyhow::Result<Option<Vec<RecordBatch>>> {
+        match tables::changes::touched(source, from, to, columns, self.max_touched_share).await? {
+            Touched::Rows(rows) => Ok(Some(rows)),
+            Touched::Everything(why) => {
+                tracing::debug!(view = %self.def.name, why, "recomputing the whole view");
+                Ok(None)
+            }
+        }
     }
 
     /// The sessions source versions `from..=to` can reach ([`super::sessions`]), or `None`
@@ -522,15 +541,14 @@ impl View {
         let Some(keys) = self.def.session_keys.clone() else {
             return Ok(None);
         };
-        let gap = interval_micros(ctx, &self.def.intervals[0]).await?;
+        let gap = match self.def.intervals.first() {
+            Some(text) => interval_micros(ctx, text).await?,
+            None => return Ok(None),
+        };
         let mut columns = vec![self.def.time_column.clone()];
         columns.extend(keys.iter().cloned());
-        let rows = match tables::changes::touched(source, from, to, &columns, self.max_touched_share).await? {
-            Touched::Rows(rows) => rows,
-            Touched::Everything(why) => {
-                tracing::debug!(view = %self.def.name, why, "recomputing the whole view");
-                return Ok(None);
-            }
+        let Some(rows) = self.touched(source, from, to, &columns).await? else {
+            return Ok(None);
         };
         let Some(table) = latest(&mut self.table, lake, &self.def.name).await? else {
             return Ok(None);

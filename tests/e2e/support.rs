@@ -497,6 +497,19 @@ pub fn cormorant_cmd(config: &Path, args: &[&str]) -> std::process::Command {
     cmd
 }
 
+/// `cormorant sql --format csv -c sql`'s output, as a user reads it; fails on an error.
+pub fn sql_csv(config: &Path, sql: &str) -> String {
+    let out = cormorant_cmd(config, &["sql", "--format", "csv", "-c", sql])
+        .output()
+        .expect("cormorant sql");
+    assert!(
+        out.status.success(),
+        "cormorant sql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 /// Starts the worker binary as its own process (so it can be killed with SIGKILL), its log at
 /// `filter` written to `log`. `CORMORANT_TEST_BIN` names another binary (scripts/chaos runs a
 /// copy, so a long run is not switched to a binary rebuilt meanwhile).

@@ -86,18 +86,6 @@ fn assert_late_changes_held_then_applied_by_rebuild(path: &Path) {
     assert_eq!(sql_csv(path, &stored), sql_csv(path, &batch), "a rebuild applies them");
 }
 
-fn sql_csv(config: &Path, sql: &str) -> String {
-    let out = cormorant_cmd(config, &["sql", "--format", "csv", "-c", sql])
-        .output()
-        .expect("cormorant sql");
-    assert!(
-        out.status.success(),
-        "cormorant sql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
 /// The line of table `name` in `cormorant status --format csv`.
 fn status_line(config: &Path, name: &str) -> String {
     let out = cormorant_cmd(config, &["status", "--format", "csv"])

@@ -3,7 +3,6 @@
 //! `cormorant sql --format csv` as a user would, prints the same text as the batch query over
 //! its table, and `cormorant view rebuild` finds nothing to change.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cormorant::views::ViewConfig;
@@ -32,18 +31,6 @@ const VIEWS: [(&str, &str, usize); 3] = [
         3,
     ),
 ];
-
-fn sql_csv(config: &Path, sql: &str) -> String {
-    let out = cormorant_cmd(config, &["sql", "--format", "csv", "-c", sql])
-        .output()
-        .expect("cormorant sql");
-    assert!(
-        out.status.success(),
-        "cormorant sql {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn views_survive_kill_9_and_equal_the_batch_query() {
