@@ -258,7 +258,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
             let cfg = Config::load(cli.config.as_deref())?;
             let cormorant::views::Rebuilt { step, remade } = cormorant::views::rebuild(&cfg, &name).await?;
             if remade {
-                println!("view {name}: its SQL changed since its table was made; the table was made anew");
+                println!(
+                    "view {name}: its definition changed since its table was made; the table was made anew (a worker running the new config takes it up at its table's next commit; stop any worker still running the old one)"
+                );
             }
             println!(
                 "view {name}: reflects version {} of its table; {} rows upserted, {} deleted{}",

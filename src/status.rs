@@ -120,8 +120,9 @@ async fn table_row(
 
 /// How far a view is behind its table: "view of T at vN of vM (K behind)".
 async fn view_lag(cfg: &Config, t: &deltalake::DeltaTable, view: &crate::views::ViewConfig) -> String {
-    let Ok(def) = crate::views::ViewDef::of(view) else {
-        return "view: its SQL does not parse; see cormorant run".to_string();
+    let def = match crate::views::ViewDef::of(view) {
+        Ok(d) => d,
+        Err(e) => return format!("view: {e:#}"),
     };
     let lake = match cfg.lake.open() {
         Ok(l) => l,
@@ -132,9 +133,13 @@ async fn view_lag(cfg: &Config, t: &deltalake::DeltaTable, view: &crate::views::
         Err(e) => return format!("view of {}: ? ({e})", def.source),
     };
     let app = crate::views::maintain::txn_app_id(&def.source);
-    let at = match t.snapshot() {
-        Ok(s) => s.transaction_version(t.log_store().as_ref(), &app).await.ok().flatten(),
-        Err(_) => None,
+    let read = match t.snapshot() {
+        Ok(s) => s.transaction_version(t.log_store().as_ref(), &app).await,
+        Err(e) => Err(e),
+    };
+    let at = match read {
+        Ok(at) => at,
+        Err(e) => return format!("view of {}: ? (reading its log: {e})", def.source),
     };
     match at.and_then(|next| u64::try_from(next - 1).ok()) {
         Some(at) => format!(

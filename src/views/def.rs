@@ -51,6 +51,8 @@ pub struct ViewDef {
     /// (its steps then recompute only the sessions of the keys that changed); `None`
     /// otherwise and for other kinds.
     pub session_keys: Option<Vec<String>>,
+    /// The output columns' names (those it names: aggregates without an alias have none here).
+    pub columns: Vec<String>,
 }
 
 const AGGREGATES: [&str; 5] = ["count", "sum", "avg", "min", "max"];
@@ -107,9 +109,13 @@ impl ViewDef {
         if aggregates.is_empty() {
             return Err(refuse(name, "select at least one aggregate"));
         }
-        // a step can find a session's rows in the view by key only when every key is a column
-        // of the view under its own name (else it recomputes the whole view)
+        // a step can find a session's rows in the view by key only when there are keys, each a
+        // column of the view under its own name, and no WHERE: a session whose rows WHERE
+        // drops has no row in the view, yet a new event can join it (else it recomputes the
+        // whole view)
         let keyed_sessions = kind == WindowKind::Session
+            && !session_keys.is_empty()
+            && select.selection.is_none()
             && session_keys.iter().all(|k| {
                 keys.iter()
                     .any(|i| outputs[*i].unaliased && outputs[*i].column.as_deref() == Some(k.as_str()))
@@ -125,6 +131,7 @@ impl ViewDef {
             aggregates,
             lateness: None,
             session_keys: if keyed_sessions { Some(session_keys) } else { None },
+            columns: outputs.iter().filter_map(|o| o.column.clone()).collect(),
         })
     }
 
@@ -136,6 +143,12 @@ impl ViewDef {
                 def.kind != WindowKind::Session,
                 "view {:?}: allowed_lateness applies to tumble and hop views (a session's end moves with its events); remove it",
                 v.name
+            );
+            anyhow::ensure!(
+                !def.columns.iter().any(|c| c == super::late::IS_FINAL),
+                "view {:?}: with allowed_lateness the view gets a column {}; rename the output column of that name",
+                v.name,
+                super::late::IS_FINAL
             );
             let key = format!("views.{}.allowed_lateness", v.name);
             let d = crate::config::parse_duration(&key, text)?;
@@ -344,6 +357,34 @@ mod tests {
         assert_eq!(d.intervals, vec!["INTERVAL '1 day'".to_string()]);
         assert_eq!(d.keys, vec![0, 1, 2]);
         assert_eq!(d.aggregates, vec![3, 4]);
+    }
+
+    #[test]
+    fn a_session_view_is_scoped_by_key_only_when_its_rows_name_their_keys() {
+        let keys = |sql: &str| ViewDef::parse("v", sql).expect(sql).session_keys;
+        let keyed = "SELECT window_start, window_end, k, count(*) AS n FROM session('t', 'ts', INTERVAL '1 hour', 'k') GROUP BY 1, 2, 3";
+        assert_eq!(keys(keyed), Some(vec!["k".to_string()]));
+        // no keys: one session sequence for the whole table (a region per key has no key)
+        assert_eq!(
+            keys(
+                "SELECT window_start, window_end, count(*) AS n FROM session('t', 'ts', INTERVAL '1 hour') GROUP BY 1, 2"
+            ),
+            None
+        );
+        // the key renamed, or not kept
+        assert_eq!(
+            keys(
+                "SELECT window_start, window_end, k AS c, count(*) AS n FROM session('t', 'ts', INTERVAL '1 hour', 'k') GROUP BY 1, 2, 3"
+            ),
+            None
+        );
+        // WHERE drops rows after sessions form: a session can be missing from the view
+        assert_eq!(
+            keys(
+                "SELECT window_start, window_end, k, count(*) AS n FROM session('t', 'ts', INTERVAL '1 hour', 'k') WHERE x > 0 GROUP BY 1, 2, 3"
+            ),
+            None
+        );
     }
 
     #[test]

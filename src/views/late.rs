@@ -12,7 +12,9 @@
 //! `late = "apply"` the change is applied and counted; with `late = "dead_letter"` the window
 //! keeps its final value and the change goes to the `_view_late` table — the view, the window,
 //! the row the view keeps and the row the source now gives, and the reason — before the view
-//! commits (each entry exactly once: `txn` `view-late:<view>:0`).
+//! commits. A held window differs from the source at every later step that recomputes it,
+//! so it is recorded again only when what the source gives for it changed (and a version's
+//! entries once: `txn` `view-late:<view>:0`).
 //!
 //! Invariants: W is recorded in the view's commit (`txn` `view-watermark:<view>:1`, partition 1
 //! so it never meets the partition-0 offsets that make a view step exactly once) and only
@@ -58,6 +60,9 @@ impl LatePolicy {
 pub const LATE_TABLE: &str = "_view_late";
 const WATERMARK_SCOPE: &str = "view-watermark";
 const LATE_SCOPE: &str = "view-late";
+/// Added to a watermark (µs) before it is recorded as a `txn` offset, so that any event time
+/// after the year -144,000 records as a positive offset.
+const WATERMARK_BIAS: i64 = 1 << 62;
 /// The column that says whether a window is final.
 pub const IS_FINAL: &str = "is_final";
 
@@ -75,12 +80,13 @@ impl Lateness {
         w.is_some_and(|w| end.saturating_add(self.allowed) < w)
     }
 
-    /// The `txn` that records watermark `w` in a view commit.
+    /// The `txn` that records watermark `w` in a view commit (biased: a writer records only
+    /// offsets above -1, and event times before 1970 are negative).
     pub fn watermark_offset(view: &str, w: i64) -> SourceOffset {
         SourceOffset {
             stream: StreamId::new(WATERMARK_SCOPE, view),
             partition: 1,
-            next_offset: w,
+            next_offset: w.saturating_add(WATERMARK_BIAS),
         }
     }
 
@@ -88,7 +94,8 @@ impl Lateness {
     pub async fn watermark(writer: &mut TableWriter, view: &str) -> anyhow::Result<Option<i64>> {
         Ok(writer
             .next_offset(&StreamId::new(WATERMARK_SCOPE, view).app_id(1))
-            .await?)
+            .await?
+            .map(|w| w.saturating_sub(WATERMARK_BIAS)))
     }
 
     /// `rows` of `schema` with the `is_final` column added, as of watermark `w`.
@@ -157,18 +164,28 @@ pub struct Held {
     pub source: Option<String>,
 }
 
-/// Writes the changes `view` held back at source version `n` to [`LATE_TABLE`] (once: a
-/// step redone after a crash finds its entries recorded).
+/// Writes the changes `view` held back at source version `n` to [`LATE_TABLE`]: those whose
+/// window it has not reported with the same would-be row before (a held window differs from
+/// the source at every later step that recomputes it; a step redone after a crash, maybe at
+/// a later version, holds the same windows again). Returns how many it recorded.
 pub async fn dead_letter(
     lake: &Lake,
     view: &str,
     n: u64,
     w: i64,
     lateness: &Lateness,
-    held: &[Held],
-) -> anyhow::Result<()> {
+    held: Vec<Held>,
+) -> anyhow::Result<usize> {
     if held.is_empty() {
-        return Ok(());
+        return Ok(0);
+    }
+    let reported = reported(lake, view).await?;
+    let held: Vec<Held> = held
+        .into_iter()
+        .filter(|h| reported.get(&(h.window_start.clone(), h.window_end.clone())) != Some(&h.source))
+        .collect();
+    if held.is_empty() {
+        return Ok(0);
     }
     let offset = i64::try_from(n).context("source version out of range")?;
     let reason = format!(
@@ -214,11 +231,47 @@ pub async fn dead_letter(
     }];
     let positions = vec![Position { partition: 0, offset }; n_rows];
     let mut writer = TableWriter::open(lake, LATE_TABLE, WriterOptions::default()).await?;
-    writer
+    let n_rows = writer
         .append(&data, &positions, &offsets)
         .await
-        .with_context(|| format!("recording late changes of view {view} in {LATE_TABLE}"))?;
-    Ok(())
+        .with_context(|| format!("recording late changes of view {view} in {LATE_TABLE}"))?
+        .rows_written;
+    crate::metrics::METRICS
+        .view_late
+        .with_label_values(&[view])
+        .inc_by(n_rows as u64);
+    tracing::info!(
+        view,
+        windows = n_rows,
+        "late changes to final windows held and recorded in {LATE_TABLE}"
+    );
+    Ok(n_rows)
+}
+
+/// The would-be row `view` last reported for each window it held, by (start, end) text.
+async fn reported(lake: &Lake, view: &str) -> anyhow::Result<HashMap<(String, String), Option<String>>> {
+    use datafusion::prelude::{col, lit};
+    let table = match lake.open(LATE_TABLE, None).await {
+        Ok(t) => t,
+        Err(tables::TableError::NotFound(_)) => return Ok(HashMap::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let ctx = datafusion::prelude::SessionContext::new();
+    let batches = ctx
+        .read_table(table.table_provider().await?)?
+        .filter(col("view").eq(lit(view)))?
+        .sort(vec![col("source_version").sort(true, true)])?
+        .select_columns(&["window_start", "window_end", "source_row"])?
+        .collect()
+        .await?;
+    let mut out = HashMap::new();
+    for b in &batches {
+        for i in 0..b.num_rows() {
+            let source = b.column(2).is_valid(i).then(|| cell_text(b, "source_row", i));
+            out.insert((cell_text(b, "window_start", i), cell_text(b, "window_end", i)), source);
+        }
+    }
+    Ok(out)
 }
 
 /// A µs timestamp as text (UTC), for messages.
@@ -243,9 +296,9 @@ pub fn cell_text(batch: &RecordBatch, name: &str, i: usize) -> String {
         .unwrap_or_default()
 }
 
-/// Changes that reached windows final before the step (watermark `before`): counted, and
-/// under `dead_letter` taken out of `c` and returned for `_view_late` (`force`: a
-/// rebuild applies them, as the user asked).
+/// Changes that reached windows final before the step (watermark `before`): under `apply`
+/// (or `force`: a rebuild applies them, as the user asked) counted and left in `c`; under
+/// `dead_letter` taken out of `c` and returned for [`dead_letter`].
 pub(super) fn hold(def: &ViewDef, c: &mut Computed, before: Option<i64>, force: bool) -> anyhow::Result<Vec<Held>> {
     let Some(l) = def.lateness else {
         return Ok(Vec::new());
@@ -255,29 +308,52 @@ pub(super) fn hold(def: &ViewDef, c: &mut Computed, before: Option<i64>, force: 
     if reached == 0 {
         return Ok(Vec::new());
     }
-    crate::metrics::METRICS
-        .view_late
-        .with_label_values(&[def.name.as_str()])
-        .inc_by(reached as u64);
-    let apply = force || l.policy == LatePolicy::Apply;
-    tracing::info!(view = %def.name, windows = reached, policy = l.policy.name(), applied = apply, "late changes reached final windows");
-    if apply {
+    if force || l.policy == LatePolicy::Apply {
+        crate::metrics::METRICS
+            .view_late
+            .with_label_values(&[def.name.as_str()])
+            .inc_by(reached as u64);
+        tracing::info!(view = %def.name, windows = reached, "late changes to final windows applied");
         return Ok(Vec::new());
     }
-    let kept = kept_by_key(def, c)?;
-    let key_of = |b: &RecordBatch, cols: &[usize], i: usize| -> anyhow::Result<Vec<u8>> {
-        let conv = key_converter(def, &c.schema)?;
-        let arrays: Vec<ArrayRef> = cols.iter().map(|k| b.column(*k).slice(i, 1)).collect();
-        Ok(conv.convert_columns(&arrays)?.row(0).as_ref().to_vec())
-    };
-    let mut held = Vec::new();
+    let conv = RowConverter::new(
+        def.keys
+            .iter()
+            .map(|k| SortField::new(c.schema.field(*k).data_type().clone()))
+            .collect(),
+    )?;
+    let key_columns =
+        |b: &RecordBatch, cols: &[usize]| -> Vec<ArrayRef> { cols.iter().map(|k| b.column(*k).clone()).collect() };
     let all: Vec<usize> = (0..def.keys.len()).collect();
-    for (batch, mask, cols, source) in [(&c.upserts, &up, &def.keys, true), (&c.deletes, &del, &all, false)] {
+    let up_keys = conv.convert_columns(&key_columns(&c.upserts, &def.keys))?;
+    let del_keys = conv.convert_columns(&key_columns(&c.deletes, &all))?;
+    let wanted: std::collections::HashSet<Vec<u8>> = (0..c.upserts.num_rows())
+        .filter(|i| up.value(*i))
+        .map(|i| up_keys.row(i).as_ref().to_vec())
+        .chain(
+            (0..c.deletes.num_rows())
+                .filter(|i| del.value(*i))
+                .map(|i| del_keys.row(i).as_ref().to_vec()),
+        )
+        .collect();
+    // the view's rows of the held windows, as JSON
+    let mut kept: HashMap<Vec<u8>, String> = HashMap::new();
+    for b in &c.old {
+        let rows = conv.convert_columns(&key_columns(b, &def.keys))?;
+        for i in 0..b.num_rows() {
+            let key = rows.row(i).as_ref().to_vec();
+            if wanted.contains(&key) {
+                kept.insert(key, row_json(b, i)?);
+            }
+        }
+    }
+    let mut held = Vec::new();
+    for (batch, mask, keys, source) in [(&c.upserts, &up, &up_keys, true), (&c.deletes, &del, &del_keys, false)] {
         for i in (0..batch.num_rows()).filter(|i| mask.value(*i)) {
             held.push(Held {
                 window_start: cell_text(batch, "window_start", i),
                 window_end: cell_text(batch, "window_end", i),
-                kept: kept.get(&key_of(batch, cols, i)?).cloned(),
+                kept: kept.get(keys.row(i).as_ref()).cloned(),
                 source: if source { Some(row_json(batch, i)?) } else { None },
             });
         }
@@ -286,30 +362,6 @@ pub(super) fn hold(def: &ViewDef, c: &mut Computed, before: Option<i64>, force: 
     c.upserts = arrow::compute::filter_record_batch(&c.upserts, &keep(&up)?)?;
     c.deletes = arrow::compute::filter_record_batch(&c.deletes, &keep(&del)?)?;
     Ok(held)
-}
-
-/// A row converter for the view's key columns.
-fn key_converter(def: &ViewDef, schema: &SchemaRef) -> anyhow::Result<RowConverter> {
-    let fields = def
-        .keys
-        .iter()
-        .map(|k| SortField::new(schema.field(*k).data_type().clone()))
-        .collect();
-    Ok(RowConverter::new(fields)?)
-}
-
-/// The view's old rows of the step (as JSON) by key.
-fn kept_by_key(def: &ViewDef, c: &Computed) -> anyhow::Result<HashMap<Vec<u8>, String>> {
-    let conv = key_converter(def, &c.schema)?;
-    let mut out = HashMap::new();
-    for b in &c.old {
-        let arrays: Vec<ArrayRef> = def.keys.iter().map(|k| b.column(*k).clone()).collect();
-        let rows = conv.convert_columns(&arrays)?;
-        for i in 0..b.num_rows() {
-            out.insert(rows.row(i).as_ref().to_vec(), row_json(b, i)?);
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

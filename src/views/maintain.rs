@@ -107,7 +107,8 @@ pub struct Step {
     pub took: std::time::Duration,
     /// From the source commit (its log file's time) to this step's commit, when known.
     pub freshness: Option<std::time::Duration>,
-    /// Changes to final windows held back (`late = "dead_letter"`).
+    /// Changes to final windows held back and recorded in `_view_late` (`late =
+    /// "dead_letter"`; a window held before with the same would-be row is not recorded again).
     pub late: usize,
 }
 
@@ -267,8 +268,9 @@ impl View {
             .await?;
         timings.computed = started.elapsed();
         let held = late::hold(&self.def, &mut c, before, force)?;
+        let mut recorded = 0;
         if let (Some(l), Some(w)) = (&self.def.lateness, c.watermark) {
-            late::dead_letter(lake, &self.def.name, n, w, l, &held).await?;
+            recorded = late::dead_letter(lake, &self.def.name, n, w, l, held).await?;
         }
         if let Some(sink) = &mut self.sink {
             // before the commit: a crash in between re-sends these changes at the next step
@@ -300,7 +302,7 @@ impl View {
             windows: scope.as_ref().map(Scope::windows),
             took: started.elapsed(),
             freshness,
-            late: held.len(),
+            late: recorded,
         }))
     }
 

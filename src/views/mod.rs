@@ -100,40 +100,78 @@ pub fn validate(cfg: &Config) -> anyhow::Result<()> {
 pub struct Views {
     lake: Lake,
     by_source: HashMap<String, Vec<View>>,
+    /// views whose table was made from another definition, tried again after each commit
+    /// of their table (a `view rebuild` meanwhile makes them steppable)
+    refused: Vec<ViewConfig>,
+    cfg: Config,
 }
 
 impl Views {
     /// Opens the table of every configured view (created by its first step).
     pub async fn open(cfg: &Config, lake: &Lake) -> anyhow::Result<Self> {
-        let mut by_source: HashMap<String, Vec<View>> = HashMap::new();
-        for v in &cfg.views {
-            let def = ViewDef::of(v)?;
-            let view = match View::open(lake, def, cfg.log_policy(None)).await {
-                Ok(view) => view,
-                // the tables and the other views go on; this one waits for the user's choice
-                Err(e) if e.downcast_ref::<identity::Changed>().is_some() => {
-                    tracing::error!("{e}; until then the view is not updated");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let mut view = view.with_refresh(v.refresh);
-            if let Some(topic) = &v.sink_topic {
-                view = view.with_sink(sink::Sink::new(cfg, &v.name, topic)?);
-            }
-            if cfg.compaction.inline {
-                view = view.with_compaction(cfg.compaction.every_commits, cfg.compaction.options.clone());
-            }
-            by_source.entry(view.def().source.clone()).or_default().push(view);
-        }
-        Ok(Self {
+        let mut views = Self {
             lake: lake.clone(),
-            by_source,
-        })
+            by_source: HashMap::new(),
+            refused: Vec::new(),
+            cfg: cfg.clone(),
+        };
+        for v in &cfg.views {
+            match views.open_one(v, false).await? {
+                Some(view) => views.by_source.entry(view.def().source.clone()).or_default().push(view),
+                None => {
+                    views.refused.push(v.clone());
+                }
+            }
+        }
+        Ok(views)
+    }
+
+    /// Opens one view; `None` when its table was made from another definition (logged unless
+    /// `quiet`: the tables and the other views go on; this one waits for the user's choice).
+    async fn open_one(&self, v: &ViewConfig, quiet: bool) -> anyhow::Result<Option<View>> {
+        let (cfg, def) = (&self.cfg, ViewDef::of(v)?);
+        let view = match View::open(&self.lake, def, cfg.log_policy(None)).await {
+            Ok(view) => view,
+            Err(e) if e.downcast_ref::<identity::Changed>().is_some() => {
+                if !quiet {
+                    tracing::error!("{e}; until then the view is not updated");
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut view = view.with_refresh(v.refresh);
+        if let Some(topic) = &v.sink_topic {
+            view = view.with_sink(sink::Sink::new(cfg, &v.name, topic)?);
+        }
+        if cfg.compaction.inline {
+            view = view.with_compaction(cfg.compaction.every_commits, cfg.compaction.options.clone());
+        }
+        Ok(Some(view))
+    }
+
+    /// Opens again the refused views of `table` (after `view rebuild` they open).
+    async fn retry_refused(&mut self, table: &str) -> anyhow::Result<()> {
+        let mut still = Vec::new();
+        for v in std::mem::take(&mut self.refused) {
+            if ViewDef::of(&v)?.source != table {
+                still.push(v);
+                continue;
+            }
+            match self.open_one(&v, true).await? {
+                Some(view) => {
+                    tracing::info!(view = %v.name, "the view's table now matches its definition; the view is updated again");
+                    self.by_source.entry(table.to_string()).or_default().push(view);
+                }
+                None => still.push(v),
+            }
+        }
+        self.refused = still;
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_source.is_empty()
+        self.by_source.is_empty() && self.refused.is_empty()
     }
 
     /// Brings every view to its source's latest version (at start: catches up after a crash
@@ -148,6 +186,9 @@ impl Views {
 
     /// Steps the views of `table` after it committed.
     pub async fn source_committed(&mut self, table: &str) -> anyhow::Result<()> {
+        if !self.refused.is_empty() {
+            self.retry_refused(table).await?;
+        }
         let Some(views) = self.by_source.get_mut(table) else {
             return Ok(());
         };

@@ -16,8 +16,8 @@
 use std::collections::HashMap;
 
 use anyhow::Context;
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
-use arrow::datatypes::{DataType, Int64Type, TimeUnit};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::Column;
 use datafusion::prelude::{Expr, lit};
@@ -261,14 +261,9 @@ fn in_list(key: &str, values: Vec<ScalarValue>) -> Expr {
     if null { listed.or(col.is_null()) } else { listed }
 }
 
-/// The µs of a timestamp column; `None` when it holds a NULL.
+/// The µs of a timestamp column; `None` when it holds a NULL (or is not a timestamp).
 fn micros(c: &ArrayRef) -> anyhow::Result<Option<Vec<i64>>> {
-    if c.null_count() > 0 {
-        return Ok(None);
-    }
-    let us = arrow::compute::cast(c, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-    let ints = arrow::compute::cast(&us, &DataType::Int64)?;
-    Ok(Some(ints.as_primitive::<Int64Type>().values().to_vec()))
+    Ok(super::scope::micros(std::slice::from_ref(c)))
 }
 
 #[cfg(test)]
@@ -276,7 +271,7 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{Int32Array, TimestampMicrosecondArray};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
 
     use super::*;
 

@@ -410,8 +410,17 @@ async fn a_changed_view_sql_is_refused_until_rebuild_makes_the_table_anew() {
         sql: wider.clone(),
         ..Default::default()
     }];
+    // a worker with the new SQL leaves the view alone, and takes it up once rebuilt
+    let mut running = super::Views::open(&cfg, &lake).await.expect("views");
+    assert!(running.by_source.is_empty() && running.refused.len() == 1);
     let rebuilt = super::rebuild(&cfg, name).await.expect("rebuild");
     assert!(rebuilt.remade, "the table was made anew");
+    running.source_committed("events").await.expect("step");
+    assert_eq!(
+        running.by_source.get("events").map(Vec::len),
+        Some(1),
+        "the rebuilt view is updated again"
+    );
     let mut view = View::open(&lake, ViewDef::parse(name, &wider).expect("valid"), Default::default())
         .await
         .expect("the new SQL is the table's now");

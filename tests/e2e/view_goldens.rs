@@ -47,8 +47,7 @@ const FINAL_SQL: &str = "SELECT window_start, window_end, count(*) AS orders, su
     FROM tumble('orders', 'created_at', INTERVAL '7 days') GROUP BY 1, 2";
 
 /// The `dead_letter` view kept its final windows and recorded what it held in `_view_late`,
-/// each window at most once per source version (the kill -9 redid a step); `view rebuild`
-/// applies every held change.
+/// each late change once; `view rebuild` applies every held change.
 fn assert_late_changes_held_then_applied_by_rebuild(path: &Path) {
     let count = |sql: &str| -> i64 {
         let out = sql_csv(path, sql);
@@ -62,11 +61,16 @@ fn assert_late_changes_held_then_applied_by_rebuild(path: &Path) {
     ));
     assert!(held > 0, "late changes to final windows were held");
     assert!(count(&format!("SELECT count(*) AS n FROM {FINAL_VIEW} WHERE is_final")) > 0);
+    // a window is recorded again only when what the table gives for it changed (the kill -9
+    // redid a step; steps that recompute every window meet the held ones again)
+    // (the fixture has a window that goes 15 -> 14 -> 15 orders: three entries, none repeated)
     let twice = count(
-        "SELECT count(*) AS n FROM (SELECT view, source_version, window_start, count(*) AS c \
-         FROM _view_late GROUP BY 1, 2, 3) WHERE c > 1",
+        "SELECT count(*) AS n FROM (SELECT source_row, \
+           lag(source_row) OVER (PARTITION BY view, window_start ORDER BY source_version) AS before, \
+           lag(source_version) OVER (PARTITION BY view, window_start ORDER BY source_version) AS at \
+         FROM _view_late) WHERE at IS NOT NULL AND source_row IS NOT DISTINCT FROM before",
     );
-    assert_eq!(twice, 0, "each held window recorded once per source version");
+    assert_eq!(twice, 0, "each late change recorded once");
     let reason = sql_csv(path, "SELECT reason FROM _view_late LIMIT 1");
     assert!(
         reason.contains("was final") && reason.contains(&format!("cormorant view rebuild {FINAL_VIEW}")),
