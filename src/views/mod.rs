@@ -220,6 +220,8 @@ pub struct Background {
     task: Option<tokio::task::JoinHandle<()>>,
     /// view names by source table
     names: HashMap<String, Vec<String>>,
+    /// the task's early end was logged
+    ended_logged: std::sync::atomic::AtomicBool,
 }
 
 impl Background {
@@ -236,6 +238,7 @@ impl Background {
                 tx: None,
                 task: None,
                 names,
+                ended_logged: Default::default(),
             };
         }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -259,6 +262,7 @@ impl Background {
             tx: Some(tx),
             task: Some(task),
             names,
+            ended_logged: Default::default(),
         }
     }
 
@@ -270,7 +274,14 @@ impl Background {
     /// `table` committed: its views step (soon, on the task).
     pub fn committed(&self, table: &str) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(table.to_string()); // a task that ended has logged why
+            if tx.send(table.to_string()).is_err()
+                && !self.ended_logged.swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                // only a panic ends the task early (every step error is logged and retried)
+                tracing::error!(
+                    "the task that updates views has stopped (a bug: see the panic above); views are not updated until the worker restarts — please report it"
+                );
+            }
         }
     }
 
@@ -283,7 +294,11 @@ impl Background {
             if !wait {
                 task.abort();
             }
-            let _ = task.await;
+            if let Err(e) = task.await
+                && e.is_panic()
+            {
+                tracing::error!(error = %e, "the task that updated views panicked; views were not updated since — please report it");
+            }
         }
     }
 }
