@@ -273,15 +273,14 @@ impl Background {
 
     /// `table` committed: its views step (soon, on the task).
     pub fn committed(&self, table: &str) {
-        if let Some(tx) = &self.tx {
-            if tx.send(table.to_string()).is_err()
-                && !self.ended_logged.swap(true, std::sync::atomic::Ordering::Relaxed)
-            {
-                // only a panic ends the task early (every step error is logged and retried)
-                tracing::error!(
-                    "the task that updates views has stopped (a bug: see the panic above); views are not updated until the worker restarts — please report it"
-                );
-            }
+        // only a panic ends the task early (every step error is logged and retried)
+        if let Some(tx) = &self.tx
+            && tx.send(table.to_string()).is_err()
+            && !self.ended_logged.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::error!(
+                "the task that updates views has stopped (a bug: see the panic above); views are not updated until the worker restarts — please report it"
+            );
         }
     }
 
