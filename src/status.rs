@@ -54,13 +54,14 @@ pub async fn status(cfg: &Config) -> anyhow::Result<RecordBatch> {
             });
             continue;
         };
-        out.push(table_row(cfg, &t, name, reader.as_ref()).await?);
+        out.push(table_row(cfg, &lake, &t, name, reader.as_ref()).await?);
     }
     to_batch(out)
 }
 
 async fn table_row(
     cfg: &Config,
+    lake: &tables::Lake,
     t: &deltalake::DeltaTable,
     name: String,
     reader: Option<&KafkaSource>,
@@ -98,7 +99,7 @@ async fn table_row(
         }
     }
     if let Some(view) = cfg.views.iter().find(|v| v.name == name) {
-        lags.push(view_lag(cfg, t, view).await);
+        lags.push(view_lag(lake, t, view).await);
     }
     let log = tables::maintain::log_extent(t).await?;
     Ok(Row {
@@ -119,14 +120,10 @@ async fn table_row(
 }
 
 /// How far a view is behind its table: "view of T at vN of vM (K behind)".
-async fn view_lag(cfg: &Config, t: &deltalake::DeltaTable, view: &crate::views::ViewConfig) -> String {
+async fn view_lag(lake: &tables::Lake, t: &deltalake::DeltaTable, view: &crate::views::ViewConfig) -> String {
     let def = match crate::views::ViewDef::of(view) {
         Ok(d) => d,
         Err(e) => return format!("view: {e:#}"),
-    };
-    let lake = match cfg.lake.open() {
-        Ok(l) => l,
-        Err(e) => return format!("view of {}: ? ({e})", def.source),
     };
     let latest = match lake.open(&def.source, None).await {
         Ok(s) => s.version().unwrap_or(0),

@@ -26,8 +26,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, SortField};
 use change::{Position, SourceOffset, StreamId};
 use serde::{Deserialize, Serialize};
@@ -135,22 +135,17 @@ impl Lateness {
 
 /// The `window_end` column of `batch` in microseconds.
 fn window_ends(batch: &RecordBatch) -> anyhow::Result<Int64Array> {
-    let at = batch
-        .schema()
-        .index_of("window_end")
+    let ends = batch
+        .column_by_name("window_end")
         .context("a view row has window_end")?;
-    let micros = arrow::compute::cast(batch.column(at), &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-    let ints = arrow::compute::cast(&micros, &DataType::Int64)?;
-    Ok(ints.as_primitive::<Int64Type>().clone())
+    super::scope::micros_array(ends)
 }
 
 /// The largest time (µs) among `columns` (timestamps).
 pub fn max_micros(columns: &[ArrayRef]) -> anyhow::Result<Option<i64>> {
     let mut max = None;
     for c in columns {
-        let micros = arrow::compute::cast(c, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-        let ints = arrow::compute::cast(&micros, &DataType::Int64)?;
-        max = max.max(arrow::compute::max(ints.as_primitive::<Int64Type>()));
+        max = max.max(arrow::compute::max(&super::scope::micros_array(c)?));
     }
     Ok(max)
 }

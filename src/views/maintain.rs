@@ -229,7 +229,7 @@ impl View {
 
     /// The source version the view table reflects (`None`: no step committed yet).
     pub async fn reflects(&mut self) -> anyhow::Result<Option<u64>> {
-        let app = self.stream().app_id(0);
+        let app = txn_app_id(&self.def.source);
         let next = self.writer.next_offset(&app).await?;
         Ok(next.and_then(|n| u64::try_from(n - 1).ok()))
     }
@@ -414,10 +414,7 @@ impl View {
         let Some(table) = latest(&mut self.table, lake, &self.def.name).await? else {
             return Ok(Vec::new());
         };
-        let tz = match schema.field_with_name("window_end")?.data_type() {
-            DataType::Timestamp(_, tz) => tz.clone(),
-            _ => None,
-        };
+        let tz = scope::tz_of(schema.field_with_name("window_end")?.data_type());
         let bound = datafusion::prelude::lit(ScalarValue::TimestampMicrosecond(Some(w.saturating_sub(l.allowed)), tz));
         let column = |name: &str| Expr::Column(Column::new_unqualified(name));
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -504,10 +501,7 @@ impl View {
             return Ok(None);
         };
         let columns: Vec<ArrayRef> = rows.iter().filter_map(|b| b.columns().first().cloned()).collect();
-        let tz = match columns.first().map(|c| c.data_type().clone()) {
-            Some(DataType::Timestamp(_, tz)) => tz,
-            _ => None,
-        };
+        let tz = columns.first().and_then(|c| scope::tz_of(c.data_type()));
         Ok(scope::micros(&columns).map(|times| Scope::of(shape, times, tz)))
     }
 
@@ -559,14 +553,10 @@ impl View {
         table.update_datafusion_session(&ctx.state())?;
         let mut wanted = vec!["window_start", "window_end"];
         wanted.extend(keys.iter().map(String::as_str));
-        let tz = match rows
+        let tz = rows
             .first()
             .and_then(|b| b.column_by_name(&self.def.time_column))
-            .map(|c| c.data_type().clone())
-        {
-            Some(DataType::Timestamp(_, tz)) => tz,
-            _ => None,
-        };
+            .and_then(|c| scope::tz_of(c.data_type()));
         let mut df = ctx.read_table(table.table_provider().await?)?.select_columns(&wanted)?;
         if let Some(f) = super::sessions::Regions::reachable(&rows, &self.def.time_column, &keys, gap, tz.clone())? {
             df = df.filter(f)?;

@@ -190,17 +190,28 @@ fn coalesce(ranges: Vec<(i64, i64)>, max: usize) -> Vec<(i64, i64)> {
 pub fn micros(columns: &[arrow::array::ArrayRef]) -> Option<Vec<i64>> {
     let mut out = Vec::new();
     for c in columns {
-        let DataType::Timestamp(_, tz) = c.data_type() else {
-            return None;
-        };
-        if c.null_count() > 0 {
+        if !matches!(c.data_type(), DataType::Timestamp(..)) || c.null_count() > 0 {
             return None;
         }
-        let c = arrow::compute::cast(c, &DataType::Timestamp(TimeUnit::Microsecond, tz.clone())).ok()?;
-        let c = arrow::compute::cast(&c, &DataType::Int64).ok()?;
-        out.extend(c.as_primitive::<Int64Type>().values().iter().copied());
+        out.extend(micros_array(c).ok()?.values().iter().copied());
     }
     Some(out)
+}
+
+/// A time column (a timestamp of any unit, or what casts to one) as microseconds since the
+/// epoch, NULLs kept.
+pub fn micros_array(c: &arrow::array::ArrayRef) -> anyhow::Result<arrow::array::Int64Array> {
+    let us = arrow::compute::cast(c, &DataType::Timestamp(TimeUnit::Microsecond, tz_of(c.data_type())))?;
+    let ints = arrow::compute::cast(&us, &DataType::Int64)?;
+    Ok(ints.as_primitive::<Int64Type>().clone())
+}
+
+/// The time zone of a timestamp type (`None` for a naive timestamp and for other types).
+pub fn tz_of(t: &DataType) -> Option<std::sync::Arc<str>> {
+    match t {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
+    }
 }
 
 /// The shape of a view's windows from its interval arguments in µs, `None` for sessions.
