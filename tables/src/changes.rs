@@ -11,13 +11,14 @@
 //! [`Touched::Everything`] with the reason, and the follower recomputes in full.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use deltalake::DeltaTable;
 use deltalake::kernel::Action;
 use deltalake::logstore::get_actions;
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use deltalake::kernel::DeletionVectorDescriptor;
 use roaring::RoaringTreemap;
@@ -69,19 +70,117 @@ pub enum Touched {
 /// them costs about what reading the table does and narrows little: the answer is then
 /// [`Touched::Everything`], decided from the log alone.
 pub async fn touched(table: &DeltaTable, from: u64, to: u64, columns: &[String], max_share: f64) -> Result<Touched> {
+    let files = match walk(table, from, to, max_share).await? {
+        Ok(files) => files,
+        Err(why) => return Ok(Touched::Everything(why)),
+    };
+    let store = table.log_store().object_store(None);
+    let schema = table.snapshot()?.snapshot().arrow_schema();
+    let mut rows = Vec::with_capacity(files.len());
+    for t in files {
+        let selected = match t.newly_hidden() {
+            None => None,
+            Some((before, after)) => match vectors(&store, before, after).await? {
+                Ok((before, after)) => Some(positions(&after - &before)),
+                Err(why) => return Ok(Touched::Everything(why)),
+            },
+        };
+        if selected.as_ref().is_some_and(Vec::is_empty) {
+            continue;
+        }
+        let Some(file) = located(&store, t.file).await? else {
+            return Ok(Touched::Everything("a file the range touched was vacuumed".into()));
+        };
+        rows.push(files::read(store.clone(), &file, &schema, Some(columns), selected.as_deref()).await?);
+    }
+    Ok(Touched::Rows(rows))
+}
+
+/// The rows a range of commits took out of a table and put into it, exactly: what a follower
+/// that keeps sums needs (it subtracts `minus` and adds `plus`; a row a copy-on-write rewrite
+/// kept is in both and cancels).
+#[derive(Debug)]
+pub enum Delta {
+    /// `minus`: the rows live before the range and not after it (hidden by a grown deletion
+    /// vector or in a removed file); `plus`: the rows live after the range that were not
+    /// before it (in files the range added, without those their vectors hide).
+    Rows {
+        minus: Vec<RecordBatch>,
+        plus: Vec<RecordBatch>,
+    },
+    /// The range cannot be read this way; the reason.
+    Everything(String),
+}
+
+/// The `columns` of the rows commits `from..=to` of `table` removed and added (see [`Delta`];
+/// `max_share` as for [`touched`]).
+pub async fn delta(table: &DeltaTable, from: u64, to: u64, columns: &[String], max_share: f64) -> Result<Delta> {
+    let files = match walk(table, from, to, max_share).await? {
+        Ok(files) => files,
+        Err(why) => return Ok(Delta::Everything(why)),
+    };
+    let store = table.log_store().object_store(None);
+    let schema = table.snapshot()?.snapshot().arrow_schema();
+    let (mut minus, mut plus) = (Vec::new(), Vec::new());
+    for t in files {
+        // the rows to read, and whether they leave (minus) or enter (plus); `hide`: rows of
+        // a file read whole that are not live on that side
+        let kept = matches!(t.last, Last::Kept(_));
+        let (leave, before, after) = match (t.first, t.last) {
+            (None, Last::Gone) => continue, // in and out within the range
+            (None, Last::Kept(after)) => (false, None, after),
+            (Some(before), Last::Gone) => (true, before, None),
+            (Some(before), Last::Kept(after)) => (true, before, after),
+        };
+        let (before, after) = match vectors(&store, before, after).await? {
+            Ok(v) => v,
+            Err(why) => return Ok(Delta::Everything(why)),
+        };
+        let (selected, hide) = match (leave, kept) {
+            // a vector that grew: the rows it newly hides
+            (true, true) => (Some(positions(&after - &before)), None),
+            // a removed file: its rows the vector before hid were not live
+            (true, false) => (None, Some(before)),
+            (false, _) => (None, Some(after)),
+        };
+        if selected.as_ref().is_some_and(Vec::is_empty) {
+            continue;
+        }
+        let Some(file) = located(&store, t.file).await? else {
+            return Ok(Delta::Everything("a file the range touched was vacuumed".into()));
+        };
+        let rows = files::read(store.clone(), &file, &schema, Some(columns), selected.as_deref()).await?;
+        let rows = match hide {
+            Some(hidden) => without(&rows, &hidden)?,
+            None => rows,
+        };
+        if leave { minus.push(rows) } else { plus.push(rows) }
+    }
+    Ok(Delta::Rows { minus, plus })
+}
+
+/// The files commits `from..=to` touched, or why the range cannot be narrowed down (the
+/// table created or its schema changed in it, a commit expired, its files more than
+/// `max_share` of the table's bytes).
+async fn walk(
+    table: &DeltaTable,
+    from: u64,
+    to: u64,
+    max_share: f64,
+) -> Result<std::result::Result<Vec<Touch>, String>> {
     if from == 0 {
-        return Ok(Touched::Everything("the table was created in the range".into()));
+        return Ok(Err("the table was created in the range".into()));
     }
     let log = table.log_store();
     let mut files: Vec<Touch> = Vec::new();
     let mut at: HashMap<Path, usize> = HashMap::new();
     for version in from..=to {
         let Some(bytes) = log.read_commit_entry(version).await? else {
-            return Ok(Touched::Everything(format!("commit {version} is no longer in the log")));
+            return Ok(Err(format!("commit {version} is no longer in the log")));
         };
         for action in get_actions(version, &bytes)? {
             match action {
-                Action::Metadata(_) => return Ok(Touched::Everything(format!("commit {version} changed the schema"))),
+                Action::Metadata(_) => return Ok(Err(format!("commit {version} changed the schema"))),
                 Action::Add(a) if a.data_change => {
                     let file = FileRef::of(&a);
                     match at.get(&file.path) {
@@ -130,59 +229,62 @@ pub async fn touched(table: &DeltaTable, from: u64, to: u64, columns: &[String],
         .map(|a| a.size.max(0) as u64)
         .sum();
     if table_bytes > 0 && touched_bytes as f64 > max_share * table_bytes as f64 {
-        return Ok(Touched::Everything(format!(
+        return Ok(Err(format!(
             "the commits touched files of {touched_bytes} bytes, more than {:.0}% of the table's {table_bytes}",
             max_share * 100.0
         )));
     }
-    let store = log.object_store(None);
-    let schema = table.snapshot()?.snapshot().arrow_schema();
-    let mut rows = Vec::with_capacity(files.len());
-    for mut t in files {
-        match store.head(&t.file.path).await {
-            Ok(meta) => t.file.size = meta.size,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Ok(Touched::Everything(format!("file {} was vacuumed", t.file.path)));
-            }
-            Err(e) => return Err(TableError::Store(e)),
+    Ok(Ok(files))
+}
+
+/// `file` with its size as stored (a `remove` may not carry it); `None` when it was vacuumed.
+async fn located(store: &Arc<dyn ObjectStore>, mut file: FileRef) -> Result<Option<FileRef>> {
+    match store.head(&file.path).await {
+        Ok(meta) => {
+            file.size = meta.size;
+            Ok(Some(file))
         }
-        let selected = match t.newly_hidden() {
-            None => None,
-            Some((before, after)) => {
-                let read = |d: Option<DeletionVectorDescriptor>| {
-                    let store = store.clone();
-                    async move {
-                        match d {
-                            Some(d) => dv::read(store.as_ref(), &d).await,
-                            None => Ok(RoaringTreemap::new()),
-                        }
-                    }
-                };
-                let (before, after) = match (read(before).await, read(after).await) {
-                    (Ok(b), Ok(a)) => (b, a),
-                    // a vector file gone with its version: the range cannot be narrowed down
-                    (Err(TableError::Store(object_store::Error::NotFound { .. })), _)
-                    | (_, Err(TableError::Store(object_store::Error::NotFound { .. }))) => {
-                        return Ok(Touched::Everything(format!(
-                            "a deletion vector of {} was vacuumed",
-                            t.file.path
-                        )));
-                    }
-                    (Err(e), _) | (_, Err(e)) => return Err(e),
-                };
-                let hidden: Vec<u32> = (&after - &before)
-                    .iter()
-                    .filter_map(|r| u32::try_from(r).ok())
-                    .collect();
-                if hidden.is_empty() {
-                    continue;
-                }
-                Some(hidden)
-            }
-        };
-        rows.push(files::read(store.clone(), &t.file, &schema, Some(columns), selected.as_deref()).await?);
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(TableError::Store(e)),
     }
-    Ok(Touched::Rows(rows))
+}
+
+/// Two deletion vectors (absent: empty), or why they cannot be read (vacuumed with their
+/// version: the range cannot be narrowed down).
+async fn vectors(
+    store: &Arc<dyn ObjectStore>,
+    before: Option<DeletionVectorDescriptor>,
+    after: Option<DeletionVectorDescriptor>,
+) -> Result<std::result::Result<(RoaringTreemap, RoaringTreemap), String>> {
+    let mut out = [RoaringTreemap::new(), RoaringTreemap::new()];
+    for (slot, d) in out.iter_mut().zip([before, after]) {
+        let Some(d) = d else { continue };
+        match dv::read(store.as_ref(), &d).await {
+            Ok(v) => *slot = v,
+            Err(TableError::Store(object_store::Error::NotFound { .. })) => {
+                return Ok(Err("a deletion vector of the range was vacuumed".into()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let [before, after] = out;
+    Ok(Ok((before, after)))
+}
+
+/// Row positions of a vector that fit a file's row numbers (ascending).
+fn positions(rows: RoaringTreemap) -> Vec<u32> {
+    rows.iter().filter_map(|r| u32::try_from(r).ok()).collect()
+}
+
+/// The rows of a whole file's `batch` that `hidden` does not hide.
+fn without(batch: &RecordBatch, hidden: &RoaringTreemap) -> Result<RecordBatch> {
+    if hidden.is_empty() {
+        return Ok(batch.clone());
+    }
+    let keep: arrow::array::BooleanArray = (0..batch.num_rows() as u64)
+        .map(|i| Some(!hidden.contains(i)))
+        .collect();
+    Ok(arrow::compute::filter_record_batch(batch, &keep)?)
 }
 
 #[cfg(test)]
@@ -236,5 +338,74 @@ mod tests {
         assert!(v0 < v1);
         assert_eq!(ids(&fx, 0, v2, f64::INFINITY).await, None);
         assert_eq!(ids(&fx, v1, v2, 0.0).await, None);
+    }
+
+    /// `(id, name)` of the rows commits `from..=to` removed and added, each sorted.
+    async fn sides(fx: &Fixture, from: u64, to: u64) -> (Vec<(i32, String)>, Vec<(i32, String)>) {
+        let table = fx.lake.open(TABLE, None).await.expect("table");
+        let cols = ["id".to_string(), "name".to_string()];
+        let Delta::Rows { minus, plus } = delta(&table, from, to, &cols, f64::INFINITY).await.expect("delta") else {
+            panic!("the range can be read");
+        };
+        let rows = |batches: Vec<RecordBatch>| {
+            let mut out: Vec<(i32, String)> = batches
+                .iter()
+                .flat_map(|b| {
+                    let ids = b.column(0).as_primitive::<Int32Type>().clone();
+                    let names = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).expect("text");
+                    let names = names.as_string::<i32>().clone();
+                    (0..b.num_rows()).map(move |i| (ids.value(i), names.value(i).to_string()))
+                })
+                .collect();
+            out.sort();
+            out
+        };
+        (rows(minus), rows(plus))
+    }
+
+    #[tokio::test]
+    async fn the_delta_of_a_range_is_exactly_the_rows_it_took_out_and_put_in() {
+        for mode in [WriteMode::Mor, WriteMode::Cow] {
+            let fx = Fixture::new(DeleteMode::Hard);
+            let options = WriterOptions { mode, ..fx.options() };
+            let mut w = TableWriter::open(&fx.lake, TABLE, options).await.expect("writer");
+            let version = |v: Option<u64>| v.expect("a commit");
+            let first: Vec<Change> = (0..4).map(|i| up(i, i as i32, "a", 100)).collect();
+            w.apply(&batch(&first)).await.expect("insert");
+            let v1 = version(w.apply(&batch(&[up(10, 1, "b", 200)])).await.expect("update").version);
+            let v2 = version(
+                w.apply(&batch(&[del(11, 2), up(12, 9, "n", 1)]))
+                    .await
+                    .expect("delete")
+                    .version,
+            );
+            let row = |id: i32, name: &str| (id, name.to_string());
+            let (minus, plus) = sides(&fx, v1, v1).await;
+            let (minus2, plus2) = sides(&fx, v2, v2).await;
+            let (minus12, plus12) = sides(&fx, v1, v2).await;
+            match mode {
+                WriteMode::Mor => {
+                    assert_eq!((minus, plus), (vec![row(1, "a")], vec![row(1, "b")]));
+                    assert_eq!((minus2, plus2), (vec![row(2, "a")], vec![row(9, "n")]));
+                    // the new row of id 1 entered and stays: the range's net change
+                    assert_eq!(minus12, vec![row(1, "a"), row(2, "a")]);
+                    assert_eq!(plus12, vec![row(1, "b"), row(9, "n")]);
+                }
+                WriteMode::Cow => {
+                    // a rewrite takes the whole file out and puts its kept rows back in: the
+                    // kept rows are on both sides, and a follower's sums cancel them
+                    let kept = |rows: &[(i32, String)]| rows.iter().filter(|r| r.1 == "a").count();
+                    assert!(
+                        minus.contains(&row(1, "a")) && plus.contains(&row(1, "b")) && !plus.contains(&row(1, "a"))
+                    );
+                    assert_eq!(kept(&minus) - 1, kept(&plus), "{minus:?} {plus:?}");
+                    assert!(
+                        minus2.contains(&row(2, "a")) && !plus2.contains(&row(2, "a")) && plus2.contains(&row(9, "n"))
+                    );
+                    assert!(minus12.contains(&row(1, "a")) && !minus12.contains(&row(1, "b")));
+                    assert!(plus12.contains(&row(1, "b")) && !plus12.contains(&row(2, "a")));
+                }
+            }
+        }
     }
 }
