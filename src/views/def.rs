@@ -15,8 +15,8 @@
 use anyhow::Context;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, SelectItem, SetExpr, Statement, TableFactor,
-    Value,
+    DuplicateTreatment, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, SelectItem, SetExpr,
+    Statement, TableFactor, Value,
 };
 
 /// The window function a view reads through.
@@ -53,6 +53,19 @@ pub struct ViewDef {
     pub session_keys: Option<Vec<String>>,
     /// The output columns' names (those it names: aggregates without an alias have none here).
     pub columns: Vec<String>,
+    /// The aggregates, in the order of [`ViewDef::aggregates`].
+    pub aggs: Vec<Agg>,
+}
+
+/// One aggregate output item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agg {
+    /// `count`, `sum`, `avg`, `min` or `max`
+    pub func: String,
+    /// The argument as SQL text; `None` for `count(*)`.
+    pub arg: Option<String>,
+    pub distinct: bool,
+    pub alias: Option<String>,
 }
 
 const AGGREGATES: [&str; 5] = ["count", "sum", "avg", "min", "max"];
@@ -98,8 +111,8 @@ impl ViewDef {
             return Err(refuse(name, "subqueries are not allowed in WHERE"));
         }
         let outputs = outputs(name, &select.projection)?;
-        let keys: Vec<usize> = (0..outputs.len()).filter(|i| !outputs[*i].aggregate).collect();
-        let aggregates: Vec<usize> = (0..outputs.len()).filter(|i| outputs[*i].aggregate).collect();
+        let keys: Vec<usize> = (0..outputs.len()).filter(|i| outputs[*i].aggregate.is_none()).collect();
+        let aggregates: Vec<usize> = (0..outputs.len()).filter(|i| outputs[*i].aggregate.is_some()).collect();
         check_group_by(name, &select.group_by, &outputs)?;
         for bound in ["window_start", "window_end"] {
             if !keys.iter().any(|k| outputs[*k].column.as_deref() == Some(bound)) {
@@ -132,6 +145,7 @@ impl ViewDef {
             lateness: None,
             session_keys: if keyed_sessions { Some(session_keys) } else { None },
             columns: outputs.iter().filter_map(|o| o.column.clone()).collect(),
+            aggs: outputs.iter().filter_map(|o| o.aggregate.clone()).collect(),
         })
     }
 
@@ -236,7 +250,7 @@ struct Output {
     column: Option<String>,
     /// a plain column output under its own name
     unaliased: bool,
-    aggregate: bool,
+    aggregate: Option<Agg>,
 }
 
 /// How DataFusion names an unquoted identifier (folded to lower case).
@@ -260,22 +274,33 @@ fn outputs(name: &str, projection: &[SelectItem]) -> Result<Vec<Output>, String>
                 Expr::Identifier(i) => Ok(Output {
                     unaliased: alias.as_ref().is_none_or(|a| *a == ident_name(i)),
                     column: Some(alias.unwrap_or_else(|| ident_name(i))),
-                    aggregate: false,
+                    aggregate: None,
                 }),
                 Expr::Function(f) => {
                     let func = f.name.to_string().to_ascii_lowercase();
                     if !AGGREGATES.contains(&func.as_str()) || f.over.is_some() || f.filter.is_some() {
                         return Err(refuse(name, format!("{f} is not one of count, sum, avg, min, max")));
                     }
-                    if let FunctionArguments::List(list) = &f.args
-                        && list.args.len() != 1
-                    {
+                    let FunctionArguments::List(list) = &f.args else {
                         return Err(refuse(name, format!("{f}: aggregates take one argument")));
-                    }
+                    };
+                    let [arg] = list.args.as_slice() else {
+                        return Err(refuse(name, format!("{f}: aggregates take one argument")));
+                    };
+                    let arg = match arg {
+                        FunctionArg::Unnamed(FunctionArgExpr::Wildcard) => None,
+                        other => Some(other.to_string()),
+                    };
+                    let distinct = matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct));
                     Ok(Output {
-                        column: alias,
+                        column: alias.clone(),
                         unaliased: false,
-                        aggregate: true,
+                        aggregate: Some(Agg {
+                            func,
+                            arg,
+                            distinct,
+                            alias,
+                        }),
                     })
                 }
                 other => Err(refuse(
@@ -317,7 +342,7 @@ fn check_group_by(name: &str, group_by: &GroupByExpr, outputs: &[Output]) -> Res
     }
     let keys: std::collections::BTreeSet<String> = outputs
         .iter()
-        .filter(|o| !o.aggregate)
+        .filter(|o| o.aggregate.is_none())
         .filter_map(|o| o.column.clone())
         .collect();
     if grouped != keys {

@@ -42,8 +42,10 @@ use tables::{DeleteMode, Lake, TableError, TableWriter, WriteMode, WriterOptions
 use super::def::{ViewDef, WindowKind};
 use super::identity;
 use super::late::{self, IS_FINAL, Lateness};
+use super::retract::Changed;
+use super::retract::State;
 use super::scope::{self, Scope};
-use tables::changes::Touched;
+use tables::changes::{Delta, Touched};
 
 /// The scope of a view's `txn` app id (`view:<source>:0`): not a consumer group, so it never
 /// meets a Kafka stream's offsets.
@@ -110,6 +112,9 @@ pub struct Step {
     /// Changes to final windows held back and recorded in `_view_late` (`late =
     /// "dead_letter"`; a window held before with the same would-be row is not recorded again).
     pub late: usize,
+    /// The touched rows came from the view's own rows and the source's changed rows by
+    /// arithmetic ([`super::retract`]), without reading the source table.
+    pub retracted: bool,
 }
 
 /// A step's changes to the view.
@@ -122,6 +127,8 @@ pub(super) struct Computed {
     pub(super) old: Vec<RecordBatch>,
     /// the watermark after the step (views with a lateness rule)
     pub(super) watermark: Option<i64>,
+    /// see [`Step::retracted`]
+    pub(super) retracted: bool,
 }
 
 /// A view whose SQL names a column its table does not have (yet: Debezium adds a column to
@@ -155,6 +162,9 @@ pub struct View {
     since_compaction: u64,
     /// see [`MAX_TOUCHED_SHARE`]
     max_touched_share: f64,
+    /// the state that lets count/sum/avg retract by arithmetic ([`super::retract`]), if
+    /// the view's aggregates allow it
+    state: Option<State>,
 }
 
 impl View {
@@ -172,6 +182,7 @@ impl View {
             .with_context(|| format!("opening view table {}", def.name))?;
         identity::check(&writer, &def)?;
         Ok(Self {
+            state: State::of(&def),
             def,
             writer,
             refresh: super::Refresh::Incremental,
@@ -256,15 +267,22 @@ impl View {
         let ctx = session(lake);
         source.update_datafusion_session(&ctx.state())?;
         let mut timings = Timings::default();
-        let scope = match reflects {
-            Some(r) if !force && self.refresh == super::Refresh::Incremental => {
-                self.scope(lake, &ctx, &source, r + 1, n).await?
-            }
+        let incremental = match reflects {
+            Some(r) if !force && self.refresh == super::Refresh::Incremental => Some(r + 1),
             _ => None,
+        };
+        let delta = match incremental {
+            Some(from) if self.keeps_state() => self.delta(&ctx, &source, from, n).await?,
+            _ => None,
+        };
+        let (scope, delta) = match (incremental, delta) {
+            (_, Some((scope, d))) => (Some(scope), Some(d)),
+            (Some(from), None) => (self.scope(lake, &ctx, &source, from, n).await?, None),
+            (None, None) => (None, None),
         };
         timings.scope = started.elapsed();
         let mut c = self
-            .changes(lake, &ctx, &source, scope.as_ref(), before, &mut timings)
+            .changes(lake, &ctx, &source, scope.as_ref(), delta, before, &mut timings)
             .await?;
         timings.computed = started.elapsed();
         let held = late::hold(&self.def, &mut c, before, force)?;
@@ -274,7 +292,8 @@ impl View {
         }
         if let Some(sink) = &mut self.sink {
             // before the commit: a crash in between re-sends these changes at the next step
-            sink.send(&c.schema, &self.def.keys, &c.upserts, &c.deletes).await?;
+            let (schema, upserts) = super::retract::visible(&c.schema, &c.upserts)?;
+            sink.send(&schema, &self.def.keys, &upserts, &c.deletes).await?;
         }
         self.pause_before_commit(n).await;
         let batch = self.change_batch(&c, n, force)?;
@@ -303,6 +322,7 @@ impl View {
             took: started.elapsed(),
             freshness,
             late: recorded,
+            retracted: c.retracted,
         }))
     }
 
@@ -316,6 +336,7 @@ impl View {
         ctx: &SessionContext,
         source: &deltalake::DeltaTable,
         scope: Option<&Scope>,
+        delta: Option<Changed>,
         before: Option<i64>,
         timings: &mut Timings,
     ) -> anyhow::Result<Computed> {
@@ -337,19 +358,30 @@ impl View {
                 schema: columns,
                 old: Vec::new(),
                 watermark: before,
+                retracted: false,
             });
         }
-        let provider = source.table_provider().await?;
-        let registered = match scope {
-            Some(s) => ctx
-                .read_table(provider)?
-                .filter(s.filter(&self.def.time_column))?
-                .into_view(),
-            None => provider,
-        };
-        ctx.register_table(self.def.source.as_str(), registered)?;
         let t0 = std::time::Instant::now();
-        let (schema, rows) = self.compute(ctx).await?;
+        let by_arithmetic = match (scope, delta) {
+            (Some(s), Some(d)) => self.by_arithmetic(lake, ctx, s, d).await?,
+            _ => None,
+        };
+        let retracted = by_arithmetic.is_some();
+        let (schema, rows) = match by_arithmetic {
+            Some(computed) => computed,
+            None => {
+                let provider = source.table_provider().await?;
+                let registered = match scope {
+                    Some(s) => ctx
+                        .read_table(provider)?
+                        .filter(s.filter(&self.def.time_column))?
+                        .into_view(),
+                    None => provider,
+                };
+                ctx.register_table(self.def.source.as_str(), registered)?;
+                self.compute(ctx).await?
+            }
+        };
         let rows = self.within(scope, &schema, rows)?;
         let (schema, rows, watermark) = match &self.def.lateness {
             Some(l) => {
@@ -380,6 +412,7 @@ impl View {
             deletes,
             old: kept,
             watermark,
+            retracted,
         })
     }
 
@@ -484,14 +517,7 @@ impl View {
         if self.def.kind == WindowKind::Session {
             return self.session_scope(lake, ctx, source, from, to).await;
         }
-        if self.shape.is_none() {
-            let mut intervals = Vec::new();
-            for text in &self.def.intervals {
-                intervals.push(interval_micros(ctx, text).await?);
-            }
-            self.shape = Some(scope::shape(self.def.kind, &intervals));
-        }
-        let Some(Some(shape)) = self.shape else {
+        let Some(shape) = self.shape(ctx).await? else {
             return Ok(None);
         };
         let Some(rows) = self
@@ -503,6 +529,95 @@ impl View {
         let columns: Vec<ArrayRef> = rows.iter().filter_map(|b| b.columns().first().cloned()).collect();
         let tz = columns.first().and_then(|c| scope::tz_of(c.data_type()));
         Ok(scope::micros(&columns).map(|times| Scope::of(shape, times, tz)))
+    }
+
+    /// The window shape, read from the SQL's interval arguments once; `None` for sessions.
+    async fn shape(&mut self, ctx: &SessionContext) -> anyhow::Result<Option<scope::Shape>> {
+        if self.shape.is_none() {
+            let mut intervals = Vec::new();
+            for text in &self.def.intervals {
+                intervals.push(interval_micros(ctx, text).await?);
+            }
+            self.shape = Some(scope::shape(self.def.kind, &intervals));
+        }
+        Ok(self.shape.flatten())
+    }
+
+    /// Whether the view's table keeps the arithmetic state (a table made before views kept it
+    /// does not, and recomputes until rebuilt); a table not made yet will.
+    fn keeps_state(&self) -> bool {
+        let table = self.writer.table();
+        self.state.is_some()
+            && (table.version().is_none()
+                || table.snapshot().is_ok_and(|s| {
+                    s.snapshot()
+                        .arrow_schema()
+                        .field_with_name(super::retract::ROWS)
+                        .is_ok()
+                }))
+    }
+
+    /// The rows source versions `from..=to` took out and put in (the columns the view names)
+    /// and the windows they reach; `None` when the range cannot be read so.
+    async fn delta(
+        &mut self,
+        ctx: &SessionContext,
+        source: &deltalake::DeltaTable,
+        from: u64,
+        to: u64,
+    ) -> anyhow::Result<Option<(Scope, Changed)>> {
+        let Some(shape) = self.shape(ctx).await?.filter(|_| from <= to) else {
+            return Ok(None);
+        };
+        let schema = source.snapshot()?.snapshot().arrow_schema();
+        let names = State::inputs(&self.def, &schema);
+        let (minus, plus) = match tables::changes::delta(source, from, to, &names, self.max_touched_share).await? {
+            Delta::Rows { minus, plus } => (minus, plus),
+            Delta::Everything(why) => {
+                tracing::debug!(view = %self.def.name, why, "recomputing the whole view");
+                return Ok(None);
+            }
+        };
+        let times: Vec<ArrayRef> = minus
+            .iter()
+            .chain(&plus)
+            .filter_map(|b| b.column_by_name(&self.def.time_column).cloned())
+            .collect();
+        let tz = times.first().and_then(|c| scope::tz_of(c.data_type()));
+        let columns =
+            Arc::new(schema.project(&names.iter().filter_map(|n| schema.index_of(n).ok()).collect::<Vec<_>>())?);
+        Ok(scope::micros(&times).map(|t| (Scope::of(shape, t, tz), Changed { columns, minus, plus })))
+    }
+
+    /// The touched windows' rows by arithmetic ([`super::retract`]): the view's rows of those
+    /// windows, minus what the commits took out, plus what they put in; `None` when an
+    /// aggregate is not kept exactly that way, and the step recomputes them instead.
+    async fn by_arithmetic(
+        &mut self,
+        lake: &Lake,
+        ctx: &SessionContext,
+        scope: &Scope,
+        changed: Changed,
+    ) -> anyhow::Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+        let Some(state) = &self.state else { return Ok(None) };
+        let partials = match state.partials(&self.def, lake, &changed).await {
+            Ok(p) => p,
+            Err(e) => {
+                // e.g. a column the view names that the table has not got yet: the
+                // recomputation says what is wrong
+                tracing::debug!(view = %self.def.name, error = %e, "recomputing the touched windows");
+                None
+            }
+        };
+        let Some((schema, minus, plus)) = partials else {
+            return Ok(None);
+        };
+        let Some(old) = self.old_rows(lake, ctx, &schema, Some(scope)).await? else {
+            return Ok(None);
+        };
+        let Some(state) = &self.state else { return Ok(None) };
+        let rows = state.combine(&self.def, lake, &schema, old, minus, plus).await?;
+        Ok(rows.map(|r| (schema, r)))
     }
 
     /// The `columns` of the rows source versions `from..=to` touched; `None` when the range
@@ -568,7 +683,11 @@ impl View {
 
     /// The view's rows at the source version registered in `ctx`.
     async fn compute(&self, ctx: &SessionContext) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
-        let df = match ctx.sql(&self.def.sql).await {
+        let sql = match &self.state {
+            Some(state) if self.keeps_state() => state.sql.as_str(),
+            _ => self.def.sql.as_str(),
+        };
+        let df = match ctx.sql(sql).await {
             Ok(df) => df,
             Err(e) => {
                 use datafusion::error::DataFusionError;
@@ -591,8 +710,7 @@ impl View {
             .collect()
             .await
             .with_context(|| format!("computing view {}", self.def.name))?;
-        let fields: Vec<Field> = schema.fields().iter().map(|f| storable(f)).collect();
-        let schema = Arc::new(Schema::new(fields));
+        let schema = storable_schema(&schema);
         let rows = rows
             .iter()
             .map(|b| concat_as(&schema, std::slice::from_ref(b)))
@@ -793,8 +911,15 @@ fn storable(f: &Field) -> Field {
     Field::new(f.name(), t, true)
 }
 
+/// A query's output schema as the view's table keeps it ([`storable`]).
+pub(super) fn storable_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema.fields().iter().map(|f| storable(f)).collect::<Vec<_>>(),
+    ))
+}
+
 /// `batches` (query output, maybe typed a little differently) as one batch of `schema`.
-fn concat_as(schema: &SchemaRef, batches: &[RecordBatch]) -> anyhow::Result<RecordBatch> {
+pub(super) fn concat_as(schema: &SchemaRef, batches: &[RecordBatch]) -> anyhow::Result<RecordBatch> {
     let cast: Vec<RecordBatch> = batches
         .iter()
         .map(|b| {

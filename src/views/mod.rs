@@ -11,6 +11,7 @@ pub mod def;
 pub mod identity;
 pub mod late;
 pub mod maintain;
+pub mod retract;
 pub mod scope;
 pub mod sessions;
 pub mod sink;

@@ -19,8 +19,9 @@ use tables::{DeleteMode, Lake, TableWriter, WriteMode, WriterOptions};
 
 use super::{View, ViewDef};
 
-/// The views every sequence keeps, one of each window kind.
-const VIEWS: [(&str, &str); 3] = [
+/// The views every sequence keeps: one of each window kind, and a tumble whose count, sum
+/// and avg retract by arithmetic (`sliding` does too).
+const VIEWS: [(&str, &str); 4] = [
     (
         "per_hour",
         "SELECT window_start, window_end, grp, count(*) AS n, count(amount) AS n_amount, sum(amount) AS total, \
@@ -36,6 +37,12 @@ const VIEWS: [(&str, &str); 3] = [
         "visits",
         "SELECT window_start, window_end, grp, count(*) AS n, max(amount) AS hi \
          FROM session('events', 'ts', INTERVAL '20 minutes', 'grp') GROUP BY 1, 2, 3",
+    ),
+    (
+        "totals",
+        "SELECT window_start, window_end, grp, count(*) AS n, count(amount) AS n_amount, sum(amount) AS total, \
+         avg(amount) AS mean FROM tumble('events', 'ts', INTERVAL '1 hour') WHERE id <> 7 \
+         GROUP BY window_start, window_end, grp",
     ),
 ];
 
@@ -201,10 +208,21 @@ async fn assert_finality(lake: &Lake, view: &mut View, seed: u64) {
     );
 }
 
-/// Runs one seeded sequence; returns the view rows upserted and deleted over it, the steps
-/// that recomputed only the windows their changes touched, and those of them of the
-/// session view.
-async fn sequence(seed: u64) -> (usize, usize, usize, usize) {
+/// What a sequence's steps did.
+#[derive(Default)]
+struct Tally {
+    upserted: usize,
+    deleted: usize,
+    /// steps that recomputed only the windows their changes touched
+    scoped: usize,
+    /// those of them of the session view
+    sessions: usize,
+    /// steps that kept count/sum/avg by arithmetic
+    retracted: usize,
+}
+
+/// Runs one seeded sequence.
+async fn sequence(seed: u64) -> Tally {
     let dir = tempfile_dir(seed);
     let lake = Lake::new(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
     let mut rng = Rng(seed);
@@ -225,7 +243,7 @@ async fn sequence(seed: u64) -> (usize, usize, usize, usize) {
     };
     let mut source = TableWriter::open(&lake, "events", options).await.expect("writer");
     let mut views = reopen(&lake, seed).await;
-    let (mut upserted, mut deleted, mut scoped, mut sessions) = (0, 0, 0, 0);
+    let mut tally = Tally::default();
     let mut offset = 0i64;
     let mut last: Option<ChangeBatch> = None;
     for step in 0..12 {
@@ -251,11 +269,12 @@ async fn sequence(seed: u64) -> (usize, usize, usize, usize) {
                 .await
                 .expect("view step")
                 .expect("source exists");
-            upserted += done.upserts;
-            deleted += done.deletes;
-            scoped += usize::from(done.windows.is_some());
+            tally.upserted += done.upserts;
+            tally.deleted += done.deletes;
+            tally.scoped += usize::from(done.windows.is_some());
+            tally.retracted += usize::from(done.retracted);
             if view.def().kind == super::def::WindowKind::Session {
-                sessions += usize::from(done.windows.is_some());
+                tally.sessions += usize::from(done.windows.is_some());
             }
             if full(seed, &view.def().name) {
                 assert_eq!(
@@ -285,7 +304,7 @@ async fn sequence(seed: u64) -> (usize, usize, usize, usize) {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
-    (upserted, deleted, scoped, sessions)
+    tally
 }
 
 /// The views of a sequence, opened from their tables (as after a crash); every fourth seed
@@ -300,7 +319,7 @@ async fn reopen(lake: &Lake, seed: u64) -> Vec<View> {
             super::Refresh::Incremental
         };
         let mut def = def;
-        if name == "per_hour" && seed.is_multiple_of(2) {
+        if (name == "per_hour" && seed.is_multiple_of(2)) || (name == "totals" && !seed.is_multiple_of(2)) {
             // windows final two hours (event time) after their end; late changes applied
             def.lateness = Some(super::late::Lateness {
                 allowed: 2 * 3_600_000_000,
@@ -343,18 +362,30 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_view_equals_the_batch_query_after_every_step() {
     let first = env_u64("CORMORANT_VIEW_SEED", 1);
-    let (mut upserted, mut deleted, mut scoped, mut sessions) = (0, 0, 0, 0);
+    let mut all = Tally::default();
     for seed in first..first + env_u64("CORMORANT_VIEW_SEQUENCES", 8) {
-        let (u, d, s, ss) = sequence(seed).await;
-        upserted += u;
-        deleted += d;
-        scoped += s;
-        sessions += ss;
+        let t = sequence(seed).await;
+        all.upserted += t.upserted;
+        all.deleted += t.deleted;
+        all.scoped += t.scoped;
+        all.sessions += t.sessions;
+        all.retracted += t.retracted;
     }
+    let Tally {
+        upserted,
+        deleted,
+        scoped,
+        sessions,
+        retracted,
+    } = all;
     assert!(scoped > 20, "only {scoped} steps recomputed touched windows only");
     assert!(
         sessions > 5,
         "only {sessions} session steps recomputed the changed keys' sessions only"
+    );
+    assert!(
+        retracted > 20,
+        "only {retracted} steps kept count/sum/avg by arithmetic"
     );
     // not vacuous: groups appeared, changed and disappeared
     assert!(
