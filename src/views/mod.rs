@@ -331,6 +331,7 @@ pub fn record(name: &str, step: &Step) {
             upserts = step.upserts,
             windows = step.windows.map_or("all".to_string(), |w| w.to_string()),
             deletes = step.deletes,
+            arithmetic = step.retracted,
             took_ms = step.took.as_millis() as u64,
             freshness_ms = step.freshness.map(|f| f.as_millis() as u64),
             "view updated"

@@ -166,6 +166,12 @@ async fn kill_between_source_and_view_commit(path: &Path, golden: &[Golden]) {
     assert!(status.success(), "the restarted worker exits 0");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!text.contains("could not be updated"), "no view step failed:\n{text}");
+    // the count/sum/avg view caught up by arithmetic, without reading its source again
+    assert!(
+        text.lines()
+            .any(|l| l.contains("view updated") && l.contains("orders_weekly") && l.contains("arithmetic=true")),
+        "orders_weekly was kept by arithmetic:\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

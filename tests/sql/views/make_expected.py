@@ -55,6 +55,13 @@ SELECT w.window_start, w.window_end, count(*) AS lines, count(DISTINCT o.custome
        min(o.price) AS low, sum(o.quantity) AS units
 FROM windows w JOIN orders o ON o.created_at >= w.window_start AND o.created_at < w.window_end
 GROUP BY 1, 2 ORDER BY 1""",
+    # the average as DataFusion computes an average of integers: their sum as a double over the count
+    "orders_weekly": f"""
+SELECT date_bin(INTERVAL '7 days', created_at, {EPOCH}) AS window_start,
+       date_bin(INTERVAL '7 days', created_at, {EPOCH}) + INTERVAL '7 days' AS window_end,
+       count(*) AS lines, sum(quantity) AS units,
+       sum(quantity)::float8 / count(quantity)::float8 AS mean_units, sum(price) AS revenue
+FROM orders WHERE quantity > 1 GROUP BY 1, 2 ORDER BY 1""",
     # a session starts at a line with no earlier line of its customer within the gap
     "customer_sessions": """
 WITH starts AS (
@@ -88,6 +95,12 @@ def pg_ts(t):
     return s
 
 
+def float_text(x):
+    """PostgreSQL's text of a double (shortest round trip, no trailing .0)."""
+    r = repr(x)
+    return r[:-2] if r.endswith(".0") else r
+
+
 def day_floor(t, days):
     epoch = datetime(1970, 1, 1)
     step = timedelta(days=days)
@@ -116,6 +129,14 @@ def py_expected(view, orders):
                 s -= timedelta(days=7)
         return rows_of({k: [len(v), len({o["c"] for o in v}), min(o["p"] for o in v), sum(o["q"] for o in v)]
                         for k, v in g.items()})
+    if view == "orders_weekly":
+        g = defaultdict(list)
+        for o in orders:
+            if o["q"] > 1:
+                s = day_floor(o["t"], 7)
+                g[(s, s + timedelta(days=7))].append(o)
+        return rows_of({k: [len(v), sum(o["q"] for o in v), float_text(sum(o["q"] for o in v) / len(v)),
+                            sum(o["p"] for o in v)] for k, v in g.items()})
     gap = timedelta(days=60)
     out = []
     by_customer = defaultdict(list)
