@@ -195,7 +195,9 @@ impl State {
                 let t = schema.field(*position).data_type();
                 integer(t) || matches!(t, DataType::Decimal128(..))
             }
-            Finish::Avg { sum, .. } => schema.field_with_name(sum).is_ok_and(|f| integer(f.data_type())),
+            Finish::Avg { sum, .. } => schema
+                .field_with_name(sum)
+                .is_ok_and(|f| integer(f.data_type()) || matches!(f.data_type(), DataType::Decimal128(..))),
         })
     }
 
@@ -245,7 +247,7 @@ impl State {
         if !self.within_exact_range(&rows)? {
             return Ok(None);
         }
-        Ok(Some(vec![rows]))
+        Ok(Some(vec![self.averages(schema, rows)?]))
     }
 
     /// The combining SQL's expression for output column `name` at `i`.
@@ -257,20 +259,20 @@ impl State {
         match self.finish.iter().find(|(p, _)| *p == i).map(|(_, f)| f) {
             None | Some(Finish::Count) => total(name), // a state column, or a count
             Some(Finish::Sum { n }) => format!("CASE WHEN {} = 0 THEN NULL ELSE {} END", total(n), total(name)),
-            Some(Finish::Avg { n, sum, .. }) => format!(
-                "CASE WHEN {} = 0 THEN NULL ELSE CAST({} AS DOUBLE) / CAST({} AS DOUBLE) END",
-                total(n),
-                total(sum),
-                total(n)
-            ),
+            // finished from the summed state by [`State::averages`]
+            Some(Finish::Avg { .. }) => "NULL".to_string(),
         }
     }
 
-    /// Whether every average of `rows` is below [`EXACT_LIMIT`] in absolute sum.
+    /// Whether every average of integers in `rows` is below [`EXACT_LIMIT`] in absolute sum
+    /// (a decimal average is exact integer arithmetic at any size).
     fn within_exact_range(&self, rows: &RecordBatch) -> anyhow::Result<bool> {
         for (_, f) in &self.finish {
-            let Finish::Avg { abs, .. } = f else { continue };
-            let Some(column) = rows.column_by_name(abs) else {
+            let Finish::Avg { abs, sum, .. } = f else { continue };
+            let decimal = rows
+                .column_by_name(sum)
+                .is_some_and(|c| matches!(c.data_type(), DataType::Decimal128(..)));
+            let Some(column) = rows.column_by_name(abs).filter(|_| !decimal) else {
                 continue;
             };
             let values = arrow::compute::cast(column, &DataType::Float64)?;
@@ -280,6 +282,51 @@ impl State {
             }
         }
         Ok(true)
+    }
+}
+
+impl State {
+    /// `rows` with each average finished from its state as DataFusion's `avg` finishes it:
+    /// integers as `sum as f64 / count as f64`; decimals of scale `s` as the truncated
+    /// integer quotient `sum * 10^(t - s) / count` at the output's scale `t`. NULL when
+    /// nothing was counted.
+    fn averages(&self, schema: &SchemaRef, rows: RecordBatch) -> anyhow::Result<RecordBatch> {
+        use arrow::array::{Decimal128Array, Float64Array, Int64Array};
+        let mut columns = rows.columns().to_vec();
+        for (position, f) in &self.finish {
+            let Finish::Avg { n, sum, .. } = f else { continue };
+            let (Some(n), Some(sum)) = (rows.column_by_name(n), rows.column_by_name(sum)) else {
+                anyhow::bail!("the view's rows lack the state of {}", schema.field(*position).name());
+            };
+            let n = arrow::compute::cast(n, &DataType::Int64)?;
+            let n: &Int64Array = n.as_primitive();
+            let counted = |i: usize| n.is_valid(i) && n.value(i) > 0;
+            let finished: arrow::array::ArrayRef = match (sum.data_type(), schema.field(*position).data_type()) {
+                (DataType::Decimal128(_, s), DataType::Decimal128(p, t)) => {
+                    let factor = 10i128
+                        .checked_pow(u32::try_from(t - s).unwrap_or(0))
+                        .ok_or_else(|| anyhow::anyhow!("average scale {t} out of range"))?;
+                    let sum = sum.as_primitive::<arrow::datatypes::Decimal128Type>();
+                    let values: Decimal128Array = (0..rows.num_rows())
+                        .map(|i| {
+                            let total = sum.value(i).checked_mul(factor)?;
+                            (counted(i) && sum.is_valid(i)).then(|| total / i128::from(n.value(i)))
+                        })
+                        .collect();
+                    Arc::new(values.with_precision_and_scale(*p, *t)?)
+                }
+                _ => {
+                    let sum = arrow::compute::cast(sum, &DataType::Int64)?;
+                    let sum: &Int64Array = sum.as_primitive();
+                    let values: Float64Array = (0..rows.num_rows())
+                        .map(|i| (counted(i) && sum.is_valid(i)).then(|| sum.value(i) as f64 / n.value(i) as f64))
+                        .collect();
+                    Arc::new(values)
+                }
+            };
+            columns[*position] = arrow::compute::cast(&finished, schema.field(*position).data_type())?;
+        }
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
 }
 

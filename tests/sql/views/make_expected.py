@@ -26,7 +26,7 @@ import sys
 import tomllib
 from collections import defaultdict
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", "..", ".."))
@@ -55,12 +55,14 @@ SELECT w.window_start, w.window_end, count(*) AS lines, count(DISTINCT o.custome
        min(o.price) AS low, sum(o.quantity) AS units
 FROM windows w JOIN orders o ON o.created_at >= w.window_start AND o.created_at < w.window_end
 GROUP BY 1, 2 ORDER BY 1""",
-    # the average as DataFusion computes an average of integers: their sum as a double over the count
+    # the averages as DataFusion computes them: of integers, their sum as a double over the count;
+    # of numeric(12,4), the quotient truncated to 4 more digits
     "orders_weekly": f"""
 SELECT date_bin(INTERVAL '7 days', created_at, {EPOCH}) AS window_start,
        date_bin(INTERVAL '7 days', created_at, {EPOCH}) + INTERVAL '7 days' AS window_end,
        count(*) AS lines, sum(quantity) AS units,
-       sum(quantity)::float8 / count(quantity)::float8 AS mean_units, sum(price) AS revenue
+       sum(quantity)::float8 / count(quantity)::float8 AS mean_units, sum(price) AS revenue,
+       trunc(sum(price) / count(price), 8) AS mean_price
 FROM orders WHERE quantity > 1 GROUP BY 1, 2 ORDER BY 1""",
     # a session starts at a line with no earlier line of its customer within the gap
     "customer_sessions": """
@@ -136,7 +138,9 @@ def py_expected(view, orders):
                 s = day_floor(o["t"], 7)
                 g[(s, s + timedelta(days=7))].append(o)
         return rows_of({k: [len(v), sum(o["q"] for o in v), float_text(sum(o["q"] for o in v) / len(v)),
-                            sum(o["p"] for o in v)] for k, v in g.items()})
+                            sum(o["p"] for o in v),
+                            (sum(o["p"] for o in v) / len(v)).quantize(Decimal("1e-8"), rounding=ROUND_DOWN)]
+                           for k, v in g.items()})
     gap = timedelta(days=60)
     out = []
     by_customer = defaultdict(list)
