@@ -19,10 +19,11 @@
 //! of the row it replaces, anywhere in the history.
 //!
 //! Settings (environment): `BENCH_SHAPE` insert|upsert (upsert: 70/10/20 over `BENCH_KEYS`),
-//! `BENCH_VIEW` tumble|session (the view above or `SESSION_SQL`),
+//! `BENCH_VIEW` tumble|sums|session (the view above, `SUMS_SQL` or `SESSION_SQL`),
 //! `BENCH_KEYS` (100000), `BENCH_HISTORY` events loaded first (200000), `BENCH_RATE` events/s
 //! (5000), `BENCH_SECS` (30), `BENCH_TICK_MS` batch interval (200), `BENCH_ONLY` (comma list of
-//! none,incremental,full), `RUST_LOG` (e.g. `cormorant::views=debug`: the phases of each view
+//! none,incremental,windows,full; `windows` recomputes touched windows where `incremental`
+//! would use arithmetic), `RUST_LOG` (e.g. `cormorant::views=debug`: the phases of each view
 //! step). Results are appended to `benches/results/views.md`. Run with
 //! `scripts/bench views` (release build).
 
@@ -50,6 +51,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const TOPIC: &str = "bench.public.customers";
 const VIEW_SQL: &str = "SELECT window_start, window_end, loyalty_tier, count(*) AS customers, \
     sum(balance) AS balance, avg(balance) AS avg_balance, max(balance) AS top_balance \
+    FROM tumble('customers', '__source_ts', INTERVAL '10 seconds') \
+    GROUP BY window_start, window_end, loyalty_tier";
+/// `BENCH_VIEW=sums`: the view above without max, so that count, sum and avg are kept by
+/// arithmetic (`incremental`) rather than by recomputing the touched windows (`windows`).
+const SUMS_SQL: &str = "SELECT window_start, window_end, loyalty_tier, count(*) AS customers, \
+    sum(balance) AS balance, avg(balance) AS avg_balance \
     FROM tumble('customers', '__source_ts', INTERVAL '10 seconds') \
     GROUP BY window_start, window_end, loyalty_tier";
 /// `BENCH_VIEW=session`: sessions per name (12 names, so about 120 ms of event time between a
@@ -113,8 +120,9 @@ async fn run() -> anyhow::Result<()> {
         let refresh = match variant {
             "none" => None,
             "incremental" => Some(Refresh::Incremental),
+            "windows" => Some(Refresh::Windows),
             "full" => Some(Refresh::Full),
-            other => anyhow::bail!("BENCH_ONLY: unknown run {other:?} (none, incremental, full)"),
+            other => anyhow::bail!("BENCH_ONLY: unknown run {other:?} (none, incremental, windows, full)"),
         };
         let m = measure(&registry, &stream, refresh, rate, tick_ms).await?;
         let q = |v: &[i64], f: f64| {
@@ -126,6 +134,7 @@ async fn run() -> anyhow::Result<()> {
         };
         let variant = match env("BENCH_VIEW", "tumble".to_string()).as_str() {
             "session" if variant != "none" => format!("session {variant}"),
+            "sums" if variant != "none" => format!("sums {variant}"),
             _ => variant.to_string(),
         };
         let line = format!(
@@ -202,10 +211,10 @@ fn config(registry: &str, dir: &Path, refresh: Option<Refresh>) -> Config {
     if let Some(refresh) = refresh {
         cfg.views = vec![ViewConfig {
             name: "tier_windows".into(),
-            sql: if env("BENCH_VIEW", "tumble".to_string()) == "session" {
-                SESSION_SQL.into()
-            } else {
-                VIEW_SQL.into()
+            sql: match env("BENCH_VIEW", "tumble".to_string()).as_str() {
+                "session" => SESSION_SQL.into(),
+                "sums" => SUMS_SQL.into(),
+                _ => VIEW_SQL.into(),
             },
             refresh,
             ..Default::default()

@@ -257,9 +257,9 @@ async fn real_main(cli: Cli) -> anyhow::Result<()> {
         } => {
             let cfg = Config::load(cli.config.as_deref())?;
             let cormorant::views::Rebuilt { step, remade } = cormorant::views::rebuild(&cfg, &name).await?;
-            if remade {
+            if let Some(why) = remade {
                 println!(
-                    "view {name}: its definition changed since its table was made; the table was made anew (a worker running the new config takes it up at its table's next commit; stop any worker still running the old one)"
+                    "view {name}: {why}; the table was made anew (a worker running the new config takes it up at its table's next commit; stop any worker still running the old one)"
                 );
             }
             println!(

@@ -216,6 +216,14 @@ impl View {
         self
     }
 
+    /// A view that keeps no arithmetic state, as views did before they kept it (tests of
+    /// tables made then).
+    #[cfg(test)]
+    pub(crate) fn without_state(mut self) -> Self {
+        self.state = None;
+        self
+    }
+
     /// Sends every change of the view to `sink` too, before the view commits it.
     pub fn with_sink(mut self, sink: super::sink::Sink) -> Self {
         self.sink = Some(sink);
@@ -268,11 +276,13 @@ impl View {
         source.update_datafusion_session(&ctx.state())?;
         let mut timings = Timings::default();
         let incremental = match reflects {
-            Some(r) if !force && self.refresh == super::Refresh::Incremental => Some(r + 1),
+            Some(r) if !force && self.refresh != super::Refresh::Full => Some(r + 1),
             _ => None,
         };
         let delta = match incremental {
-            Some(from) if self.keeps_state() => self.delta(&ctx, &source, from, n).await?,
+            Some(from) if self.refresh == super::Refresh::Incremental && self.keeps_state() => {
+                self.delta(&ctx, &source, from, n).await?
+            }
             _ => None,
         };
         let (scope, delta) = match (incremental, delta) {
@@ -541,6 +551,12 @@ impl View {
             self.shape = Some(scope::shape(self.def.kind, &intervals));
         }
         Ok(self.shape.flatten())
+    }
+
+    /// Whether the view could keep count/sum/avg by arithmetic but its table, made before
+    /// views kept state, has not the columns (`cormorant view rebuild` makes it anew).
+    pub fn lacks_state(&self) -> bool {
+        self.state.is_some() && !self.keeps_state()
     }
 
     /// Whether the view's table keeps the arithmetic state (a table made before views kept it

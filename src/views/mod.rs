@@ -54,10 +54,15 @@ pub struct ViewConfig {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Refresh {
-    /// `tumble` and `hop` views recompute only the windows the new commits touched (sessions,
-    /// first steps and schema changes recompute the whole view).
+    /// A `tumble` or `hop` view of count, sum and avg updates the touched windows by
+    /// arithmetic from the changed rows ([`retract`]); other views recompute only the windows
+    /// the new commits touched, sessions only the sessions they reach (first steps and schema
+    /// changes recompute the whole view).
     #[default]
     Incremental,
+    /// Recompute the touched windows from the source even where arithmetic could keep them
+    /// (the baseline `benches/views.rs` compares arithmetic with).
+    Windows,
     /// Every step recomputes the whole view: the baseline `benches/views.rs` compares with, and
     /// a fallback that does not depend on reading the commits' files.
     Full,
@@ -141,6 +146,13 @@ impl Views {
             }
             Err(e) => return Err(e),
         };
+        if view.lacks_state() && !quiet {
+            tracing::info!(
+                view = %v.name,
+                "the view's table was made before views kept the state that updates count, sum and avg by arithmetic: its steps recompute the windows they touch; run `cormorant view rebuild {}` to make it anew with that state",
+                v.name
+            );
+        }
         let mut view = view.with_refresh(v.refresh);
         if let Some(topic) = &v.sink_topic {
             view = view.with_sink(sink::Sink::new(cfg, &v.name, topic)?);
@@ -350,15 +362,22 @@ pub async fn rebuild(cfg: &Config, name: &str) -> anyhow::Result<Rebuilt> {
     let lake = cfg.lake.open()?;
     let def = ViewDef::of(entry)?;
     let source = def.source.clone();
-    let mut remade = false;
+    let mut remade = None;
     let mut view = match View::open(&lake, def.clone(), cfg.log_policy(None)).await {
         Err(e) if e.downcast_ref::<identity::Changed>().is_some() => {
             lake.drop_table(name).await?;
-            remade = true;
-            View::open(&lake, def, cfg.log_policy(None)).await?
+            remade = Some("its definition changed since its table was made".to_string());
+            View::open(&lake, def.clone(), cfg.log_policy(None)).await?
         }
         opened => opened?,
     };
+    if view.lacks_state() {
+        lake.drop_table(name).await?;
+        remade = Some(
+            "its table was made before views kept the state that updates count, sum and avg by arithmetic".to_string(),
+        );
+        view = View::open(&lake, def, cfg.log_policy(None)).await?;
+    }
     let step = view.step(&lake, true).await?.ok_or_else(|| {
         anyhow::anyhow!("view {name:?} reads table {source:?}, which does not exist yet; run the worker first")
     })?;
@@ -369,8 +388,9 @@ pub async fn rebuild(cfg: &Config, name: &str) -> anyhow::Result<Rebuilt> {
 /// What `cormorant view rebuild` did.
 pub struct Rebuilt {
     pub step: Step,
-    /// The view's SQL had changed: its table was deleted and made anew.
-    pub remade: bool,
+    /// Why its table was deleted and made anew (its SQL had changed, or it lacked the state
+    /// arithmetic needs); `None`: it was kept.
+    pub remade: Option<String>,
 }
 
 #[cfg(test)]
