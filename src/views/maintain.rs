@@ -292,7 +292,7 @@ impl View {
         };
         timings.scope = started.elapsed();
         let mut c = self
-            .changes(lake, &ctx, &source, scope.as_ref(), delta, before, &mut timings)
+            .changes(lake, &ctx, &source, (scope.as_ref(), delta), before, &mut timings)
             .await?;
         timings.computed = started.elapsed();
         let held = late::hold(&self.def, &mut c, before, force)?;
@@ -337,16 +337,16 @@ impl View {
     }
 
     /// The view's rows to upsert and the keys to delete at the source's version: none when
-    /// the commits touched no window, else the windows in `scope` (all without one)
-    /// recomputed and compared with the view table; with a lateness rule also the windows
-    /// the step's watermark made final.
+    /// the commits touched no window, else the windows in `scope` (all without one) made by
+    /// arithmetic from the `changed` rows when the view keeps state, or recomputed, and
+    /// compared with the view table; with a lateness rule also the windows the step's
+    /// watermark made final.
     async fn changes(
         &mut self,
         lake: &Lake,
         ctx: &SessionContext,
         source: &deltalake::DeltaTable,
-        scope: Option<&Scope>,
-        delta: Option<Changed>,
+        (scope, changed): (Option<&Scope>, Option<Changed>),
         before: Option<i64>,
         timings: &mut Timings,
     ) -> anyhow::Result<Computed> {
@@ -372,7 +372,7 @@ impl View {
             });
         }
         let t0 = std::time::Instant::now();
-        let by_arithmetic = match (scope, delta) {
+        let by_arithmetic = match (scope, changed) {
             (Some(s), Some(d)) => self.by_arithmetic(lake, ctx, s, d).await?,
             _ => None,
         };
