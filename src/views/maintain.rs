@@ -22,7 +22,10 @@
 //! Other session views, `cormorant view rebuild`, a view's first step and a range that
 //! cannot be narrowed down (schema change, vacuumed files) recompute the whole view. Either
 //! way the rows come from the batch query's own window functions over the source at one
-//! version, so min, max and distinct counts are as exact as count and sum. With a lateness
+//! version, so min, max and distinct counts are as exact as count and sum. A tumble or hop
+//! view of count, sum and avg only does not recompute at all: it keeps state columns and
+//! updates the touched rows by arithmetic from the rows the commits took out and put in
+//! ([`super::retract`]); how a step narrows its work is in `maintain/narrow.rs`. With a lateness
 //! rule a step also keeps the watermark, `is_final` and the changes to final windows
 //! ([`super::late`]).
 
@@ -39,13 +42,14 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use tables::{DeleteMode, Lake, TableError, TableWriter, WriteMode, WriterOptions};
 
-use super::def::{ViewDef, WindowKind};
+use super::def::ViewDef;
 use super::identity;
 use super::late::{self, IS_FINAL, Lateness};
 use super::retract::Changed;
 use super::retract::State;
 use super::scope::{self, Scope};
-use tables::changes::{Delta, Touched};
+
+mod narrow;
 
 /// The scope of a view's `txn` app id (`view:<source>:0`): not a consumer group, so it never
 /// meets a Kafka stream's offsets.
@@ -510,193 +514,6 @@ impl View {
         }
     }
 
-    /// The windows (or, for a session view, the sessions) source versions `from..=to`
-    /// touched, or `None` for a full recompute (a range that cannot be narrowed down, see
-    /// [`tables::changes`]).
-    async fn scope(
-        &mut self,
-        lake: &Lake,
-        ctx: &SessionContext,
-        source: &deltalake::DeltaTable,
-        from: u64,
-        to: u64,
-    ) -> anyhow::Result<Option<Scope>> {
-        if from > to {
-            return Ok(None);
-        }
-        if self.def.kind == WindowKind::Session {
-            return self.session_scope(lake, ctx, source, from, to).await;
-        }
-        let Some(shape) = self.shape(ctx).await? else {
-            return Ok(None);
-        };
-        let Some(rows) = self
-            .touched(source, from, to, std::slice::from_ref(&self.def.time_column))
-            .await?
-        else {
-            return Ok(None);
-        };
-        let columns: Vec<ArrayRef> = rows.iter().filter_map(|b| b.columns().first().cloned()).collect();
-        let tz = columns.first().and_then(|c| scope::tz_of(c.data_type()));
-        Ok(scope::micros(&columns).map(|times| Scope::of(shape, times, tz)))
-    }
-
-    /// The window shape, read from the SQL's interval arguments once; `None` for sessions.
-    async fn shape(&mut self, ctx: &SessionContext) -> anyhow::Result<Option<scope::Shape>> {
-        if self.shape.is_none() {
-            let mut intervals = Vec::new();
-            for text in &self.def.intervals {
-                intervals.push(interval_micros(ctx, text).await?);
-            }
-            self.shape = Some(scope::shape(self.def.kind, &intervals));
-        }
-        Ok(self.shape.flatten())
-    }
-
-    /// Whether the view could keep count/sum/avg by arithmetic but its table, made before
-    /// views kept state, has not the columns (`cormorant view rebuild` makes it anew).
-    pub fn lacks_state(&self) -> bool {
-        self.state.is_some() && !self.keeps_state()
-    }
-
-    /// Whether the view's table keeps the arithmetic state (a table made before views kept it
-    /// does not, and recomputes until rebuilt); a table not made yet will.
-    fn keeps_state(&self) -> bool {
-        let table = self.writer.table();
-        self.state.is_some()
-            && (table.version().is_none()
-                || table.snapshot().is_ok_and(|s| {
-                    s.snapshot()
-                        .arrow_schema()
-                        .field_with_name(super::retract::ROWS)
-                        .is_ok()
-                }))
-    }
-
-    /// The rows source versions `from..=to` took out and put in (the columns the view names)
-    /// and the windows they reach; `None` when the range cannot be read so.
-    async fn delta(
-        &mut self,
-        ctx: &SessionContext,
-        source: &deltalake::DeltaTable,
-        from: u64,
-        to: u64,
-    ) -> anyhow::Result<Option<(Scope, Changed)>> {
-        let Some(shape) = self.shape(ctx).await?.filter(|_| from <= to) else {
-            return Ok(None);
-        };
-        let schema = source.snapshot()?.snapshot().arrow_schema();
-        let names = State::inputs(&self.def, &schema);
-        let (minus, plus) = match tables::changes::delta(source, from, to, &names, self.max_touched_share).await? {
-            Delta::Rows { minus, plus } => (minus, plus),
-            Delta::Everything(why) => {
-                tracing::debug!(view = %self.def.name, why, "recomputing the whole view");
-                return Ok(None);
-            }
-        };
-        let times: Vec<ArrayRef> = minus
-            .iter()
-            .chain(&plus)
-            .filter_map(|b| b.column_by_name(&self.def.time_column).cloned())
-            .collect();
-        let tz = times.first().and_then(|c| scope::tz_of(c.data_type()));
-        let columns =
-            Arc::new(schema.project(&names.iter().filter_map(|n| schema.index_of(n).ok()).collect::<Vec<_>>())?);
-        Ok(scope::micros(&times).map(|t| (Scope::of(shape, t, tz), Changed { columns, minus, plus })))
-    }
-
-    /// The touched windows' rows by arithmetic ([`super::retract`]): the view's rows of those
-    /// windows, minus what the commits took out, plus what they put in; `None` when an
-    /// aggregate is not kept exactly that way, and the step recomputes them instead.
-    async fn by_arithmetic(
-        &mut self,
-        lake: &Lake,
-        ctx: &SessionContext,
-        scope: &Scope,
-        changed: Changed,
-    ) -> anyhow::Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
-        let Some(state) = &self.state else { return Ok(None) };
-        let partials = match state.partials(&self.def, lake, &changed).await {
-            Ok(p) => p,
-            Err(e) => {
-                // e.g. a column the view names that the table has not got yet: the
-                // recomputation says what is wrong
-                tracing::debug!(view = %self.def.name, error = %e, "recomputing the touched windows");
-                None
-            }
-        };
-        let Some((schema, minus, plus)) = partials else {
-            return Ok(None);
-        };
-        let Some(old) = self.old_rows(lake, ctx, &schema, Some(scope)).await? else {
-            return Ok(None);
-        };
-        let Some(state) = &self.state else { return Ok(None) };
-        let rows = state.combine(&self.def, lake, &schema, old, minus, plus).await?;
-        Ok(rows.map(|r| (schema, r)))
-    }
-
-    /// The `columns` of the rows source versions `from..=to` touched; `None` when the range
-    /// cannot be narrowed down (see [`tables::changes`]).
-    async fn touched(
-        &self,
-        source: &deltalake::DeltaTable,
-        from: u64,
-        to: u64,
-        columns: &[String],
-    ) -> anyhow::Result<Option<Vec<RecordBatch>>> {
-        match tables::changes::touched(source, from, to, columns, self.max_touched_share).await? {
-            Touched::Rows(rows) => Ok(Some(rows)),
-            Touched::Everything(why) => {
-                tracing::debug!(view = %self.def.name, why, "recomputing the whole view");
-                Ok(None)
-            }
-        }
-    }
-
-    /// The sessions source versions `from..=to` can reach ([`super::sessions`]), or `None`
-    /// for a full recompute (a view without its session keys as columns, too many keys, a
-    /// range that cannot be narrowed down).
-    async fn session_scope(
-        &mut self,
-        lake: &Lake,
-        ctx: &SessionContext,
-        source: &deltalake::DeltaTable,
-        from: u64,
-        to: u64,
-    ) -> anyhow::Result<Option<Scope>> {
-        let Some(keys) = self.def.session_keys.clone() else {
-            return Ok(None);
-        };
-        let gap = match self.def.intervals.first() {
-            Some(text) => interval_micros(ctx, text).await?,
-            None => return Ok(None),
-        };
-        let mut columns = vec![self.def.time_column.clone()];
-        columns.extend(keys.iter().cloned());
-        let Some(rows) = self.touched(source, from, to, &columns).await? else {
-            return Ok(None);
-        };
-        let Some(table) = latest(&mut self.table, lake, &self.def.name).await? else {
-            return Ok(None);
-        };
-        // the old sessions of the changed keys
-        table.update_datafusion_session(&ctx.state())?;
-        let mut wanted = vec!["window_start", "window_end"];
-        wanted.extend(keys.iter().map(String::as_str));
-        let tz = rows
-            .first()
-            .and_then(|b| b.column_by_name(&self.def.time_column))
-            .and_then(|c| scope::tz_of(c.data_type()));
-        let mut df = ctx.read_table(table.table_provider().await?)?.select_columns(&wanted)?;
-        if let Some(f) = super::sessions::Regions::reachable(&rows, &self.def.time_column, &keys, gap, tz.clone())? {
-            df = df.filter(f)?;
-        }
-        let old = df.collect().await?;
-        let regions = super::sessions::Regions::of(&rows, &self.def.time_column, &old, gap, &keys)?;
-        Ok(regions.map(|r| Scope::sessions(r, tz)))
-    }
-
     /// The view's rows at the source version registered in `ctx`.
     async fn compute(&self, ctx: &SessionContext) -> anyhow::Result<(SchemaRef, Vec<RecordBatch>)> {
         let sql = match &self.state {
@@ -953,26 +770,6 @@ pub(super) fn concat_as(schema: &SchemaRef, batches: &[RecordBatch]) -> anyhow::
 
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// An interval argument (SQL text such as `INTERVAL '1 hour'`) in microseconds, as
-/// DataFusion reads it.
-async fn interval_micros(ctx: &SessionContext, text: &str) -> anyhow::Result<i64> {
-    let batches = ctx.sql(&format!("SELECT {text}")).await?.collect().await?;
-    let value = batches
-        .first()
-        .filter(|b| b.num_rows() == 1)
-        .map(|b| ScalarValue::try_from_array(b.column(0), 0))
-        .transpose()?;
-    match value {
-        Some(ScalarValue::IntervalMonthDayNano(Some(v))) if v.months == 0 => {
-            Ok(i64::from(v.days) * 86_400_000_000 + v.nanoseconds / 1000)
-        }
-        Some(ScalarValue::IntervalDayTime(Some(v))) => {
-            Ok(i64::from(v.days) * 86_400_000_000 + i64::from(v.milliseconds) * 1000)
-        }
-        other => anyhow::bail!("window argument {text} is not an interval of days or less: {other:?}"),
-    }
 }
 
 /// A session with the window functions and the lake (for their time travel), but no tables:

@@ -4,7 +4,7 @@
 //! and put in ([`tables::changes::delta`]) — without reading the source table again.
 //!
 //! The state, as columns of the view's table after its own (named so no view output can be,
-//! see [`State::of`]):
+//! see `State::of`):
 //! - `__rows`: the group's rows (`count(*)` under the view's WHERE): 0 means the group is gone;
 //! - `__n_<agg>` for each `sum`/`avg`: `count(arg)`, so a group whose values are all NULL sums
 //!   to NULL as the batch query's does, not to 0;
