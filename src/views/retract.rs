@@ -22,8 +22,11 @@
 //!   same double; past that (half of it, for the guard's own rounding) the step recomputes;
 //! - a float sum or average rounds differently in another order, and min, max and distinct
 //!   counts cannot be retracted: such views (and sessions) recompute the touched windows from
-//!   the source instead ([`super::maintain`]). A view whose table was made before it kept
-//!   state does the same until `cormorant view rebuild`.
+//!   the source instead ([`super::maintain`]). So do views with `late = "dead_letter"` (a
+//!   held window keeps an old row, from which arithmetic would not give what the table gives)
+//!   and a view whose table was made before views kept state, until `cormorant view rebuild`;
+//! - the old rows are read at the view version whose `txn` the range starts after (else,
+//!   after another worker's step in between, a range would be counted twice).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -43,6 +46,8 @@ use super::def::{ViewDef, WindowKind};
 /// The rows a range of source commits took out and put in, projected to `columns` (see
 /// [`tables::changes::Delta`]).
 pub(super) struct Changed {
+    /// the first source version of the range
+    pub(super) from: u64,
     pub(super) columns: SchemaRef,
     pub(super) minus: Vec<RecordBatch>,
     pub(super) plus: Vec<RecordBatch>,
@@ -87,6 +92,14 @@ impl State {
     /// state column.
     pub(super) fn of(def: &ViewDef) -> Option<Self> {
         if def.kind == WindowKind::Session || def.columns.iter().any(|c| is_state_column(c)) {
+            return None;
+        }
+        // a held window keeps its old row, so old − minus + plus would no longer be what the
+        // table gives, which `_view_late` records: dead-lettering views recompute
+        if def
+            .lateness
+            .is_some_and(|l| l.policy == super::late::LatePolicy::DeadLetter)
+        {
             return None;
         }
         let mut items = vec![format!("count(*) AS \"{ROWS}\"")];

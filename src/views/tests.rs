@@ -541,3 +541,59 @@ async fn a_view_table_without_state_recomputes_until_rebuild_gives_it_state() {
     assert_eq!(stored, batch, "exact by arithmetic");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Arithmetic builds on the view's rows, so they must be those of the version whose `txn`
+/// the range starts after: rows read after another worker's step moved the view on would
+/// count that step's changes twice. Such a step recomputes instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arithmetic_needs_the_view_rows_of_the_version_its_range_starts_after() {
+    let dir = tempfile_dir(9_003);
+    let lake = Lake::new(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
+    let mut source = TableWriter::open(&lake, "events", WriterOptions::default())
+        .await
+        .expect("writer");
+    let mut rng = Rng(9_003);
+    let mut offset = 0;
+    let mut commit = async |rng: &mut Rng, source: &mut TableWriter| {
+        let changes: Vec<Change> = (0..20)
+            .map(|_| random_change(rng))
+            .filter(|c| c.kind == ChangeKind::Upsert)
+            .collect();
+        source
+            .apply(&source_batch(&changes, offset))
+            .await
+            .expect("source commit");
+        offset += changes.len() as i64;
+    };
+    commit(&mut rng, &mut source).await;
+    let (name, sql) = VIEWS[3];
+    let mut view = View::open(&lake, ViewDef::parse(name, sql).expect("valid"), Default::default())
+        .await
+        .expect("view")
+        .always_scoped();
+    view.step(&lake, false).await.expect("step").expect("source exists");
+    let r = view.reflects().await.expect("txn").expect("stepped");
+    commit(&mut rng, &mut source).await;
+    let table = lake.open("events", None).await.expect("source");
+    let n = table.version().expect("a version");
+    let ctx = crate::views::maintain::session(&lake);
+    let (from, ctx, table) = (r + 1, &ctx, &table);
+    let (scope, changed) = view.delta(ctx, table, from, n).await.expect("delta").expect("readable");
+    let (_, mut early) = view.delta(ctx, table, from, n).await.expect("delta").expect("readable");
+    early.from = r; // as if the view's rows had moved on past the range's start
+    assert!(
+        view.by_arithmetic(&lake, ctx, &scope, early)
+            .await
+            .expect("step")
+            .is_none(),
+        "rows of another version are not built on"
+    );
+    assert!(
+        view.by_arithmetic(&lake, ctx, &scope, changed)
+            .await
+            .expect("step")
+            .is_some(),
+        "rows of the version the range starts after are"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -84,7 +84,7 @@ impl View {
 
     /// The rows source versions `from..=to` took out and put in (the columns the view names)
     /// and the windows they reach; `None` when the range cannot be read so.
-    pub(super) async fn delta(
+    pub(in crate::views) async fn delta(
         &mut self,
         ctx: &SessionContext,
         source: &deltalake::DeltaTable,
@@ -111,13 +111,23 @@ impl View {
         let tz = times.first().and_then(|c| scope::tz_of(c.data_type()));
         let columns =
             Arc::new(schema.project(&names.iter().filter_map(|n| schema.index_of(n).ok()).collect::<Vec<_>>())?);
-        Ok(scope::micros(&times).map(|t| (Scope::of(shape, t, tz), Changed { columns, minus, plus })))
+        Ok(scope::micros(&times).map(|t| {
+            (
+                Scope::of(shape, t, tz),
+                Changed {
+                    from,
+                    columns,
+                    minus,
+                    plus,
+                },
+            )
+        }))
     }
 
     /// The touched windows' rows by arithmetic ([`crate::views::retract`]): the view's rows of those
     /// windows, minus what the commits took out, plus what they put in; `None` when an
     /// aggregate is not kept exactly that way, and the step recomputes them instead.
-    pub(super) async fn by_arithmetic(
+    pub(in crate::views) async fn by_arithmetic(
         &mut self,
         lake: &Lake,
         ctx: &SessionContext,
@@ -140,6 +150,20 @@ impl View {
         let Some(old) = self.old_rows(lake, ctx, &schema, Some(scope)).await? else {
             return Ok(None);
         };
+        // the old rows must be those of the version whose txn the range starts after: another
+        // worker's step committed in between would be counted twice (a recomputation heals
+        // such a race; arithmetic would carry it on)
+        let read_at = match &self.table {
+            Some(t) => {
+                let app = super::txn_app_id(&self.def.source);
+                t.snapshot()?.transaction_version(t.log_store().as_ref(), &app).await?
+            }
+            None => None,
+        };
+        if read_at != i64::try_from(changed.from).ok() {
+            tracing::debug!(view = %self.def.name, ?read_at, from = changed.from, "the view moved on while its step read it; recomputing the touched windows");
+            return Ok(None);
+        }
         let Some(state) = &self.state else { return Ok(None) };
         let rows = state.combine(&self.def, lake, &schema, old, minus, plus).await?;
         Ok(rows.map(|r| (schema, r)))
