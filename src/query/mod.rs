@@ -180,9 +180,12 @@ pub async fn run_sql(ctx: &SessionContext, sql: &str) -> anyhow::Result<Vec<Vec<
 /// not have, and the ones it has (DataFusion's own says "table 'datafusion.public.x' not
 /// found" twice); `None` when every table it names exists.
 async fn missing_tables(ctx: &SessionContext, stmt: &DFStatement) -> Option<anyhow::Error> {
-    let references = ctx.state().resolve_table_references(stmt).ok()?;
+    let state = ctx.state();
+    let references = state.resolve_table_references(stmt).ok()?;
+    // (a table function's call, `history('t')`, is among the references too)
     let missing: Vec<String> = references
         .iter()
+        .filter(|r| !state.table_functions().contains_key(r.table()))
         .filter(|r| !ctx.table_exist(r.table()).unwrap_or(true))
         .map(|r| r.table().to_string())
         .collect();
@@ -198,10 +201,13 @@ async fn no_such_tables(lake: Option<&Lake>, missing: &[String]) -> anyhow::Erro
         Some(lake) => lake.list_tables().await.unwrap_or_default(),
         None => Vec::new(),
     };
+    let has = match names.is_empty() {
+        true => "it has no tables yet".to_string(),
+        false => format!("its tables are: {}", names.join(", ")),
+    };
     anyhow::anyhow!(
-        "there is no table {} in the lake; its tables are: {} (\\dt in the shell lists them; a table appears at its first commit, a [[views]] view after its table's)",
+        "there is no table {} in the lake; {has} (\\dt in the shell lists them; a table appears at its first commit, a [[views]] view after its table's)",
         missing.join(", "),
-        names.join(", ")
     )
 }
 
