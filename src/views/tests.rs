@@ -475,25 +475,8 @@ async fn a_changed_view_sql_is_refused_until_rebuild_makes_the_table_anew() {
 async fn a_view_table_without_state_recomputes_until_rebuild_gives_it_state() {
     let dir = tempfile_dir(9_002);
     let lake = Lake::new(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
-    let mut source = TableWriter::open(&lake, "events", WriterOptions::default())
-        .await
-        .expect("writer");
-    let mut rng = Rng(9_002);
-    let mut offset = 0;
-    let mut commit = async |rng: &mut Rng, source: &mut TableWriter| {
-        // (upserts only: a delete of a key never seen leaves a row without a time, which
-        // only a full recomputation places)
-        let changes: Vec<Change> = (0..20)
-            .map(|_| random_change(rng))
-            .filter(|c| c.kind == ChangeKind::Upsert)
-            .collect();
-        source
-            .apply(&source_batch(&changes, offset))
-            .await
-            .expect("source commit");
-        offset += changes.len() as i64;
-    };
-    commit(&mut rng, &mut source).await;
+    let mut source = Upserts::open(&lake, 9_002).await;
+    source.commit().await;
     let (name, sql) = VIEWS[3];
     let def = || ViewDef::parse(name, sql).expect("valid");
     let mut old = View::open(&lake, def(), Default::default())
@@ -507,7 +490,7 @@ async fn a_view_table_without_state_recomputes_until_rebuild_gives_it_state() {
         .expect("view")
         .always_scoped();
     assert!(view.lacks_state(), "a table without the state columns");
-    commit(&mut rng, &mut source).await;
+    source.commit().await;
     let step = view.step(&lake, false).await.expect("step").expect("source exists");
     assert!(
         !step.retracted && step.windows.is_some(),
@@ -534,7 +517,7 @@ async fn a_view_table_without_state_recomputes_until_rebuild_gives_it_state() {
         .expect("view")
         .always_scoped();
     assert!(!view.lacks_state());
-    commit(&mut rng, &mut source).await;
+    source.commit().await;
     let step = view.step(&lake, false).await.expect("step").expect("source exists");
     assert!(step.retracted, "kept by arithmetic after the rebuild: {step:?}");
     let (stored, batch) = both(&lake, &mut view).await;
@@ -549,23 +532,8 @@ async fn a_view_table_without_state_recomputes_until_rebuild_gives_it_state() {
 async fn arithmetic_needs_the_view_rows_of_the_version_its_range_starts_after() {
     let dir = tempfile_dir(9_003);
     let lake = Lake::new(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
-    let mut source = TableWriter::open(&lake, "events", WriterOptions::default())
-        .await
-        .expect("writer");
-    let mut rng = Rng(9_003);
-    let mut offset = 0;
-    let mut commit = async |rng: &mut Rng, source: &mut TableWriter| {
-        let changes: Vec<Change> = (0..20)
-            .map(|_| random_change(rng))
-            .filter(|c| c.kind == ChangeKind::Upsert)
-            .collect();
-        source
-            .apply(&source_batch(&changes, offset))
-            .await
-            .expect("source commit");
-        offset += changes.len() as i64;
-    };
-    commit(&mut rng, &mut source).await;
+    let mut source = Upserts::open(&lake, 9_003).await;
+    source.commit().await;
     let (name, sql) = VIEWS[3];
     let mut view = View::open(&lake, ViewDef::parse(name, sql).expect("valid"), Default::default())
         .await
@@ -573,7 +541,7 @@ async fn arithmetic_needs_the_view_rows_of_the_version_its_range_starts_after() 
         .always_scoped();
     view.step(&lake, false).await.expect("step").expect("source exists");
     let r = view.reflects().await.expect("txn").expect("stepped");
-    commit(&mut rng, &mut source).await;
+    source.commit().await;
     let table = lake.open("events", None).await.expect("source");
     let n = table.version().expect("a version");
     let ctx = crate::views::maintain::session(&lake);
@@ -596,4 +564,36 @@ async fn arithmetic_needs_the_view_rows_of_the_version_its_range_starts_after() 
         "rows of the version the range starts after are"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A source table fed random upserts only (a delete of a key never seen leaves a row without
+/// a time, which only a full recomputation places: these tests are about scoped steps).
+struct Upserts {
+    writer: TableWriter,
+    rng: Rng,
+    offset: i64,
+}
+
+impl Upserts {
+    async fn open(lake: &Lake, seed: u64) -> Self {
+        let writer = TableWriter::open(lake, "events", WriterOptions::default())
+            .await
+            .expect("writer");
+        Self {
+            writer,
+            rng: Rng(seed),
+            offset: 0,
+        }
+    }
+
+    /// One commit of up to 20 upserts.
+    async fn commit(&mut self) {
+        let changes: Vec<Change> = (0..20)
+            .map(|_| random_change(&mut self.rng))
+            .filter(|c| c.kind == ChangeKind::Upsert)
+            .collect();
+        let batch = source_batch(&changes, self.offset);
+        self.writer.apply(&batch).await.expect("source commit");
+        self.offset += changes.len() as i64;
+    }
 }
