@@ -21,7 +21,7 @@ const DESCRIPTION_TAIL: &str = "; each commit records the table version it refle
 /// until the user chooses.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "view {view}: its SQL or allowed_lateness in the config is not what its table was made from ({was}); run `cormorant view rebuild {view}` to make its table anew from the new definition (the table's history goes with it), or put the old one back"
+    "view {view}: its SQL, allowed_lateness or late in the config is not what its table was made from ({was}); run `cormorant view rebuild {view}` to make its table anew from the new definition (the table's history goes with it), or put the old one back"
 )]
 pub struct Changed {
     pub view: String,
@@ -59,10 +59,21 @@ pub(super) fn description(def: &ViewDef, txn: &str) -> String {
     )
 }
 
+/// The table property holding a view's `late` policy: a `dead_letter` view's table holds
+/// windows that differ from what the table gives, and keeps no state for arithmetic, so a
+/// table made under one policy does not serve the other. (Tables made before the property
+/// existed are not checked.)
+pub const LATE_PROPERTY: &str = "cormorant.view.late";
+
+fn policy(def: &ViewDef) -> &'static str {
+    def.lateness.map_or(super::late::LatePolicy::Apply, |l| l.policy).name()
+}
+
 /// The properties a view's table is created with: its definition.
 pub(super) fn properties(def: &ViewDef) -> Vec<(String, String)> {
     [
         Some((SQL_PROPERTY.to_string(), normalized(&def.sql))),
+        Some((LATE_PROPERTY.to_string(), policy(def).to_string())),
         def.lateness
             .map(|l| (LATENESS_PROPERTY.to_string(), l.allowed.to_string())),
     ]
@@ -74,9 +85,23 @@ pub(super) fn properties(def: &ViewDef) -> Vec<(String, String)> {
 /// Refuses a view table made from another definition than `def`.
 pub(super) fn check(writer: &TableWriter, def: &ViewDef) -> Result<(), Changed> {
     match made_from(writer) {
-        Some(was) if was != definition(def) => Err(Changed {
+        Some(was) if was != definition(def) => {
+            return Err(Changed {
+                view: def.name.clone(),
+                was,
+            });
+        }
+        _ => {}
+    }
+    let late = writer
+        .table()
+        .snapshot()
+        .ok()
+        .and_then(|s| s.metadata().configuration().get(LATE_PROPERTY).cloned());
+    match late {
+        Some(was) if was != policy(def) => Err(Changed {
             view: def.name.clone(),
-            was,
+            was: format!("late = \"{was}\""),
         }),
         _ => Ok(()),
     }

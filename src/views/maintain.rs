@@ -66,6 +66,9 @@ pub fn txn_app_id(source: &str) -> String {
     StreamId::new(TXN_SCOPE, source).app_id(0)
 }
 
+/// How many times a step starts again after other workers' steps moved the view on under it.
+const MAX_MOVED: usize = 5;
+
 /// Test hook: milliseconds every view step waits between computing its changes and
 /// committing them (see `View::pause_before_commit`). Never set in production.
 pub const PAUSE_ENV: &str = "CORMORANT_VIEW_PAUSE_MS";
@@ -261,19 +264,35 @@ impl View {
     /// when the view says it is there — `cormorant view rebuild`). `None` when the source
     /// table does not exist yet.
     pub async fn step(&mut self, lake: &Lake, force: bool) -> anyhow::Result<Option<Step>> {
+        for _ in 0..MAX_MOVED {
+            if let Some(done) = self.attempt(lake, force).await? {
+                return Ok(done);
+            }
+            tracing::debug!(view = %self.def.name, "another worker's step moved the view on while this one computed; stepping again from it");
+        }
+        anyhow::bail!(
+            "view {}: other workers' steps moved it on {MAX_MOVED} times while this one computed; the next commit of its table steps it again",
+            self.def.name
+        )
+    }
+
+    /// One step ([`View::step`]); `None` when a step kept by arithmetic found the view moved
+    /// on by another worker's step at its commit (nothing committed: it must start again
+    /// from the rows that step left).
+    async fn attempt(&mut self, lake: &Lake, force: bool) -> anyhow::Result<Option<Option<Step>>> {
         let started = std::time::Instant::now();
         let source = match latest(&mut self.source, lake, &self.def.source).await {
             Ok(Some(t)) => t,
-            Ok(None) => return Ok(None),
+            Ok(None) => return Ok(Some(None)),
             Err(e) => return Err(anyhow::Error::new(e).context(format!("reading source table {}", self.def.source))),
         };
         let n = source.version().unwrap_or(0);
         let reflects = self.reflects().await?;
         if !force && reflects >= Some(n) {
-            return Ok(Some(Step {
+            return Ok(Some(Some(Step {
                 source_version: n,
                 ..Step::default()
-            }));
+            })));
         }
         let before = self.watermark().await?;
         let ctx = session(lake);
@@ -311,11 +330,15 @@ impl View {
         }
         self.pause_before_commit(n).await;
         let batch = self.change_batch(&c, n, force)?;
-        let applied = self
-            .writer
-            .apply(&batch)
-            .await
-            .with_context(|| format!("committing view {}", self.def.name))?;
+        let app = txn_app_id(&self.def.source);
+        let applied = match incremental.filter(|_| c.retracted) {
+            // built on the view's rows at `from`: only on top of them
+            Some(from) => self.writer.apply_if(&batch, &app, i64::try_from(from).ok()).await,
+            None => self.writer.apply(&batch).await.map(Some),
+        };
+        let Some(applied) = applied.with_context(|| format!("committing view {}", self.def.name))? else {
+            return Ok(None);
+        };
         if applied.version.is_some() {
             self.compact().await;
         }
@@ -326,7 +349,7 @@ impl View {
             .and_then(|s| s.version_timestamp(n))
             .and_then(|ms| u64::try_from(chrono::Utc::now().timestamp_millis() - ms).ok())
             .map(std::time::Duration::from_millis);
-        Ok(Some(Step {
+        Ok(Some(Some(Step {
             source_version: n,
             version: applied.version,
             rows: applied.rows_in,
@@ -337,7 +360,7 @@ impl View {
             freshness,
             late: recorded,
             retracted: c.retracted,
-        }))
+        })))
     }
 
     /// The view's rows to upsert and the keys to delete at the source's version: none when

@@ -91,7 +91,7 @@ impl State {
     /// aggregate other than count, sum and avg, a distinct count, or an output named like a
     /// state column.
     pub(super) fn of(def: &ViewDef) -> Option<Self> {
-        if def.kind == WindowKind::Session || def.columns.iter().any(|c| is_state_column(c)) {
+        if def.kind == WindowKind::Session || def.columns.iter().any(|c| is_state_column(c)) || volatile(&def.sql) {
             return None;
         }
         // a held window keeps its old row, so old − minus + plus would no longer be what the
@@ -260,7 +260,7 @@ impl State {
         if !self.within_exact_range(&rows)? {
             return Ok(None);
         }
-        Ok(Some(vec![self.averages(schema, rows)?]))
+        Ok(self.averages(schema, rows)?.map(|r| vec![r]))
     }
 
     /// The combining SQL's expression for output column `name` at `i`.
@@ -302,8 +302,9 @@ impl State {
     /// `rows` with each average finished from its state as DataFusion's `avg` finishes it:
     /// integers as `sum as f64 / count as f64`; decimals of scale `s` as the truncated
     /// integer quotient `sum * 10^(t - s) / count` at the output's scale `t`. NULL when
-    /// nothing was counted.
-    fn averages(&self, schema: &SchemaRef, rows: RecordBatch) -> anyhow::Result<RecordBatch> {
+    /// nothing was counted. `None` when a decimal sum scaled up overflows 128 bits (DataFusion
+    /// then averages in 256: the step recomputes).
+    fn averages(&self, schema: &SchemaRef, rows: RecordBatch) -> anyhow::Result<Option<RecordBatch>> {
         use arrow::array::{Decimal128Array, Float64Array, Int64Array};
         let mut columns = rows.columns().to_vec();
         for (position, f) in &self.finish {
@@ -320,13 +321,18 @@ impl State {
                         .checked_pow(u32::try_from(t - s).unwrap_or(0))
                         .ok_or_else(|| anyhow::anyhow!("average scale {t} out of range"))?;
                     let sum = sum.as_primitive::<arrow::datatypes::Decimal128Type>();
-                    let values: Decimal128Array = (0..rows.num_rows())
-                        .map(|i| {
-                            let total = sum.value(i).checked_mul(factor)?;
-                            (counted(i) && sum.is_valid(i)).then(|| total / i128::from(n.value(i)))
-                        })
-                        .collect();
-                    Arc::new(values.with_precision_and_scale(*p, *t)?)
+                    let mut values = Vec::with_capacity(rows.num_rows());
+                    for i in 0..rows.num_rows() {
+                        if !(counted(i) && sum.is_valid(i)) {
+                            values.push(None);
+                            continue;
+                        }
+                        let Some(total) = sum.value(i).checked_mul(factor) else {
+                            return Ok(None);
+                        };
+                        values.push(Some(total / i128::from(n.value(i))));
+                    }
+                    Arc::new(Decimal128Array::from(values).with_precision_and_scale(*p, *t)?)
                 }
                 _ => {
                     let sum = arrow::compute::cast(sum, &DataType::Int64)?;
@@ -339,8 +345,29 @@ impl State {
             };
             columns[*position] = arrow::compute::cast(&finished, schema.field(*position).data_type())?;
         }
-        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        Ok(Some(RecordBatch::try_new(schema.clone(), columns)?))
     }
+}
+
+/// Whether `sql` calls a function whose value changes with time or by chance (`now()` in a
+/// WHERE): a row it once let through may be dropped later without any change to the table,
+/// which a recomputation sees and arithmetic would not.
+fn volatile(sql: &str) -> bool {
+    const VOLATILE: [&str; 8] = [
+        "now",
+        "random",
+        "current_timestamp",
+        "current_date",
+        "current_time",
+        "localtimestamp",
+        "localtime",
+        "uuid",
+    ];
+    Tokenizer::new(&GenericDialect {}, sql).tokenize().map_or(true, |tokens| {
+        tokens
+            .iter()
+            .any(|t| matches!(t, Token::Word(w) if w.quote_style.is_none() && VOLATILE.contains(&w.value.to_ascii_lowercase().as_str())))
+    })
 }
 
 /// Whether `name` is a state column (see the module doc).
@@ -412,6 +439,7 @@ mod tests {
             "SELECT window_start, window_end, count(DISTINCT x) AS d FROM tumble('t', 'ts', INTERVAL '1 hour') GROUP BY 1, 2",
             "SELECT window_start, window_end, g, count(*) AS n FROM session('t', 'ts', INTERVAL '1 hour', 'g') GROUP BY 1, 2, 3",
             "SELECT window_start, window_end, count(*) AS __rows FROM tumble('t', 'ts', INTERVAL '1 hour') GROUP BY 1, 2",
+            "SELECT window_start, window_end, count(*) AS n FROM tumble('t', 'ts', INTERVAL '1 hour') WHERE ts > now() - INTERVAL '1 day' GROUP BY 1, 2",
         ] {
             assert!(state(other).is_none(), "{other}");
         }

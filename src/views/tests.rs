@@ -597,3 +597,39 @@ impl Upserts {
         self.offset += changes.len() as i64;
     }
 }
+
+/// A view table records its `late` policy: a `dead_letter` table holds windows that differ
+/// from what the table gives, and keeps no arithmetic state, so the other policy needs a
+/// table of its own (`view rebuild`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_late_policy_is_refused_until_rebuild() {
+    let dir = tempfile_dir(9_004);
+    let lake = Lake::new(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
+    let mut source = Upserts::open(&lake, 9_004).await;
+    source.commit().await;
+    let (name, sql) = VIEWS[3];
+    let with = |policy| {
+        let mut def = ViewDef::parse(name, sql).expect("valid");
+        def.lateness = Some(super::late::Lateness {
+            allowed: 3_600_000_000,
+            policy,
+        });
+        def
+    };
+    let mut view = View::open(&lake, with(super::late::LatePolicy::Apply), Default::default())
+        .await
+        .expect("view");
+    view.step(&lake, false).await.expect("step").expect("source exists");
+    let refused = View::open(&lake, with(super::late::LatePolicy::DeadLetter), Default::default())
+        .await
+        .err()
+        .expect("another late policy is refused");
+    let text = refused.to_string();
+    assert!(
+        refused.downcast_ref::<super::identity::Changed>().is_some()
+            && text.contains("late = \"apply\"")
+            && text.contains("cormorant view rebuild totals"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -264,10 +264,32 @@ impl TableWriter {
     /// (an ambiguous commit that was made is then found by its `txn` offsets, and skipped).
     /// The caller owns the retry policy, because only it knows the budget and the stop signal.
     pub async fn apply(&mut self, batch: &ChangeBatch) -> Result<Applied> {
+        Ok(self.apply_guarded(batch, None).await?.unwrap_or_default())
+    }
+
+    /// Like [`TableWriter::apply`], but only while the table records `expected` as the next
+    /// offset of `app_id`: `Ok(None)`, nothing committed, once another writer has moved it.
+    /// For a writer whose rows were computed from the table's own rows at that offset (a
+    /// view kept by arithmetic): landing on another writer's commit would build on rows it
+    /// never saw.
+    pub async fn apply_if(
+        &mut self,
+        batch: &ChangeBatch,
+        app_id: &str,
+        expected: Option<i64>,
+    ) -> Result<Option<Applied>> {
+        self.apply_guarded(batch, Some((app_id, expected))).await
+    }
+
+    async fn apply_guarded(
+        &mut self,
+        batch: &ChangeBatch,
+        guard: Option<(&str, Option<i64>)>,
+    ) -> Result<Option<Applied>> {
         self.sync().await?;
         if self.table.version().is_none() {
             if batch.columns.fields().is_empty() {
-                return Ok(Applied::default()); // nothing to create a table from yet
+                return Ok(Some(Applied::default())); // nothing to create a table from yet
             }
             let source = batch.offsets.first().map(|o| o.stream.name().to_string());
             self.create(&batch.columns, &batch.key_columns, source.as_deref())
@@ -277,13 +299,16 @@ impl TableWriter {
         if !self.policy_checked {
             self.ensure_policy().await?;
         }
+        if !self.guard_holds(guard).await? {
+            return Ok(None);
+        }
         let (txns, keep) = self.unapplied(&batch.positions, &batch.offsets).await?;
         if txns.is_empty() && keep.is_empty() {
-            return Ok(Applied {
+            return Ok(Some(Applied {
                 rows_in: batch.len(),
                 rows_skipped: batch.len(),
                 ..Applied::default()
-            });
+            }));
         }
         if self.opts.mode == WriteMode::Mor {
             self.ensure_dv_feature().await?;
@@ -313,16 +338,19 @@ impl TableWriter {
             {
                 Some(version) => {
                     applied.version = Some(version);
-                    return Ok(applied);
+                    return Ok(Some(applied));
                 }
                 None => {
                     // another writer touched what this plan read: plan again, from what is
                     // now recorded
                     applied.replanned += 1;
+                    if !self.guard_holds(guard).await? {
+                        return Ok(None);
+                    }
                     (txns, keep) = self.unapplied(&batch.positions, &batch.offsets).await?;
                     if txns.is_empty() && keep.is_empty() {
                         applied.rows_skipped = batch.len();
-                        return Ok(applied);
+                        return Ok(Some(applied));
                     }
                     // the winner may have changed the schema (or made our change already)
                     metadata = self.evolve(batch).await?;
@@ -569,6 +597,14 @@ impl TableWriter {
             .map(|(i, _)| i)
             .collect();
         Ok((txns, keep))
+    }
+
+    /// Whether the table still records the guard's offset (no guard: always).
+    async fn guard_holds(&mut self, guard: Option<(&str, Option<i64>)>) -> Result<bool> {
+        match guard {
+            Some((app_id, expected)) => Ok(self.txn(app_id).await? == expected),
+            None => Ok(true),
+        }
     }
 
     /// Appends rows as they are (dead letters), skipping positions below the recorded offsets.

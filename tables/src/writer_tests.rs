@@ -446,3 +446,31 @@ all_modes!(
     untouched_files_stay,
     restart_rebuilds_index,
 );
+
+/// `apply_if` commits only while the table records the offset its caller read; once another
+/// writer moved it, it commits nothing (and says so), and a writer that reads again goes on.
+#[tokio::test]
+async fn apply_if_commits_only_at_the_offset_it_expects() {
+    let fx = Fixture::new(DeleteMode::Hard);
+    let (mut a, mut b) = (fx.writer().await, fx.writer().await);
+    apply(&mut a, &batch(&[up(0, 1, "a", 1000)])).await;
+    let app = app_id(0);
+    let read = b.next_offset(&app).await.expect("txn");
+    assert_eq!(read, Some(1));
+    // another writer moves the offset after b read it
+    apply(&mut a, &batch(&[up(1, 2, "b", 2000)])).await;
+    let refused = b
+        .apply_if(&batch(&[up(2, 1, "stale", 1100)]), &app, read)
+        .await
+        .expect("apply_if");
+    assert!(refused.is_none(), "nothing committed on top of a moved offset");
+    assert_eq!(fx.query("SELECT name FROM t WHERE id = 1").await, ["a"]);
+    let read = b.next_offset(&app).await.expect("txn");
+    let done = b
+        .apply_if(&batch(&[up(2, 1, "fresh", 1100)]), &app, read)
+        .await
+        .expect("apply_if")
+        .expect("committed at the offset read");
+    assert!(done.version.is_some());
+    assert_eq!(fx.query("SELECT name FROM t WHERE id = 1").await, ["fresh"]);
+}

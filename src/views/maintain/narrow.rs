@@ -164,6 +164,15 @@ impl View {
             tracing::debug!(view = %self.def.name, ?read_at, from = changed.from, "the view moved on while its step read it; recomputing the touched windows");
             return Ok(None);
         }
+        // a row whose state is missing (written without it, e.g. while the view's config had
+        // another late policy) cannot be built on: its windows are recomputed
+        if old.iter().any(|b| {
+            b.column_by_name(crate::views::retract::ROWS)
+                .is_none_or(|c| c.null_count() > 0)
+        }) {
+            tracing::debug!(view = %self.def.name, "view rows without state; recomputing the touched windows");
+            return Ok(None);
+        }
         let Some(state) = &self.state else { return Ok(None) };
         let rows = state.combine(&self.def, lake, &schema, old, minus, plus).await?;
         Ok(rows.map(|r| (schema, r)))
