@@ -11,8 +11,10 @@
 //! - a step whose source version the view already reflects commits nothing (after a crash
 //!   between the source's commit and the view's, the next step catches up: it compares with
 //!   what the view table holds, not with what this process remembers);
-//! - two steps racing on one view (two workers) can leave a stale row for one step; the next
-//!   step removes it, because it compares with the table again.
+//! - two recomputing steps racing on one view (two workers) can leave a stale row for one
+//!   step; the next step removes it, because it compares with the table again. A step kept by
+//!   arithmetic builds on the view's rows, so it commits only on top of the version it read
+//!   (`TableWriter::apply_if`) and otherwise starts again.
 //!
 //! For `tumble` and `hop` views a step recomputes only the windows the source commits since
 //! the view's version touched ([`super::scope`], from the files those commits added and
