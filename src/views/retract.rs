@@ -102,7 +102,8 @@ impl State {
         {
             return None;
         }
-        let mut items = vec![format!("count(*) AS \"{ROWS}\"")];
+        // (expression, output name) of each state column
+        let mut items = vec![("count(*)".to_string(), ROWS.to_string())];
         let mut finish = Vec::new();
         for (position, agg) in def.aggregates.iter().zip(&def.aggs) {
             let label = agg.alias.clone().unwrap_or_else(|| (position + 1).to_string());
@@ -114,13 +115,13 @@ impl State {
             let f = match (agg.func.as_str(), &agg.arg, agg.distinct) {
                 ("count", _, false) => Finish::Count,
                 ("sum", Some(arg), false) => {
-                    items.push(format!("count({arg}) AS {}", quoted(&n)));
+                    items.push((format!("count({arg})"), n.clone()));
                     Finish::Sum { n }
                 }
                 ("avg", Some(arg), false) => {
-                    items.push(format!("count({arg}) AS {}", quoted(&n)));
-                    items.push(format!("sum({arg}) AS {}", quoted(&sum)));
-                    items.push(format!("sum(abs(CAST({arg} AS DOUBLE))) AS {}", quoted(&abs)));
+                    items.push((format!("count({arg})"), n.clone()));
+                    items.push((format!("sum({arg})"), sum.clone()));
+                    items.push((format!("sum(abs(CAST({arg} AS DOUBLE)))"), abs.clone()));
                     Finish::Avg { n, sum, abs }
                 }
                 _ => return None,
@@ -385,9 +386,9 @@ pub(super) fn visible(schema: &SchemaRef, batch: &RecordBatch) -> anyhow::Result
     Ok((out, batch.project(&keep)?))
 }
 
-/// `sql` (one SELECT) with `items` appended to its outputs, or `None` if it does not parse
-/// back (it was checked when the config loaded).
-fn with_outputs(sql: &str, items: &[String]) -> Option<String> {
+/// `sql` (one SELECT) with `items` — (expression, output name) — appended to its outputs,
+/// or `None` if it does not parse back (it was checked when the config loaded).
+fn with_outputs(sql: &str, items: &[(String, String)]) -> Option<String> {
     let mut statements = crate::query::time_travel::parse(sql).ok()?;
     let Some(DfStatement::Statement(mut statement)) = statements.pop_front() else {
         return None;
@@ -398,14 +399,13 @@ fn with_outputs(sql: &str, items: &[String]) -> Option<String> {
     let SetExpr::Select(select) = query.body.as_mut() else {
         return None;
     };
-    for item in items {
-        let (expr, alias) = item.rsplit_once(" AS ")?;
+    for (expr, alias) in items {
         let expr = Parser::new(&GenericDialect {})
             .try_with_sql(expr)
             .ok()?
             .parse_expr()
             .ok()?;
-        let alias = Ident::with_quote('"', alias.trim_matches('"'));
+        let alias = Ident::with_quote('"', alias);
         select.projection.push(SelectItem::ExprWithAlias { expr, alias });
     }
     Some(statement.to_string())

@@ -85,6 +85,13 @@ impl Scope {
         }
     }
 
+    /// The windows of `shape` that the values of the timestamp `columns` fall in (their time
+    /// zone the first column's); `None` as for [`micros`].
+    pub fn of_columns(shape: Shape, columns: &[arrow::array::ArrayRef]) -> Option<Self> {
+        let tz = columns.first().and_then(|c| tz_of(c.data_type()));
+        micros(columns).map(|times| Self::of(shape, times, tz))
+    }
+
     /// The sessions of a session view that `regions` reach.
     pub fn sessions(regions: Regions, tz: Option<std::sync::Arc<str>>) -> Self {
         Self {

@@ -46,8 +46,7 @@ impl View {
             return Ok(None);
         };
         let columns: Vec<ArrayRef> = rows.iter().filter_map(|b| b.columns().first().cloned()).collect();
-        let tz = columns.first().and_then(|c| scope::tz_of(c.data_type()));
-        Ok(scope::micros(&columns).map(|times| Scope::of(shape, times, tz)))
+        Ok(Scope::of_columns(shape, &columns))
     }
 
     /// The window shape, read from the SQL's interval arguments once; `None` for sessions.
@@ -108,12 +107,11 @@ impl View {
             .chain(&plus)
             .filter_map(|b| b.column_by_name(&self.def.time_column).cloned())
             .collect();
-        let tz = times.first().and_then(|c| scope::tz_of(c.data_type()));
         let columns =
             Arc::new(schema.project(&names.iter().filter_map(|n| schema.index_of(n).ok()).collect::<Vec<_>>())?);
-        Ok(scope::micros(&times).map(|t| {
+        Ok(Scope::of_columns(shape, &times).map(|scope| {
             (
-                Scope::of(shape, t, tz),
+                scope,
                 Changed {
                     from,
                     columns,
