@@ -15,6 +15,7 @@
 //! Settings (environment): `BENCH_EVENTS` (1000000), `BENCH_KEYS` (100000),
 //! `BENCH_PARTITIONS` (6), `BENCH_FRESH_RATE` events/s (20000), `BENCH_FRESH_SECS` (30),
 //! `BENCH_ONLY` (comma list of ceiling,append,upsert,group,fresh), `BENCH_UPSERT_MODES` (mor,cow),
+//! `BENCH_KEEP=1` (keep the lakes and the workers' logs),
 //! `CORMORANT_BIN` (default
 //! target/release/cormorant), `KDI_BIN`. Results go to `benches/results/stream.md`.
 
@@ -566,6 +567,10 @@ async fn run() -> anyhow::Result<()> {
     for line in &b.lines {
         common::append_result("stream.md", header, line)?;
     }
-    let _ = std::fs::remove_dir_all(&b.root);
+    if env("BENCH_KEEP", 0u8) == 1 {
+        println!("kept the lakes and worker logs in {}", b.root.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&b.root);
+    }
     Ok(())
 }

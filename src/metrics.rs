@@ -35,6 +35,10 @@ pub struct Metrics {
     pub commits_rebased: IntCounterVec,
     /// batches planned again because another writer touched the same files or offsets
     pub commits_replanned: IntCounterVec,
+    /// data files read from storage for previous rows (soft deletes, TOASTed cells, rewrites)
+    pub files_read: IntCounterVec,
+    /// data files whose previous rows were found among the recent rows instead
+    pub files_recalled: IntCounterVec,
     /// batches applied again after a retryable failure (S3 timeout, lost commit race)
     pub apply_retries: IntCounterVec,
     /// records the topic's retention deleted before they were applied, skipped by
@@ -195,6 +199,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &registry,
             "cormorant_commits_replanned_total",
             "batches planned again because a concurrent commit touched the same files or offsets",
+        ),
+        files_read: counter(
+            &registry,
+            "cormorant_files_read_total",
+            "data files read from storage for previous rows (soft deletes, TOASTed cells, copy-on-write)",
+        ),
+        files_recalled: counter(
+            &registry,
+            "cormorant_files_recalled_total",
+            "data files whose previous rows were found in memory (recent rows) instead of read",
         ),
         apply_retries: counter(
             &registry,

@@ -175,6 +175,14 @@ impl Pipeline {
             .with_label_values(&label)
             .inc_by(u64::from(applied.replanned));
         METRICS
+            .files_read
+            .with_label_values(&label)
+            .inc_by(applied.files_read as u64);
+        METRICS
+            .files_recalled
+            .with_label_values(&label)
+            .inc_by(applied.files_recalled as u64);
+        METRICS
             .index_keys
             .with_label_values(&label)
             .set(writer.indexed_keys().unwrap_or(0) as i64);
@@ -200,7 +208,7 @@ impl Pipeline {
                 lock(&self.schemas).insert(name.to_string(), s.snapshot().arrow_schema());
             }
         }
-        tracing::debug!(table = name, version = ?applied.version, rows = applied.rows_in, skipped = applied.rows_skipped, written = applied.rows_written, rebased = applied.rebased, replanned = applied.replanned, "batch applied");
+        tracing::debug!(table = name, version = ?applied.version, rows = applied.rows_in, skipped = applied.rows_skipped, written = applied.rows_written, rebased = applied.rebased, replanned = applied.replanned, files_read = applied.files_read, files_recalled = applied.files_recalled, "batch applied");
         for o in offsets {
             self.progress.advance(&tc.topic, o.partition, o.next_offset);
         }

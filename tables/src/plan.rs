@@ -3,7 +3,8 @@
 //!
 //! - merge-on-read: superseded rows are added to their file's deletion vector (a file whose
 //!   rows are all deleted is removed); only the previous rows soft deletes and TOASTed cells
-//!   need are read, with a row selection;
+//!   need are read — with a row selection, or the whole file when it is small enough for the
+//!   writer to keep it in memory (its other rows are the next batches' likely reads);
 //! - copy-on-write: every file holding a superseded row is read whole and rewritten at once
 //!   without it, into the same partition's new file (MoR with the touched files compacted).
 //!
@@ -44,6 +45,19 @@ pub struct Planned {
     /// Paths of every file this plan removes or read previous rows from: a concurrent commit
     /// that touched any of them forces a new plan.
     pub touched: HashSet<String>,
+    /// What the plan read to find previous rows.
+    pub reads: Reads,
+}
+
+/// Files the plan read for previous rows.
+#[derive(Default)]
+pub struct Reads {
+    /// Files read from storage.
+    pub from_storage: usize,
+    /// Files found in the writer's memory of recent rows.
+    pub from_memory: usize,
+    /// Files read whole from storage, for the writer to keep among its recent rows.
+    pub whole: Vec<(u32, RecordBatch)>,
 }
 
 /// Where a loaded file's rows sit among the sources.
@@ -153,21 +167,33 @@ type Read = (u32, Option<Vec<u32>>, RecordBatch);
 async fn load(
     cx: &Context<'_>,
     wanted: HashMap<u32, Option<Vec<u32>>>,
-) -> Result<(Vec<RecordBatch>, HashMap<u32, LoadedFile>)> {
+) -> Result<(Vec<RecordBatch>, HashMap<u32, LoadedFile>, Reads)> {
     let mut reads = Vec::new();
     let mut sources = Vec::new();
     let mut loaded = HashMap::new();
+    let mut counts = Reads::default();
     for (id, rows) in wanted {
-        if let Some(batch) = cx.recent.get(id) {
+        if let Some(kept) = cx.recent.get(id).filter(|k| k.covers(rows.as_deref())) {
             let slot = 3 + sources.len() as u32;
-            loaded.insert(id, LoadedFile { slot, rows: None });
-            sources.push(batch.clone());
+            loaded.insert(
+                id,
+                LoadedFile {
+                    slot,
+                    rows: kept.live.clone(),
+                },
+            );
+            sources.push(kept.rows.clone());
+            counts.from_memory += 1;
             continue;
         }
         let entry = cx
             .index
             .file(id)
             .ok_or_else(|| TableError::Corrupt(format!("index names file {id} it does not hold")))?;
+        counts.from_storage += 1;
+        // a small file is read whole and kept: decoding its few pages costs about what the
+        // selected rows do, and later batches find its other keys in memory
+        let rows = rows.filter(|_| entry.add.size.max(0) as u64 > keep_whole_bytes(cx.recent));
         let (store, file, schema) = (cx.store.clone(), FileRef::of(&entry.add), cx.schema.clone());
         reads.push(async move {
             let batch = files::read(store, &file, &schema, None, rows.as_deref()).await?;
@@ -193,19 +219,29 @@ async fn load(
             id,
             LoadedFile {
                 slot: 3 + sources.len() as u32,
-                rows,
+                rows: rows.clone(),
             },
         );
+        if rows.is_none() {
+            counts.whole.push((id, batch.clone()));
+        }
         sources.push(batch);
     }
-    Ok((sources, loaded))
+    Ok((sources, loaded, counts))
+}
+
+/// Files up to this many bytes are read whole: a 64th of the recent rows' budget (1 MiB of
+/// Parquet at the default 64 MiB), so one read never pushes out much of what is kept; none
+/// without a budget.
+fn keep_whole_bytes(recent: &RecentRows) -> u64 {
+    (recent.budget() / 64) as u64
 }
 
 /// Resolves `keep` rows of `batch` (aligned to the schema; `keys` its key ids) and plans the
 /// commit.
 pub async fn plan(cx: &Context<'_>, batch: &ChangeBatch, keep: &[usize], keys: &[KeyId]) -> Result<Planned> {
     let wanted = to_load(cx, batch, keep, keys);
-    let (loaded_sources, loaded) = load(cx, wanted).await?;
+    let (loaded_sources, loaded, reads) = load(cx, wanted).await?;
     let previous = |loc: RowLoc| -> Src {
         match loaded.get(&loc.file) {
             Some(LoadedFile { slot, rows: None }) => (*slot, loc.row),
@@ -257,6 +293,7 @@ pub async fn plan(cx: &Context<'_>, batch: &ChangeBatch, keep: &[usize], keys: &
         vectors,
         removed_keys: res.removed_keys,
         touched,
+        reads,
     })
 }
 

@@ -112,6 +112,10 @@ pub struct Applied {
     pub rebased: u32,
     /// Plans redone because another writer touched the same files or offsets.
     pub replanned: u32,
+    /// Files read from storage for previous rows (soft deletes, TOASTed cells, rewrites).
+    pub files_read: usize,
+    /// Files whose previous rows were found in the writer's memory instead.
+    pub files_recalled: usize,
 }
 
 /// Writes change batches into one table. One writer per table per process.
@@ -437,6 +441,8 @@ impl TableWriter {
                     applied.files_added = written.files.len();
                     applied.bytes_written = written.bytes;
                     applied.files_removed = planned.dropped.len() + planned.vectors.len();
+                    applied.files_read += planned.reads.from_storage;
+                    applied.files_recalled += planned.reads.from_memory;
                     self.after_commit(version, &planned, written, txns);
                     return Ok(Some(version));
                 }
@@ -554,7 +560,13 @@ impl TableWriter {
         }
         state.index.drop_files(&planned.dropped);
         state.recent.forget(&planned.dropped);
+        for (id, rows) in &planned.reads.whole {
+            if !planned.dropped.contains(id) && rows.schema_ref() == &state.schema {
+                state.recent.insert(*id, rows.clone());
+            }
+        }
         for (id, add, bitmap) in written.readded {
+            state.recent.shrink(id, &bitmap);
             state.index.update_file(id, add, bitmap);
         }
         for (p, key) in &planned.removed_keys {

@@ -474,3 +474,65 @@ async fn apply_if_commits_only_at_the_offset_it_expects() {
     assert!(done.version.is_some());
     assert_eq!(fx.query("SELECT name FROM t WHERE id = 1").await, ["fresh"]);
 }
+
+/// A soft delete of a key in a file this writer did not write (here: written before a
+/// restart) reads that small file whole and keeps it: a later delete of another key in it is
+/// found in memory, not read again.
+#[tokio::test]
+async fn a_small_file_read_for_previous_rows_is_kept_in_memory() {
+    crate::test_support::MODE
+        .scope(WriteMode::Mor, async {
+            let fx = Fixture::new(DeleteMode::Soft);
+            let rows = batch(&[up(0, 1, "a", 1000), up(1, 2, "b", 2000), up(2, 3, "c", 3000)]);
+            apply(&mut fx.writer().await, &rows).await;
+            let mut w = fx.writer().await; // a new process: no recent rows
+            let first = apply(&mut w, &batch(&[del(3, 1)])).await;
+            assert_eq!((first.files_read, first.files_recalled), (1, 0));
+            let second = apply(&mut w, &batch(&[del(4, 2)])).await;
+            assert_eq!(
+                (second.files_read, second.files_recalled),
+                (0, 1),
+                "the file read whole is kept"
+            );
+            assert_eq!(
+                fx.query("SELECT id, name, __deleted FROM t ORDER BY id").await,
+                ["1|a|true", "2|b|true", "3|c|false"]
+            );
+        })
+        .await;
+}
+
+/// A kept file whose rows were mostly superseded keeps only its live rows, and a soft delete
+/// of one of them still finds its previous values there.
+#[tokio::test]
+async fn a_soft_delete_finds_its_row_in_a_shrunk_file() {
+    crate::test_support::MODE
+        .scope(WriteMode::Mor, async {
+            let fx = Fixture::new(DeleteMode::Soft);
+            let mut w = fx.writer().await;
+            let four = [
+                up(0, 1, "a", 1000),
+                up(1, 2, "b", 2000),
+                up(2, 3, "c", 3000),
+                up(3, 4, "d", 4000),
+            ];
+            apply(&mut w, &batch(&four)).await;
+            apply(
+                &mut w,
+                &batch(&[up(4, 1, "a2", 1100), up(5, 2, "b2", 2100), up(6, 3, "c2", 3100)]),
+            )
+            .await;
+            let deleted = apply(&mut w, &batch(&[del(7, 4)])).await;
+            assert_eq!((deleted.files_read, deleted.files_recalled), (0, 1));
+            assert_eq!(
+                fx.query("SELECT id, name, amount, __deleted FROM t ORDER BY id").await,
+                [
+                    "1|a2|11.00|false",
+                    "2|b2|21.00|false",
+                    "3|c2|31.00|false",
+                    "4|d|40.00|true"
+                ]
+            );
+        })
+        .await;
+}
