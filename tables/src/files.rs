@@ -74,7 +74,7 @@ pub async fn read(
         )),
         None => schema.clone(),
     };
-    let batches = if file.size <= FETCH_WHOLE_BYTES {
+    let batches = if only.is_none() && file.size <= FETCH_WHOLE_BYTES {
         let bytes = store.get(&file.path).await?.bytes().await?;
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options(rows))?;
         let reader = narrow(builder, only, rows).build()?;
@@ -93,11 +93,11 @@ pub async fn read(
     partitioning::inject(&rows, &file.values)
 }
 
-/// Files up to this size are fetched in one request and decoded in memory. A ranged read
-/// costs three requests (footer, page index, column chunks; on local disk each is a blocking
-/// task), which on the small files ingest writes cost more than the bytes they save: `perf`
-/// of the upsert bench had reads for soft deletes at 18% of the worker, most of it per-read
-/// overhead.
+/// Files up to this size are fetched in one request and decoded in memory when every column
+/// is wanted (a read of some columns, e.g. the keys to index a file, fetches only theirs). A
+/// ranged read costs three requests (footer, page index, column chunks; on local disk each is
+/// a blocking task), which on the small files ingest writes cost more than the bytes they
+/// save: `perf` of the upsert bench had reads for soft deletes at 18% of the worker.
 pub const FETCH_WHOLE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The page index helps a selected-row read skip pages; a whole-file read never needs it.
