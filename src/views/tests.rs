@@ -473,10 +473,7 @@ async fn a_changed_view_sql_is_refused_until_rebuild_makes_the_table_anew() {
 /// then retract by arithmetic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_table_without_state_recomputes_until_rebuild_gives_it_state() {
-    let dir = tempfile_dir(9_002);
-    let lake = Lake::new(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
-    let mut source = Upserts::open(&lake, 9_002).await;
-    source.commit().await;
+    let (dir, lake, mut source) = Upserts::in_new_lake(9_002).await;
     let (name, sql) = VIEWS[3];
     let def = || ViewDef::parse(name, sql).expect("valid");
     let mut old = View::open(&lake, def(), Default::default())
@@ -530,10 +527,7 @@ async fn a_view_table_without_state_recomputes_until_rebuild_gives_it_state() {
 /// count that step's changes twice. Such a step recomputes instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn arithmetic_needs_the_view_rows_of_the_version_its_range_starts_after() {
-    let dir = tempfile_dir(9_003);
-    let lake = Lake::new(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
-    let mut source = Upserts::open(&lake, 9_003).await;
-    source.commit().await;
+    let (dir, lake, mut source) = Upserts::in_new_lake(9_003).await;
     let (name, sql) = VIEWS[3];
     let mut view = View::open(&lake, ViewDef::parse(name, sql).expect("valid"), Default::default())
         .await
@@ -575,15 +569,20 @@ struct Upserts {
 }
 
 impl Upserts {
-    async fn open(lake: &Lake, seed: u64) -> Self {
-        let writer = TableWriter::open(lake, "events", WriterOptions::default())
+    /// A new lake in its own temp dir, with the source's first commit made.
+    async fn in_new_lake(seed: u64) -> (std::path::PathBuf, Lake, Self) {
+        let dir = tempfile_dir(seed);
+        let lake = Lake::new(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
+        let writer = TableWriter::open(&lake, "events", WriterOptions::default())
             .await
             .expect("writer");
-        Self {
+        let mut source = Self {
             writer,
             rng: Rng(seed),
             offset: 0,
-        }
+        };
+        source.commit().await;
+        (dir, lake, source)
     }
 
     /// One commit of up to 20 upserts.
@@ -603,10 +602,7 @@ impl Upserts {
 /// table of its own (`view rebuild`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_late_policy_is_refused_until_rebuild() {
-    let dir = tempfile_dir(9_004);
-    let lake = Lake::new(dir.to_str().expect("utf-8 path"), Default::default()).expect("lake");
-    let mut source = Upserts::open(&lake, 9_004).await;
-    source.commit().await;
+    let (dir, lake, _source) = Upserts::in_new_lake(9_004).await;
     let (name, sql) = VIEWS[3];
     let with = |policy| {
         let mut def = ViewDef::parse(name, sql).expect("valid");
