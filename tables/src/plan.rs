@@ -215,16 +215,16 @@ async fn load(
                 rows.len()
             )));
         }
+        if rows.is_none() {
+            counts.whole.push((id, batch.clone()));
+        }
         loaded.insert(
             id,
             LoadedFile {
                 slot: 3 + sources.len() as u32,
-                rows: rows.clone(),
+                rows,
             },
         );
-        if rows.is_none() {
-            counts.whole.push((id, batch.clone()));
-        }
         sources.push(batch);
     }
     Ok((sources, loaded, counts))
