@@ -2,7 +2,8 @@
 //! this process and reached over TCP by the worker processes (release `cormorant run
 //! --until-caught-up`) and by kafka-delta-ingest, side by side in the same run.
 //!
-//! 1. the broker's own ceiling: a plain consumer that only reads the upsert topic;
+//! 1. the broker's own ceiling: a plain consumer that only reads the upsert topic, in a
+//!    process of its own, so that its CPU per event (the floor under a worker's) is measured;
 //! 2. the append stream (inserts): Cormorant, then kafka-delta-ingest (when `KDI_BIN` names
 //!    its binary; build it from delta-io/kafka-delta-ingest with
 //!    `CARGO_PROFILE_RELEASE_LTO=false cargo build --release --features s3`), timed until its
@@ -163,20 +164,56 @@ fn produce(
     Ok((ends, bytes))
 }
 
-/// A plain consumer reading `topic` to its end: the broker's ceiling.
-fn ceiling(b: &Bench, topic: &str, ends: &BTreeMap<i32, i64>) -> anyhow::Result<(f64, u64, u64)> {
+/// A plain consumer reading `topic` to its end, in a process of its own (this bench binary
+/// again, see [`ceiling_child`]): the broker's ceiling, and the CPU a librdkafka consumer
+/// alone spends per event — the floor under any worker's CPU per event. Wall seconds, CPU
+/// seconds, records and bytes read.
+fn ceiling(b: &Bench, topic: &str, ends: &BTreeMap<i32, i64>) -> anyhow::Result<(f64, f64, u64, u64)> {
+    let partitions: Vec<String> = ends.keys().map(i32::to_string).collect();
+    let total: i64 = ends.values().sum();
+    let started = Instant::now();
+    let child = Command::new(std::env::current_exe()?)
+        .env(
+            CEILING_CHILD,
+            format!("{}|{topic}|{}|{total}", b.bootstrap, partitions.join(",")),
+        )
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let (code, cpu, _) = wait_rusage(&child)?;
+    let wall = started.elapsed().as_secs_f64();
+    anyhow::ensure!(code == 0, "the ceiling consumer exited with {code}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.ok_or_else(|| anyhow::anyhow!("no stdout"))?, &mut out)?;
+    let mut it = out.split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(n)), Some(Ok(bytes))) = (it.next(), it.next()) else {
+        anyhow::bail!("the ceiling consumer printed {out:?}");
+    };
+    Ok((wall, cpu, n, bytes))
+}
+
+/// Environment variable that turns this binary into the ceiling's consumer:
+/// `bootstrap|topic|partitions (comma list)|records`.
+const CEILING_CHILD: &str = "BENCH_CEILING_CHILD";
+
+/// The ceiling's consumer: reads every partition from the beginning until `records` were
+/// read, then prints the records and bytes read.
+fn ceiling_child(spec: &str) -> anyhow::Result<()> {
+    let parts: Vec<&str> = spec.split('|').collect();
+    let [bootstrap, topic, partitions, total] = parts[..] else {
+        anyhow::bail!("{CEILING_CHILD}={spec:?}: expected bootstrap|topic|partitions|records");
+    };
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &b.bootstrap)
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", "ceiling")
         .set("enable.auto.commit", "false")
         .create()?;
     let mut tpl = TopicPartitionList::new();
-    for p in ends.keys() {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    for p in partitions.split(',') {
+        tpl.add_partition_offset(topic, p.parse()?, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let total: i64 = ends.values().sum();
-    let (mut n, mut bytes) = (0i64, 0u64);
+    let total: u64 = total.parse()?;
+    let (mut n, mut bytes) = (0u64, 0u64);
     let started = Instant::now();
     while n < total {
         if let Some(Ok(m)) = consumer.poll(Duration::from_secs(1)) {
@@ -185,7 +222,8 @@ fn ceiling(b: &Bench, topic: &str, ends: &BTreeMap<i32, i64>) -> anyhow::Result<
         }
         anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "ceiling consumer stalled");
     }
-    Ok((started.elapsed().as_secs_f64(), n as u64, bytes))
+    println!("{n} {bytes}");
+    Ok(())
 }
 
 fn worker_config(b: &Bench, topic: &str, mode: WriteMode, tag: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
@@ -448,6 +486,9 @@ impl Bench {
 }
 
 fn main() -> anyhow::Result<()> {
+    if let Ok(spec) = std::env::var(CEILING_CHILD) {
+        return ceiling_child(&spec);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run())
 }
@@ -511,13 +552,15 @@ async fn run() -> anyhow::Result<()> {
     if want("upsert") || want("group") || want("ceiling") {
         let (ends, bytes) = produce(&b, upsert, Shape::Upsert { keys }, ids, events, None)?;
         if want("ceiling") {
-            let (secs, n, read) = ceiling(&b, upsert, &ends)?;
+            let (secs, cpu, n, read) = ceiling(&b, upsert, &ends)?;
             let line = format!(
-                "| {} | {} | broker ceiling: a plain consumer reading the upsert topic | {n} | {secs:.1} | {:.0} | {:.1} | - | - | - | - | - | librdkafka mock cluster, 1 broker |",
+                "| {} | {} | broker ceiling: a plain consumer reading the upsert topic (a process of its own) | {n} | {secs:.1} | {:.0} | {:.1} | {cpu:.2} | {:.0} | - | - | - | librdkafka mock cluster, 1 broker, {} partitions; its CPU per event is the floor under a worker's |",
                 chrono::Utc::now().format("%Y-%m-%d"),
                 common::profile(),
                 n as f64 / secs,
-                read as f64 / secs / 1e6
+                read as f64 / secs / 1e6,
+                n as f64 / cpu,
+                b.partitions
             );
             println!("{line}");
             b.lines.push(line);

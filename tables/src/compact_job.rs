@@ -40,7 +40,7 @@ use deltalake::kernel::{Action, Add};
 use deltalake::protocol::DeltaOperation;
 use roaring::RoaringTreemap;
 
-use crate::commit::{Outcome, try_commit};
+use crate::commit::Outcome;
 use crate::compact::{Candidate, CompactionOptions, CompactionReport, extent, pick};
 use crate::error::Result;
 use crate::files::{self, FileRef};
@@ -267,7 +267,7 @@ impl TableWriter {
                 predicate: None,
                 target_size: ready.target_size,
             };
-            match try_commit(&mut self.table, &actions, op).await? {
+            match self.commit(&actions, op).await? {
                 Outcome::Committed(version) => {
                     let report = self.after_compaction(version, &ready, &carried);
                     discard_unused(&self.table, ready, &carried).await;

@@ -9,7 +9,7 @@ use crate::writer::DeleteMode;
 async fn compaction_keeps_rows_and_folds_in_deletion_vectors() {
     let (fx, mut w) = mor_table_with_deletes(DeleteMode::Hard).await;
     let before = fx.rows().await;
-    let version_before = w.table().version().expect("version");
+    let version_before = w.current_table().await.expect("table").version().expect("version");
     let mut table = fx.lake.open("orders", None).await.expect("open");
     let files_before = table.snapshot().expect("snapshot").log_data().num_files();
     let r = compact(&mut table, &eager()).await.expect("compact");

@@ -128,7 +128,7 @@ impl crate::writer::TableWriter {
             widened = ?evolution.widened,
             "schema change: rewriting existing rows in the new schema"
         );
-        let snapshot = self.table.snapshot()?.clone();
+        let snapshot = self.table_now().await?.snapshot()?.clone();
         let old_schema = snapshot.snapshot().arrow_schema();
         let store = self.table.log_store().object_store(None);
         let adds = crate::lake::active_adds(&self.table)?;

@@ -71,7 +71,7 @@ async fn widening(mode: WriteMode) {
     let mut w = MODE.scope(mode, fx.writer()).await;
     apply(&mut w, &batch(&[up(0, 1, "a", 100), up(1, 2, "b", 200)])).await;
     apply(&mut w, &batch(&[up(2, 2, "b2", 250)])).await;
-    let v_before = w.table().version().expect("version");
+    let v_before = w.current_table().await.expect("table").version().expect("version");
     // amount decimal(10,2) → decimal(14,2) with a value only the wider type holds; id int → bigint
     let wide = recast(
         recast(

@@ -199,7 +199,7 @@ pub(crate) async fn update_state(table: &mut DeltaTable) -> Result<()> {
 }
 
 /// The error of loading the log's latest version (see [`update_state`]).
-fn log_read(e: DeltaTableError) -> TableError {
+pub(crate) fn log_read(e: DeltaTableError) -> TableError {
     match e {
         DeltaTableError::Generic(msg) => TableError::LogRead(msg),
         e => e.into(),

@@ -126,8 +126,16 @@ fn add_indexed(index: &mut Index, files: Vec<Indexed>) {
 
 impl TableWriter {
     /// Brings the writer to the table's latest version: reloads the snapshot, then patches
-    /// offsets and index with the commits made since (see the module docs).
+    /// offsets and index with the commits made since (see the module docs). When no other
+    /// writer committed since, one listing of the log is all it costs: the snapshot is left
+    /// behind the writer's own commits (see [`TableWriter::table_now`]).
     pub(crate) async fn sync(&mut self) -> Result<()> {
+        if let Some(v) = self.version
+            && self.table.version().is_some()
+            && self.table.log_store().get_latest_version(v).await.ok() == Some(v)
+        {
+            return Ok(());
+        }
         self.refresh().await?;
         let Some(now) = self.table.version() else {
             self.forget();
@@ -221,7 +229,7 @@ impl TableWriter {
         if self.state.is_some() {
             return Ok(());
         }
-        let snapshot = self.table.snapshot()?;
+        let snapshot = self.table_now().await?.snapshot()?;
         #[allow(deprecated)] // the Arrow-array replacement does not build Add actions
         let untagged = snapshot
             .log_data()
@@ -272,6 +280,7 @@ impl TableWriter {
         self.ensure_state().await?;
         let mut parts: BTreeSet<i32> = parts.iter().copied().collect();
         if self.state.as_ref().is_some_and(|s| s.keys_moved) {
+            self.table_now().await?;
             parts.extend(self.table_partitions()?);
         }
         let Some(state) = self.state.as_ref() else {
@@ -281,11 +290,12 @@ impl TableWriter {
         if wanted.is_empty() {
             return Ok(());
         }
+        let (schema, encoder) = (state.schema.clone(), state.encoder.clone());
         let started = std::time::Instant::now();
         let mut adds: Vec<(Add, i32)> = Vec::new();
         let mut rows: HashMap<i32, usize> = HashMap::new();
         #[allow(deprecated)]
-        for f in self.table.snapshot()?.log_data().iter() {
+        for f in self.table_now().await?.snapshot()?.log_data().iter() {
             let add = f.add_action();
             if let Some(p) = partition_of(&add).filter(|p| wanted.contains(p)) {
                 *rows.entry(p).or_default() += f.num_records().unwrap_or(0);
@@ -293,7 +303,6 @@ impl TableWriter {
             }
         }
         let files = adds.len();
-        let (schema, encoder) = (state.schema.clone(), state.encoder.clone());
         let indexed = index_files(self.table.log_store().object_store(None), adds, &schema, &encoder).await?;
         let Some(state) = self.state.as_mut() else {
             return Ok(());

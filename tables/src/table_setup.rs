@@ -153,7 +153,7 @@ impl TableWriter {
             tracing::warn!(table = %self.name, before, now = count, "the source's partition count changed: keys may move between partitions; every worker now indexes every partition of this table");
             props.push((KEYS_MOVED_PROPERTY.to_string(), "true".to_string()));
         }
-        let mut md = self.table.snapshot()?.metadata().clone();
+        let mut md = self.table_now().await?.snapshot()?.metadata().clone();
         for (k, v) in props {
             md = md.add_config_key(k, v)?;
         }
@@ -196,7 +196,7 @@ impl TableWriter {
             .collect();
         if !stale.is_empty() {
             tracing::info!(table = %self.name, properties = ?stale, "setting the table's log policy");
-            let mut md = self.table.snapshot()?.metadata().clone();
+            let mut md = self.table_now().await?.snapshot()?.metadata().clone();
             for (k, v) in stale {
                 md = md.add_config_key(k, v)?;
             }
@@ -226,7 +226,8 @@ impl TableWriter {
         if !self.has_dv_feature() {
             tracing::info!(table = %self.name, "enabling deletion vectors (protocol 3/7) for merge-on-read");
             self.table = self
-                .table
+                .table_now()
+                .await?
                 .clone()
                 .add_feature()
                 .with_feature(TableFeatures::DeletionVectors)

@@ -67,7 +67,7 @@ async fn checkpoints_every_interval_and_expired_log_files_go() {
         apply(&mut w, &churn(i)).await;
     }
     crate::maintain::settle().await; // checkpoints are written beside the commits
-    let version = w.table().version().expect("version") as u64;
+    let version = w.current_table().await.expect("table").version().expect("version") as u64;
     let before = fx.rows().await;
     let log = log_files(&fx);
     let checkpoint = version / 10 * 10;
@@ -113,7 +113,7 @@ async fn vacuum_keeps_what_retained_versions_read_and_deletes_the_rest() {
     assert!(old_dvs >= 3, "deletion vectors written: {old_dvs}");
     // the horizon: everything above was superseded before it, everything below after it
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let first_retained = w.table().version().expect("version") as u64;
+    let first_retained = w.current_table().await.expect("table").version().expect("version") as u64;
     // the retention of every vacuum below ends 0.5 s before this moment, however long the
     // commits and queries in between take (a fixed 1 s flaked on a loaded machine)
     let horizon = std::time::Instant::now();
@@ -122,7 +122,7 @@ async fn vacuum_keeps_what_retained_versions_read_and_deletes_the_rest() {
         apply(&mut w, &churn(i)).await;
     }
     crate::maintain::settle().await; // checkpoints are written beside the commits
-    let latest = w.table().version().expect("version") as u64;
+    let latest = w.current_table().await.expect("table").version().expect("version") as u64;
     assert!(
         log_files(&fx).iter().any(|f| f.contains(".checkpoint.")),
         "a checkpoint to read"
@@ -199,7 +199,7 @@ async fn the_last_due_checkpoint_is_never_lost_while_another_is_written() {
         apply(&mut w, &churn(i)).await;
     }
     crate::maintain::settle().await;
-    let version = w.table().version().expect("version") as u64;
+    let version = w.current_table().await.expect("table").version().expect("version") as u64;
     let last: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fx.dir.path().join(TABLE).join("_delta_log/_last_checkpoint"))
             .expect("_last_checkpoint"),

@@ -27,7 +27,7 @@ use deltalake::kernel::{Action, Add, MetadataExt, Remove, StructType, Transactio
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use futures::StreamExt;
 
-use crate::commit::{Outcome, try_commit};
+use crate::commit::{Outcome, commit_at};
 use crate::error::{Result, TableError};
 use crate::files;
 use crate::index::FileEntry;
@@ -201,8 +201,36 @@ impl TableWriter {
         &self.name
     }
 
+    /// The table: its schema, metadata and protocol are current; its version and files may
+    /// lag this writer's own data commits (see [`crate::commit::commit_at`]) — use
+    /// [`TableWriter::current_table`] to read its files.
     pub fn table(&self) -> &DeltaTable {
         &self.table
+    }
+
+    /// The table at the version this writer last committed or saw.
+    pub async fn current_table(&mut self) -> Result<&DeltaTable> {
+        Ok(self.table_now().await?)
+    }
+
+    /// Brings the table's snapshot to the writer's version: the writer's own data commits
+    /// leave it behind (a replay of the log per commit is what they save), so whatever reads
+    /// the table's files or commits through delta-rs calls this first.
+    pub(crate) async fn table_now(&mut self) -> Result<&mut DeltaTable> {
+        if let Some(v) = self.version {
+            self.table_now_at(v).await?;
+        }
+        Ok(&mut self.table)
+    }
+
+    async fn table_now_at(&mut self, v: u64) -> Result<()> {
+        if self.table.version().is_some_and(|at| at < v) {
+            self.table
+                .update_incremental(Some(v))
+                .await
+                .map_err(crate::lake::log_read)?;
+        }
+        Ok(())
     }
 
     /// The next offset to read for a stream partition, as recorded in the table at the
@@ -433,9 +461,9 @@ impl TableWriter {
             let op = DeltaOperation::StreamingUpdate {
                 output_mode: OutputMode::Append,
                 query_id: format!("cormorant:{}", self.name),
-                epoch_id: self.table.version().map_or(0, |v| v as i64 + 1),
+                epoch_id: self.version.map_or(0, |v| v as i64 + 1),
             };
-            match try_commit(&mut self.table, &written.actions, op).await? {
+            match self.commit(&written.actions, op).await? {
                 Outcome::Committed(version) => {
                     applied.rows_written = written.rows;
                     applied.files_added = written.files.len();
@@ -533,6 +561,22 @@ impl TableWriter {
         actions.extend(txns.iter().map(|o| Action::Txn(txn(o, now))));
         out.actions = actions;
         Ok(out)
+    }
+
+    /// Commits at the version after the writer's, which its last sync found to be the table's
+    /// latest (a commit made since is a lost race). A commit carrying new metadata brings the
+    /// table's snapshot along at once; others leave it behind (see [`TableWriter::table_now`]).
+    pub(crate) async fn commit(&mut self, actions: &[Action], op: DeltaOperation) -> Result<Outcome> {
+        let base = match (self.version, self.table.version()) {
+            (Some(v), _) | (None, Some(v)) => v,
+            (None, None) => return Err(TableError::NotFound(self.name.clone())),
+        };
+        let outcome = commit_at(&self.table, base, actions, op).await?;
+        if matches!(outcome, Outcome::Committed(_)) && actions.iter().any(|a| matches!(a, Action::Metadata(_))) {
+            // readers of the schema (this writer's after_commit among them) see it at once
+            self.table_now_at(base + 1).await?;
+        }
+        Ok(outcome)
     }
 
     /// After a lost race: reads the winning commits, applies them to offsets and index, and
@@ -658,7 +702,7 @@ impl TableWriter {
                 predicate: None,
             };
             loop {
-                match try_commit(&mut self.table, &actions, op.clone()).await? {
+                match self.commit(&actions, op.clone()).await? {
                     Outcome::Committed(version) => {
                         for o in &txns {
                             self.txns.insert(o.app_id(), Some(o.next_offset));

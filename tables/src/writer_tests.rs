@@ -217,7 +217,7 @@ async fn idempotent_replays(deletes: DeleteMode) {
     let again = apply(&mut w, &first).await;
     assert_eq!(again.version, None);
     assert_eq!((again.rows_in, again.rows_skipped, again.files_added), (4, 4, 0));
-    assert_eq!(w.table().version(), Some(1));
+    assert_eq!(w.current_table().await.expect("table").version(), Some(1));
     assert_eq!(fx.rows().await, before);
 
     // rows at offsets 1 (p0) and 1 (p1) were applied before: their stale values must not win
@@ -362,7 +362,14 @@ async fn untouched_files_stay(deletes: DeleteMode) {
     let a = apply(&mut w, &batch(&[del(7, 2)])).await; // v6
     assert_eq!((a.files_added, a.files_removed), (usize::from(soft), 1));
 
-    let files = w.table().snapshot().expect("snapshot").log_data().num_files();
+    let files = w
+        .current_table()
+        .await
+        .expect("table")
+        .snapshot()
+        .expect("snapshot")
+        .log_data()
+        .num_files();
     let expected_files = match (mor, soft) {
         (false, true) => 3,  // c2+d, 9, 1+2 (deleted)
         (false, false) => 1, // c2+d
@@ -535,4 +542,33 @@ async fn a_soft_delete_finds_its_row_in_a_shrunk_file() {
             );
         })
         .await;
+}
+
+/// A writer's own data commits leave the table's snapshot where it was (no replay of the log
+/// per commit); another writer's commit in between is still seen, and the snapshot catches up
+/// when asked for.
+#[tokio::test]
+async fn own_commits_do_not_replay_the_log_and_others_are_still_seen() {
+    let fx = Fixture::new(DeleteMode::Hard);
+    let (mut a, mut b) = (fx.writer().await, fx.writer().await);
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let i = i as i64;
+        assert_eq!(
+            apply(&mut a, &batch(&[up(i, 1, name, 1000 + i128::from(i))]))
+                .await
+                .version,
+            Some(i as u64 + 1)
+        );
+    }
+    assert_eq!(a.table().version(), Some(0), "the snapshot stays at the creation");
+    let other = apply(&mut b, &batch(&[up(3, 2, "x", 2000)])).await;
+    assert_eq!(other.version, Some(4), "b lists the log and commits after a's commits");
+    let next = apply(&mut a, &batch(&[up(4, 1, "d", 1004), up(5, 2, "y", 2001)])).await;
+    assert_eq!(
+        (next.version, next.rows_skipped),
+        (Some(5), 0),
+        "b's commit is followed, not lost"
+    );
+    assert_eq!(a.current_table().await.expect("table").version(), Some(5));
+    assert_eq!(fx.query("SELECT id, name FROM t ORDER BY id").await, ["1|d", "2|y"]);
 }
