@@ -572,9 +572,12 @@ impl TableWriter {
             (None, None) => return Err(TableError::NotFound(self.name.clone())),
         };
         let outcome = commit_at(&self.table, base, actions, op).await?;
-        if matches!(outcome, Outcome::Committed(_)) && actions.iter().any(|a| matches!(a, Action::Metadata(_))) {
-            // readers of the schema (this writer's after_commit among them) see it at once
-            self.table_now_at(base + 1).await?;
+        if let Outcome::Committed(v) = outcome {
+            if actions.iter().any(|a| matches!(a, Action::Metadata(_))) {
+                // readers of the schema (this writer's after_commit among them) see it at once
+                self.table_now_at(v).await?;
+            }
+            crate::maintain::after_commit(&self.table, v).await;
         }
         Ok(outcome)
     }
