@@ -52,14 +52,7 @@ async fn a_streamed_checkpoint_serves_a_reader_that_has_no_older_commit() {
     let fx = Fixture::new(DeleteMode::Hard);
     let mut w = churned(&fx, 24).await;
     let version = w.current_table().await.expect("table").version().expect("version") as u64;
-    let live_files = w
-        .current_table()
-        .await
-        .expect("table")
-        .snapshot()
-        .expect("snapshot")
-        .log_data()
-        .num_files() as u64;
+    let live_files = live_files(&mut w).await as u64;
     let before = fx.rows().await;
     let written = write_with(w.table().log_store(), version, 4)
         .await

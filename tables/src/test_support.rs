@@ -409,3 +409,14 @@ macro_rules! all_modes {
     };
 }
 pub(crate) use all_modes;
+
+/// The number of active files at the writer's version.
+pub(crate) async fn live_files(w: &mut TableWriter) -> usize {
+    w.current_table()
+        .await
+        .expect("table")
+        .snapshot()
+        .expect("snapshot")
+        .log_data()
+        .num_files()
+}
