@@ -198,6 +198,12 @@ pub(crate) async fn update_state(table: &mut DeltaTable) -> Result<()> {
     table.update_state().await.map_err(log_read)
 }
 
+/// The log's latest version, listed from `from` (a version known to exist): what tells a
+/// writer or a watch whether anyone committed since, without a replay of the log.
+pub(crate) async fn latest_version(table: &DeltaTable, from: u64) -> Result<u64> {
+    table.log_store().get_latest_version(from).await.map_err(log_read)
+}
+
 /// The error of loading the log's latest version (see [`update_state`]).
 pub(crate) fn log_read(e: DeltaTableError) -> TableError {
     match e {

@@ -2,9 +2,10 @@
 //! commits and the removal of log files older than `delta.logRetentionDuration`.
 //!
 //! Every commit Cormorant makes (ingest, dead letters, compaction, schema changes) goes through
-//! [`crate::commit::try_commit`] and [`crate::commit::commit_at`], which call [`after_commit`]. The writer of version `v` with
-//! `v % interval == 0` writes the checkpoint of `v` (the Spark convention), so with several
-//! workers exactly one of them does it. delta-rs's own post-commit hook is switched off: it
+//! [`crate::commit::commit_at`] — directly from the writer, or by [`crate::commit::try_commit`]
+//! — and is followed by [`after_commit`]. The writer of version `v` with `v % interval == 0`
+//! writes the checkpoint of `v` (the Spark convention), so with several workers exactly one of
+//! them does it. delta-rs's own post-commit hook never runs (its commit builder is not used): it
 //! lists the whole `_delta_log` after EVERY commit when `delta.enableExpiredLogCleanup` is on
 //! (the default), which grows with the table's age, and a checkpoint failure there surfaces as a
 //! failed commit although the commit landed.

@@ -49,11 +49,7 @@ impl OffsetsWatch {
             }
             return Ok(());
         };
-        let now = table
-            .log_store()
-            .get_latest_version(self.version)
-            .await
-            .map_err(crate::lake::log_read)?;
+        let now = crate::lake::latest_version(table, self.version).await?;
         if now > self.version {
             match log::read(table.log_store().as_ref(), self.version + 1, now).await {
                 Ok(w) => {

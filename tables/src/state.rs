@@ -132,7 +132,7 @@ impl TableWriter {
     pub(crate) async fn sync(&mut self) -> Result<()> {
         if let Some(v) = self.version
             && self.table.version().is_some()
-            && self.table.log_store().get_latest_version(v).await.ok() == Some(v)
+            && crate::lake::latest_version(&self.table, v).await.ok() == Some(v)
         {
             return Ok(());
         }
