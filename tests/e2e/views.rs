@@ -43,7 +43,7 @@ async fn views_survive_kill_9_and_equal_the_batch_query() {
         WriteMode::Mor,
         "views",
     );
-    cfg.kafka.batch_max_records = 400;
+    cfg.kafka.batch_max_records = 150;
     cfg.kafka.batch_linger_ms = 50;
     cfg.views = VIEWS
         .iter()
@@ -72,6 +72,9 @@ async fn views_survive_kill_9_and_equal_the_batch_query() {
 
     let mut first = spawn_worker(&path, &dir.join("first.log"), &["run"], "info");
     let lake = cfg.lake.open().expect("lake");
+    // Killed at its first view commit: where the stream then is depends on the machine (a
+    // fast worker may have written every source commit before the view's first step, which
+    // then covers them all and has nothing more to do), so only the first commit is awaited.
     let deadline = Instant::now() + Duration::from_secs(120);
     while lake
         .open("orders_per_day", None)
@@ -79,9 +82,13 @@ async fn views_survive_kill_9_and_equal_the_batch_query() {
         .ok()
         .and_then(|t| t.version())
         .unwrap_or(0)
-        < 2
+        < 1
     {
-        assert!(Instant::now() < deadline, "no view commits in 120 s");
+        if Instant::now() > deadline {
+            let _ = first.kill();
+            let log = std::fs::read_to_string(dir.join("first.log")).unwrap_or_default();
+            panic!("no view commit in 120 s; the worker's log:\n{log}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.kill().expect("kill -9");
