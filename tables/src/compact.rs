@@ -233,7 +233,11 @@ async fn rewrite_bin(
     let data = arrow::compute::concat_batches(schema, &live)?;
     let mut adds = Vec::new();
     for (p, rows) in by_partition(bin[0].partition, &data)? {
-        adds.extend(files::write(table, &rows, Some(target), Some(p)).await?.adds);
+        adds.extend(
+            files::write(table, &rows, files::Kind::Lasting { target: Some(target) }, Some(p))
+                .await?
+                .adds,
+        );
     }
     report.rows_written += data.num_rows();
     report.files_removed += bin.len();

@@ -137,7 +137,9 @@ impl CompactionJob {
             let written = files::write(
                 &self.table,
                 &data,
-                Some(self.opts.target_file_bytes),
+                files::Kind::Lasting {
+                    target: Some(self.opts.target_file_bytes),
+                },
                 Some(bin.partition),
             )
             .await?;

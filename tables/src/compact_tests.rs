@@ -1,6 +1,9 @@
 //! Compaction: live rows unchanged, deletion vectors folded in, old versions still readable,
 //! and a compaction that raced a writer's delete never brings the row back.
 
+use parquet::basic::Compression;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+
 use super::{commit, compact, prepare};
 use crate::test_support::*;
 use crate::writer::DeleteMode;
@@ -12,6 +15,10 @@ async fn compaction_keeps_rows_and_folds_in_deletion_vectors() {
     let version_before = w.current_table().await.expect("table").version().expect("version");
     let mut table = fx.lake.open("orders", None).await.expect("open");
     let files_before = table.snapshot().expect("snapshot").log_data().num_files();
+    assert!(
+        codecs(&fx, &table).iter().all(|c| *c == Compression::SNAPPY),
+        "a merge-on-read commit's files are Snappy (no codec context per column chunk)"
+    );
     let r = compact(&mut table, &eager()).await.expect("compact");
     assert!(r.version.is_some(), "compacted: {r:?}");
     assert_eq!(r.files_added, 1);
@@ -21,6 +28,10 @@ async fn compaction_keeps_rows_and_folds_in_deletion_vectors() {
         fx.rows().await,
         before,
         "a compaction never changes what a query returns"
+    );
+    assert!(
+        codecs(&fx, &table).iter().all(|c| matches!(c, Compression::ZSTD(_))),
+        "compaction writes zstd: the smallest files, meant to last"
     );
     let snapshot = table.snapshot().expect("snapshot");
     assert!(
@@ -48,6 +59,22 @@ async fn compaction_keeps_rows_and_folds_in_deletion_vectors() {
         super::CompactionReport::default(),
         "one clean file: nothing to do"
     );
+}
+
+/// The compression of every column chunk of the active files of `table`.
+fn codecs(fx: &Fixture, table: &deltalake::DeltaTable) -> Vec<Compression> {
+    let snapshot = table.snapshot().expect("snapshot");
+    let mut all = Vec::new();
+    for f in snapshot.log_data().iter() {
+        let path = fx.dir.path().join("orders").join(f.path().as_ref());
+        let file = std::fs::File::open(&path).expect("data file");
+        let reader = SerializedFileReader::new(file).expect("parquet");
+        for g in reader.metadata().row_groups() {
+            all.extend(g.columns().iter().map(|c| c.compression()));
+        }
+    }
+    assert!(!all.is_empty(), "the table has data files");
+    all
 }
 
 #[tokio::test]

@@ -161,8 +161,16 @@ impl crate::writer::TableWriter {
         for (partition, batches) in by_partition {
             let data = arrow::compute::concat_batches(&evolution.schema, &batches)?;
             if data.num_rows() > 0 {
-                let written =
-                    crate::files::write_with(&self.table, &parts, &data, Some(128 * 1024 * 1024), partition).await?;
+                let written = crate::files::write_with(
+                    &self.table,
+                    &parts,
+                    &data,
+                    crate::files::Kind::Lasting {
+                        target: Some(128 * 1024 * 1024),
+                    },
+                    partition,
+                )
+                .await?;
                 actions.extend(written.adds.into_iter().map(Action::Add));
             }
         }

@@ -162,8 +162,27 @@ pub async fn read_live(store: Arc<dyn ObjectStore>, add: &Add, schema: &SchemaRe
     }
 }
 
-/// Parquet settings for Cormorant's files, chosen by measurement (`benches/pipeline.rs`, 1M
-/// events of the customers stream, release, this 2-core machine):
+/// What a data file is written for, which decides how it is rolled and compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A commit's new rows: one file per call, Snappy. Such files are small (a batch's rows of
+    /// one source partition), many per commit (one per partition) and short-lived (compaction
+    /// folds them), so the cost per column chunk is what counts: the parquet crate makes a
+    /// zstd compression *and* decompression context for every column chunk it writes or
+    /// reads (`ZSTDCodec::new`), and a profile of the 1M-event upsert stream over 48
+    /// partitions had `ZSTD_createCCtx`/`ZSTD_createDCtx` alone at 10.6% of the worker's
+    /// samples (121 of them in reads of fresh files for soft deletes and compaction, 55 in
+    /// writes). Snappy's codec is a small table; its files are larger (see `README.md`).
+    Fresh,
+    /// Files meant to last (compaction, schema rewrites, copy-on-write rewrites): zstd(1), the
+    /// smallest files, read many times, few column chunks per byte; rolled at `target` bytes
+    /// (one file when `None`).
+    Lasting { target: Option<u64> },
+}
+
+/// Parquet settings for Cormorant's files of `kind`, chosen by measurement
+/// (`benches/pipeline.rs`, 1M events of the customers stream, one partition, release, this
+/// 2-core machine):
 ///
 /// | settings                  | upsert events/CPU-s | insert events/CPU-s | bytes on disk per byte of Avro |
 /// |---------------------------|--------------------:|--------------------:|-------------------------------:|
@@ -172,13 +191,17 @@ pub async fn read_live(store: Arc<dyn ObjectStore>, add: &Add, schema: &SchemaRe
 /// | snappy, dictionary on     | 188k | 175k | 0.34 / 0.52 |
 /// | snappy, dictionary off    | 221k | 179k | 0.32 / 0.51 |
 ///
-/// zstd level 1 without dictionaries writes the smallest files at a CPU cost between the two
-/// snappy variants: change data is mostly high-cardinality text (emails, ids, JSON) where
-/// building dictionaries costs time and saves nothing zstd does not. Statistics stay at page
-/// level (with the page index) so readers prune pages and selected-row reads skip them.
-pub fn writer_properties() -> WriterProperties {
+/// Dictionaries are off: change data is mostly high-cardinality text (emails, ids, JSON)
+/// where building them costs time and saves little. Compression depends on [`Kind`]: fresh
+/// files pay per column chunk, compacted ones per byte. Statistics stay at page level (with
+/// the page index) so readers prune pages and selected-row reads skip them.
+pub fn writer_properties(kind: Kind) -> WriterProperties {
+    let compression = match kind {
+        Kind::Fresh => Compression::SNAPPY,
+        Kind::Lasting { .. } => Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
+    };
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_compression(compression)
         .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(1024 * 1024))
@@ -194,19 +217,14 @@ pub struct Written {
     pub rows: RecordBatch,
 }
 
-/// Writes `data` as new data file(s) of the table (rolled at `target_size` bytes, one file
-/// when `None`; one file or more per set of partition values of a partitioned table), tagged
+/// Writes `data` as new data file(s) of the table of `kind` (rolled at its target size, one
+/// file when it has none; one file or more per set of partition values of a partitioned table), tagged
 /// with the source `partition` when given, and returns their `add`s with statistics.
-pub async fn write(
-    table: &DeltaTable,
-    data: &RecordBatch,
-    target_size: Option<u64>,
-    partition: Option<i32>,
-) -> Result<Written> {
+pub async fn write(table: &DeltaTable, data: &RecordBatch, kind: Kind, partition: Option<i32>) -> Result<Written> {
     let metadata = table.snapshot()?.metadata().clone();
     let parts = Partitioning::of_table(metadata.partition_columns(), metadata.configuration())?
         .restrict(metadata.partition_columns());
-    write_with(table, &parts, data, target_size, partition).await
+    write_with(table, &parts, data, kind, partition).await
 }
 
 /// [`write`] split by `parts` (the table's realized partition columns, or the ones a schema
@@ -215,7 +233,7 @@ pub async fn write_with(
     table: &DeltaTable,
     parts: &Partitioning,
     data: &RecordBatch,
-    target_size: Option<u64>,
+    kind: Kind,
     partition: Option<i32>,
 ) -> Result<Written> {
     let snapshot = table.snapshot()?;
@@ -236,8 +254,11 @@ pub async fn write_with(
         let config = WriterConfig::new(
             file_schema.clone(),
             Vec::new(),
-            Some(writer_properties()),
-            target_size.and_then(NonZeroU64::new),
+            Some(writer_properties(kind)),
+            match kind {
+                Kind::Fresh => None,
+                Kind::Lasting { target } => target.and_then(NonZeroU64::new),
+            },
             Some(64 * 1024),
             stats.num_indexed_cols,
             stats.stats_columns.clone(),

@@ -375,7 +375,7 @@ impl Run<'_> {
                 .collect();
             let schema = table.snapshot().map_err(|e| e.to_string())?.snapshot().arrow_schema();
             let data = change::align(&batch(&rows).data, &schema).map_err(|e| e.to_string())?;
-            crate::files::write(table, &data, None, Some(0))
+            crate::files::write(table, &data, crate::files::Kind::Fresh, Some(0))
                 .await
                 .map_err(|e| format!("writing the orphan file: {e}"))?;
             let bitmap: roaring::RoaringTreemap = (0..3u64).collect();

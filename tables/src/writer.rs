@@ -519,8 +519,14 @@ impl TableWriter {
             actions.push(Action::Add(add.clone()));
             readded.push((*id, add, bitmap.clone()));
         }
+        // merge-on-read files are folded by compaction soon; copy-on-write rewrites are the
+        // table's files until the next rewrite
+        let kind = match self.opts.mode {
+            WriteMode::Mor => files::Kind::Fresh,
+            WriteMode::Cow => files::Kind::Lasting { target: None },
+        };
         let writes = planned.outputs.iter().map(|(p, data)| async move {
-            let written = files::write(&self.table, data, None, Some(*p)).await?;
+            let written = files::write(&self.table, data, kind, Some(*p)).await?;
             let keys = state.encoder.encode(&written.rows)?;
             Ok::<_, TableError>((*p, written, keys))
         });
@@ -693,7 +699,7 @@ impl TableWriter {
             if txns.is_empty() && rows.num_rows() == 0 {
                 return Ok(Applied::default());
             }
-            let adds = files::write(&self.table, &rows, None, None).await?.adds;
+            let adds = files::write(&self.table, &rows, files::Kind::Fresh, None).await?.adds;
             let now = chrono::Utc::now().timestamp_millis();
             let mut actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
             // no plan depends on other rows: only the same partitions' offsets force a redo
