@@ -73,8 +73,8 @@ async fn run() -> anyhow::Result<()> {
             topic: topic_name.clone(),
             partition: p,
             offset: offsets[p as usize],
-            key: Some(r.key),
-            value: r.value,
+            key: Some(r.key.into()),
+            value: r.value.map(Into::into),
             timestamp_ms: Some(ts),
         });
         offsets[p as usize] += 1;
@@ -116,10 +116,7 @@ async fn run() -> anyhow::Result<()> {
     let mut records = records.into_iter().peekable();
     while records.peek().is_some() {
         let chunk: Vec<RawRecord> = records.by_ref().take(batch).collect();
-        let bytes = chunk
-            .iter()
-            .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
-            .sum();
+        let bytes = chunk.iter().map(RawRecord::bytes).sum();
         tx.send(RawBatch { records: chunk, bytes }).await?;
     }
     drop(tx);

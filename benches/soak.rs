@@ -55,8 +55,8 @@ fn records(g: &mut Generator, partition: i32, next: &mut i64, n: usize) -> anyho
             topic: TOPIC.into(),
             partition,
             offset: *next,
-            key: Some(r.key),
-            value: r.value,
+            key: Some(r.key.into()),
+            value: r.value.map(Into::into),
             timestamp_ms: Some(ts),
         });
         *next += 1;

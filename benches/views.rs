@@ -179,8 +179,8 @@ fn generate(shape: Shape, ids: (u32, u32), history: usize, paced: u64, rate: u64
             topic: topic.clone(),
             partition: 0,
             offset: offset - 1,
-            key: Some(r.key),
-            value: r.value,
+            key: Some(r.key.into()),
+            value: r.value.map(Into::into),
             timestamp_ms: Some(ts_ms),
         })
     };
@@ -235,10 +235,7 @@ async fn pipeline(cfg: &Config, lake: &Lake) -> anyhow::Result<Pipeline> {
 }
 
 fn raw(records: &[RawRecord]) -> RawBatch {
-    let bytes = records
-        .iter()
-        .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
-        .sum();
+    let bytes = records.iter().map(RawRecord::bytes).sum();
     RawBatch {
         records: records.to_vec(),
         bytes,

@@ -230,7 +230,7 @@ async fn feed_range(
                     pending.remove(&r.partition);
                 }
                 if r.offset < end {
-                    in_range.bytes += r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len);
+                    in_range.bytes += r.bytes();
                     in_range.records.push(r);
                 }
             }

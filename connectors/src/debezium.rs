@@ -23,6 +23,7 @@ use arrow::array::{
 };
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Field, Schema};
+use bytes::Bytes;
 
 use crate::avro::default::{DEFAULT_KEY, default_text};
 use crate::avro::plan::Record;
@@ -37,10 +38,19 @@ pub struct RawRecord {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    /// Slices of a buffer shared by the records the consumer read together (see
+    /// `kafka::Arena`): one allocation per megabyte of records, not two per record.
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
     /// Producer/broker timestamp in ms, if any.
     pub timestamp_ms: Option<i64>,
+}
+
+impl RawRecord {
+    /// Bytes of key and value (what batch limits and metrics count).
+    pub fn bytes(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len) + self.value.as_ref().map_or(0, Bytes::len)
+    }
 }
 
 /// The parts of a Debezium value schema the decoder needs.
