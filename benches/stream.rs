@@ -24,7 +24,7 @@
 //! (`/dev/shm/…`): on ext4 a worker creating thousands of files right after the previous
 //! run deleted its lake spent ~11% of its samples in the kernel's inode allocator
 //! (`find_inode_bit`, `recently_deleted`), and one binary's CPU per event ranged ±40% from
-//! run to run there against ±5% on tmpfs.
+//! run to run there against ±5–15% on tmpfs.
 
 #[path = "common/mod.rs"]
 mod common;
