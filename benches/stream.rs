@@ -101,12 +101,18 @@ fn wait_rusage(child: &Child) -> anyhow::Result<(i32, f64, u64)> {
     Ok((code, tv(usage.ru_utime) + tv(usage.ru_stime), hwm))
 }
 
-fn producer(bootstrap: &str) -> anyhow::Result<BaseProducer> {
+/// A producer to the mock broker. `linger_ms`: a stream produced at full speed lingers long,
+/// so each partition holds a few large message sets — the mock broker finds a fetch's
+/// position by walking a partition's message sets one by one (`rd_kafka_mock_msgset_find`):
+/// with 320 partitions and a 20 ms linger (~1,500 sets of ~10 records per partition) that walk
+/// was 99% of the broker's CPU and the broker, not the worker, set the pace.
+fn producer(bootstrap: &str, linger_ms: u32) -> anyhow::Result<BaseProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", "20")
+        .set("linger.ms", linger_ms.to_string())
         .set("batch.size", "1000000")
+        .set("batch.num.messages", "100000")
         // the mock broker keeps only the last 5 MB of each partition (rdkafka_mock.c,
         // `max_size`): compressed batches let a whole stream fit, as in production Kafka
         .set("compression.type", "lz4")
@@ -124,7 +130,8 @@ fn produce(
     n: u64,
     rate: Option<u64>,
 ) -> anyhow::Result<(BTreeMap<i32, i64>, u64)> {
-    let p = producer(&b.bootstrap)?;
+    // at a fixed rate (freshness) records go out within 20 ms, as a live source's would
+    let p = producer(&b.bootstrap, if rate.is_some() { 20 } else { 1000 })?;
     let mut g = Generator::new(shape, ids.0, ids.1, 7)?;
     let started = Instant::now();
     let mut bytes = 0u64;
