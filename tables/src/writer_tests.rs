@@ -4,7 +4,7 @@
 
 use change::{ChangeBatch, SourceOffset};
 
-use super::{DeleteMode, WriteMode};
+use super::{DeleteMode, TableWriter, WriteMode, WriterOptions};
 use crate::test_support::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -500,6 +500,62 @@ async fn a_small_file_read_for_previous_rows_is_kept_in_memory() {
             );
         })
         .await;
+}
+
+/// One plan reads whole at most an eighth of the recent rows' budget (every file it read is
+/// held until it is done); the other files it needs are read with a row selection, and only
+/// the files read whole are found in memory by the next batch.
+#[tokio::test]
+async fn one_plan_reads_whole_at_most_an_eighth_of_the_budget() {
+    crate::test_support::MODE
+        .scope(WriteMode::Mor, async {
+            let fx = Fixture::new(DeleteMode::Soft);
+            let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
+            let mut w = fx.writer().await;
+            for (i, name) in names.iter().enumerate() {
+                let (offset, id) = (2 * i as i64, 2 * i as i32);
+                apply(
+                    &mut w,
+                    &batch(&[up(offset, id, name, 1000), up(offset + 1, id + 1, name, 1000)]),
+                )
+                .await;
+            }
+            let largest = parquet_sizes(fx.dir.path()).into_iter().max().expect("data files");
+            // each file is small enough to be read whole, eight of them fill the allowance
+            let options = WriterOptions {
+                recent_rows_bytes: Some(64 * largest as usize),
+                ..fx.options()
+            };
+            let mut w = TableWriter::open(&fx.lake, TABLE, options).await.expect("writer opens");
+            let evens: Vec<_> = (0..12).map(|i| del(100 + i, 2 * i as i32)).collect();
+            let first = apply(&mut w, &batch(&evens)).await;
+            assert_eq!((first.files_read, first.files_recalled), (12, 0));
+            let odds: Vec<_> = (0..12).map(|i| del(200 + i, 2 * i as i32 + 1)).collect();
+            let second = apply(&mut w, &batch(&odds)).await;
+            assert_eq!(
+                (second.files_read, second.files_recalled),
+                (4, 8),
+                "eight files were read whole and kept, four read by selection"
+            );
+            let live = fx.query("SELECT count(*) FROM t WHERE NOT __deleted").await;
+            let deleted = fx.query("SELECT count(*) FROM t WHERE __deleted").await;
+            assert_eq!((live, deleted), (vec!["0".to_string()], vec!["24".to_string()]));
+        })
+        .await;
+}
+
+/// Sizes of the Parquet files under `dir`.
+fn parquet_sizes(dir: &std::path::Path) -> Vec<u64> {
+    let mut sizes = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            sizes.extend(parquet_sizes(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            sizes.push(entry.metadata().expect("metadata").len());
+        }
+    }
+    sizes
 }
 
 /// A kept file whose rows were mostly superseded keeps only its live rows, and a soft delete
