@@ -195,8 +195,7 @@ async fn load(
         // a small file is read whole and kept: decoding its few pages costs about what the
         // selected rows do, and later batches find its other keys in memory — while this
         // plan's whole reads fit what the writer can keep (every read is held until the plan
-        // is done: on 1M keys a batch touched ~1,000 files, and reading them all whole made
-        // the 5M-event run's peak resident set 1.23 GiB instead of 0.88)
+        // is done, and on the 5M-event bench over 1M keys a batch needed ~1,000 files)
         let size = entry.add.size.max(0) as u64;
         let whole = rows.is_some() && size <= keep_whole_bytes(cx.recent) && size <= whole_left;
         let rows = if whole {
@@ -249,9 +248,9 @@ fn keep_whole_bytes(recent: &RecentRows) -> u64 {
 }
 
 /// Parquet bytes one plan reads whole at most: an eighth of the recent rows' budget (8 MiB
-/// at the default 64 MiB; decoded, Arrow takes ~3–4x the Snappy bytes, so about half the
-/// budget). More would only evict itself from the recent rows, and a plan holds every file it
-/// read until it is done. Further files are read with a row selection.
+/// at the default 64 MiB; decoded rows take several times their Parquet bytes). More would
+/// only evict itself from the recent rows, and a plan holds every file it read until it is
+/// done. Further files are read with a row selection.
 fn whole_reads_bytes(recent: &RecentRows) -> u64 {
     (recent.budget() / 8) as u64
 }
