@@ -199,36 +199,10 @@ async fn lake_tables(cfg: &Config, table: Option<String>) -> anyhow::Result<(tab
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Threads of the blocking pool of a process that ingests (`run`, `replay`); tokio's default
-/// is 512. A lake on local disk does every file read and write there (`object_store`'s local
-/// store), and a commit writing a file per source partition grew the pool to ~60 threads,
-/// each allocating in a mimalloc heap of its own: on the 5M-event bench (1M keys, 320
-/// partitions) the peak resident set was 1.25 GiB with the default pool, 977 MiB with 32
-/// threads and 785 MiB with 16, at the same CPU per event within this machine's noise
-/// (`benches/results/stream.md`). Some blocking work waits for other blocking work (delta-rs
-/// runs the kernel's log reads on this pool, and they read the store through it), but an
-/// ingesting process holds a few such waits at a time (a checkpoint or snapshot per table, a
-/// view's scan); the SQL shell and server, whose queries are the user's, keep the default.
-const INGEST_BLOCKING_THREADS: usize = 16;
-
-fn main() -> std::process::ExitCode {
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
     cormorant::memory::tune_allocator();
     let cli = Cli::parse();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if matches!(cli.command, Command::Run { .. } | Command::Replay { .. }) {
-        runtime.max_blocking_threads(INGEST_BLOCKING_THREADS);
-    }
-    match runtime.build() {
-        Ok(rt) => rt.block_on(async_main(cli)),
-        Err(e) => {
-            eprintln!("cormorant: cannot start the async runtime: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-async fn async_main(cli: Cli) -> std::process::ExitCode {
     init_logs(cli.log_format);
     let result = real_main(cli).await;
     // a checkpoint that came due with the last commits is written before the process exits
