@@ -520,7 +520,9 @@ async fn one_plan_reads_whole_at_most_an_eighth_of_the_budget() {
                 )
                 .await;
             }
-            let largest = parquet_sizes(fx.dir.path()).into_iter().max().expect("data files");
+            let table = fx.lake.open(TABLE, None).await.expect("table opens");
+            let adds = crate::lake::active_adds(&table).expect("active files");
+            let largest = adds.iter().map(|a| a.size).max().expect("data files");
             // each file is small enough to be read whole, eight of them fill the allowance
             let options = WriterOptions {
                 recent_rows_bytes: Some(64 * largest as usize),
@@ -542,20 +544,6 @@ async fn one_plan_reads_whole_at_most_an_eighth_of_the_budget() {
             assert_eq!((live, deleted), (vec!["0".to_string()], vec!["24".to_string()]));
         })
         .await;
-}
-
-/// Sizes of the Parquet files under `dir`.
-fn parquet_sizes(dir: &std::path::Path) -> Vec<u64> {
-    let mut sizes = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            sizes.extend(parquet_sizes(&path));
-        } else if path.extension().is_some_and(|e| e == "parquet") {
-            sizes.push(entry.metadata().expect("metadata").len());
-        }
-    }
-    sizes
 }
 
 /// A kept file whose rows were mostly superseded keeps only its live rows, and a soft delete
