@@ -1,8 +1,9 @@
 //! The lake: a root URI (local path, `file://`, `s3://bucket/prefix`) holding one Delta table
 //! per directory.
 //!
-//! Every table handle the crate opens is built here, so a store set with
-//! [`Lake::with_faults`] is the one every read and write goes through.
+//! Every table handle the crate opens is built here, so a store set here — the local I/O
+//! pool's ([`crate::io_pool`]) for a local root, faults ([`Lake::with_faults`]) in tests —
+//! is the one every read and write goes through.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Once};
@@ -15,6 +16,7 @@ use url::Url;
 
 use crate::error::{Result, TableError};
 use crate::fault::{Faults, FaultyStore};
+use crate::io_pool::PooledStore;
 
 static HANDLERS: Once = Once::new();
 
@@ -42,15 +44,30 @@ impl Lake {
         if !root.path().ends_with('/') {
             root.set_path(&format!("{}/", root.path()));
         }
-        Ok(Self {
+        let mut lake = Self {
             root,
             storage_options,
             backend: None,
-        })
+        };
+        if lake.root.scheme() == "file" {
+            // local files are read and written on a pool of their own (see `io_pool`)
+            lake.backend = Some(Arc::new(PooledStore::new(lake.root_store()?)));
+        }
+        Ok(lake)
     }
 
     /// The same lake, reached through a store that injects `faults` (tests, fault runs).
     pub fn with_faults(mut self, faults: Arc<Faults>) -> Result<Self> {
+        let inner = match self.backend.take() {
+            Some(store) => store,
+            None => self.root_store()?,
+        };
+        self.backend = Some(Arc::new(FaultyStore::new(inner, faults)));
+        Ok(self)
+    }
+
+    /// The store of the root's scheme, as deltalake would make it for a table here.
+    fn root_store(&self) -> Result<Arc<dyn ObjectStore>> {
         let bad = || TableError::BadUri(self.root.to_string());
         let scheme = Url::parse(&format!("{}://", self.root.scheme())).map_err(|_| bad())?;
         let factory = deltalake::logstore::object_store_factories()
@@ -59,8 +76,7 @@ impl Lake {
             .ok_or_else(bad)?;
         let config = deltalake::logstore::StorageConfig::parse_options(self.storage_options.clone())?;
         let (root, _) = factory.parse_url_opts(&self.root, &config)?;
-        self.backend = Some(Arc::new(FaultyStore::new(root, faults)));
-        Ok(self)
+        Ok(root)
     }
 
     /// A builder for the table at `url`, on this lake's options and store.

@@ -21,6 +21,7 @@ mod files;
 #[cfg(test)]
 mod group_model_tests;
 pub mod index;
+pub mod io_pool;
 pub mod keys;
 pub mod lake;
 pub mod log;
