@@ -41,25 +41,24 @@ use tokio::runtime::{Handle, Runtime};
 /// cores — the writer reads at most 8 files and writes at most 8 at a time per table.
 pub const IO_THREADS: usize = 16;
 
-/// The process's I/O runtime (made on first use; never shut down).
-fn io() -> &'static Handle {
+/// The process's I/O runtime (made on first use; never shut down). `None` when its threads
+/// cannot be started: calls then run on the caller's runtime, as object_store would.
+fn io() -> Option<&'static Handle> {
     static RUNTIME: OnceLock<Option<Runtime>> = OnceLock::new();
-    static FALLBACK: OnceLock<Handle> = OnceLock::new();
-    match RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .max_blocking_threads(IO_THREADS)
-            // threads that come and go leave their allocator pages behind: keep them
-            .thread_keep_alive(Duration::from_secs(24 * 3600))
-            .thread_name("cormorant-io")
-            .enable_all()
-            .build()
-            .ok()
-    }) {
-        Some(rt) => rt.handle(),
-        // cannot start threads: run on the caller's runtime as object_store would
-        None => FALLBACK.get_or_init(Handle::current),
-    }
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .max_blocking_threads(IO_THREADS)
+                // threads that come and go leave their allocator pages behind: keep them
+                .thread_keep_alive(Duration::from_secs(24 * 3600))
+                .thread_name("cormorant-io")
+                .enable_all()
+                .build()
+                .ok()
+        })
+        .as_ref()
+        .map(Runtime::handle)
 }
 
 /// `fut`, polled in the I/O runtime's context: the blocking tasks it starts (object_store's
@@ -67,7 +66,7 @@ fn io() -> &'static Handle {
 /// the caller directly — no task of the I/O runtime in between, so no extra thread hop.
 async fn on_io<T>(mut fut: BoxFuture<'_, T>) -> T {
     futures::future::poll_fn(move |cx| {
-        let _io = io().enter();
+        let _io = io().map(Handle::enter);
         fut.as_mut().poll(cx)
     })
     .await
@@ -76,7 +75,7 @@ async fn on_io<T>(mut fut: BoxFuture<'_, T>) -> T {
 /// `stream`, polled in the I/O runtime's context (see [`on_io`]).
 fn stream_on_io<T: 'static>(mut stream: BoxStream<'static, T>) -> BoxStream<'static, T> {
     futures::stream::poll_fn(move |cx| {
-        let _io = io().enter();
+        let _io = io().map(Handle::enter);
         stream.poll_next_unpin(cx)
     })
     .boxed()
