@@ -17,7 +17,7 @@ use arrow::array::{
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, Fields};
 
-use super::plan::{BytesKind, IntKind, LongKind, Plan, StrKind};
+use super::plan::{BytesKind, IntKind, LongKind, Plan, Record, StrKind};
 use crate::error::ConnectorError;
 
 /// Debezium's stand-in for unchanged TOASTed values it did not receive.
@@ -140,6 +140,14 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| corrupt(format!("union branch {i} out of range (0..{branches})")))
     }
 
+    /// Skips one datum of the record `rec`.
+    pub fn skip_record(&mut self, rec: &Record) -> Result<(), ConnectorError> {
+        for f in &rec.fields {
+            self.skip(&f.plan)?;
+        }
+        Ok(())
+    }
+
     /// Skips one datum of `plan`.
     pub fn skip(&mut self, plan: &Plan) -> Result<(), ConnectorError> {
         match plan {
@@ -166,11 +174,7 @@ impl<'a> Reader<'a> {
                 self.long()?;
                 self.bytes()?;
             }
-            Plan::Record(r) => {
-                for f in &r.fields {
-                    self.skip(&f.plan)?;
-                }
-            }
+            Plan::Record(r) => self.skip_record(r)?,
             Plan::Array(item) => {
                 while let Some(n) = self.block()? {
                     for _ in 0..n {

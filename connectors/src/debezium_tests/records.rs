@@ -94,6 +94,66 @@ fn only_bad_records_still_move_the_offset() {
     assert_eq!(batch.offsets[0].next_offset, 42);
 }
 
+/// The row is decoded in the same pass that reads op: an `after` a delete or a message should
+/// not carry is dropped again, and a bad record of a new schema adds no columns.
+#[test]
+fn rows_decoded_before_op_is_known_are_dropped_when_op_says_so() {
+    let mut dec = TableDecoder::new(StreamId::new("g", "s"));
+    let delete_with_after = envelope(
+        2,
+        Synth {
+            op: "d",
+            before: None,
+            after: Some(customer(7, "after@x", false)),
+            source_ts_ms: 1_000,
+            lsn: Some(1),
+        },
+    );
+    push(&mut dec, 0, 1, Some(&customer_key(7)), Some(&delete_with_after)).unwrap();
+    push(
+        &mut dec,
+        0,
+        2,
+        Some(&customer_key(8)),
+        Some(&upsert(2, "m", customer(8, "m@x", false))),
+    )
+    .unwrap();
+    // schema 7 (v2: one more column), but not Debezium: dead-lettered, no trace
+    let err = push(
+        &mut dec,
+        0,
+        3,
+        Some(&customer_key(9)),
+        Some(&upsert(7, "x", customer(9, "v2@x", true))),
+    )
+    .unwrap_err();
+    assert!(matches!(err, ConnectorError::NotDebezium(_)), "{err:?}");
+    push(
+        &mut dec,
+        0,
+        4,
+        Some(&customer_key(10)),
+        Some(&upsert(2, "c", customer(10, "c@x", false))),
+    )
+    .unwrap();
+
+    let batch = finish(dec);
+    assert_eq!(batch.kinds, vec![ChangeKind::Delete, ChangeKind::Upsert]);
+    assert_eq!(batch.positions.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![1, 4]);
+    assert_eq!(
+        col(&batch, "id").as_primitive::<Int32Type>().values().to_vec(),
+        vec![7, 10]
+    );
+    assert!(col(&batch, "email").is_null(0), "a delete takes only its key");
+    assert_eq!(col(&batch, "email").as_string::<i32>().value(1), "c@x");
+    assert_eq!(
+        batch.columns.fields().len(),
+        CUSTOMER_COLUMNS.len(),
+        "the dead-lettered v2 record added no column"
+    );
+    assert_eq!(batch.offsets[0].next_offset, 5);
+}
+
 // ---------------------------------------------------------------------------------------------
 // metadata columns
 
