@@ -5,6 +5,56 @@ use super::*;
 // ---------------------------------------------------------------------------------------------
 // integers
 
+/// Varints of every length read back exactly; one cut short, one of 11 bytes and one whose
+/// 10th byte overflows 64 bits are corrupt, and nothing is read past the datum.
+#[test]
+fn varints_of_every_length_and_their_corruptions() {
+    let values = [
+        0,
+        -1,
+        1,
+        63,
+        -64,
+        64,
+        -65,
+        8191,
+        1 << 20,
+        -(1 << 35),
+        i64::from(i32::MAX),
+        i64::MAX,
+        i64::MIN,
+    ];
+    let mut datum = Vec::new();
+    for v in values {
+        datum.extend(varint(v));
+    }
+    let mut r = Reader::new(&datum);
+    for v in values {
+        assert_eq!(r.long().unwrap(), v);
+    }
+    assert_eq!(r.remaining(), 0);
+    assert!(matches!(r.long(), Err(ConnectorError::CorruptAvro(_))));
+
+    let max = varint(i64::MIN);
+    assert_eq!(max.len(), 10);
+    for cut in 0..max.len() {
+        let mut r = Reader::new(&max[..cut]);
+        assert!(matches!(r.long(), Err(ConnectorError::CorruptAvro(_))), "cut at {cut}");
+    }
+    let mut too_long = vec![0x80; 10];
+    too_long.push(0);
+    assert!(matches!(
+        Reader::new(&too_long).long(),
+        Err(ConnectorError::CorruptAvro(_))
+    ));
+    let mut overflow = vec![0xff; 9];
+    overflow.push(0x02);
+    assert!(matches!(
+        Reader::new(&overflow).long(),
+        Err(ConnectorError::CorruptAvro(_))
+    ));
+}
+
 #[test]
 fn int16_from_connect_type() {
     let schema = r#"{"type":"int","connect.type":"int16"}"#;
