@@ -188,11 +188,13 @@ impl Decoder {
     }
 }
 
-/// What one `decode` call has looked up already.
+/// What one `decode` call has looked up already. Looked up several times per record, by
+/// schema id: hashbrown's default hasher (foldhash) instead of std's SipHash, which showed in
+/// `perf` of the decoder.
 #[derive(Default)]
 struct Local {
-    plans: HashMap<u32, Arc<Plan>>,
-    envelopes: HashMap<u32, Arc<EnvelopePlan>>,
+    plans: hashbrown::HashMap<u32, Arc<Plan>>,
+    envelopes: hashbrown::HashMap<u32, Arc<EnvelopePlan>>,
     /// guard verdicts of this table (`Err`: refused, asked again so the reason is reported)
-    checked: HashMap<u32, Result<(), ()>>,
+    checked: hashbrown::HashMap<u32, Result<(), ()>>,
 }

@@ -35,7 +35,18 @@ fn by_table(cfg: &Config, records: Vec<RawRecord>) -> BTreeMap<String, (TableCon
     let n = records.len();
     let mut tables: HashMap<Arc<str>, Option<String>> = HashMap::new();
     let mut out: BTreeMap<String, (TableConfig, Vec<RawRecord>)> = BTreeMap::new();
+    // records of one topic share one `Arc<str>` and come in runs: the previous record's table
+    // is found by pointer, without hashing the topic name per record
+    let mut last: Option<(Arc<str>, Option<String>)> = None;
     for rec in records {
+        if let Some((topic, name)) = &last
+            && Arc::ptr_eq(topic, &rec.topic)
+        {
+            if let Some((_, recs)) = name.as_deref().and_then(|n| out.get_mut(n)) {
+                recs.push(rec);
+            }
+            continue;
+        }
         let name = tables.entry(rec.topic.clone()).or_insert_with(|| {
             let tc = cfg.table_for_topic(&rec.topic)?;
             let name = tc.name.clone();
@@ -45,6 +56,8 @@ fn by_table(cfg: &Config, records: Vec<RawRecord>) -> BTreeMap<String, (TableCon
                 .or_insert_with(|| (tc, Vec::with_capacity(room)));
             Some(name)
         });
+        let name = name.clone();
+        last = Some((rec.topic.clone(), name.clone()));
         if let Some((_, recs)) = name.as_deref().and_then(|n| out.get_mut(n)) {
             recs.push(rec);
         }
@@ -156,7 +169,15 @@ mod tests {
             })
             .collect();
         let (a, b, other): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "other".into());
-        let records = vec![rec(&b, 0), rec(&a, 1), rec(&other, 2), rec(&b, 3), rec(&a, 4)];
+        let records = vec![
+            rec(&b, 0),
+            rec(&b, 1),
+            rec(&a, 2),
+            rec(&other, 3),
+            rec(&other, 4),
+            rec(&b, 5),
+            rec(&a, 6),
+        ];
         let grouped = super::by_table(&cfg, records);
         let offsets: Vec<(String, Vec<i64>)> = grouped
             .into_iter()
@@ -167,7 +188,7 @@ mod tests {
             .collect();
         assert_eq!(
             offsets,
-            [("t_a".to_string(), vec![1, 4]), ("t_b".to_string(), vec![0, 3])]
+            [("t_a".to_string(), vec![2, 6]), ("t_b".to_string(), vec![0, 1, 5])]
         );
     }
 }

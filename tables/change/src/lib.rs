@@ -225,10 +225,22 @@ impl ChangeBatch {
     /// changes are abandoned: its new owner re-reads them from the table's offsets).
     pub fn retain_partitions(&mut self, keep: impl Fn(i32) -> bool) -> Result<(), ChangeError> {
         self.offsets.retain(|o| keep(o.partition));
-        if self.positions.iter().all(|p| keep(p.partition)) {
+        // `keep` is asked once per partition, not per row (a worker's answer takes a lock);
+        // rows of one partition mostly come in runs
+        let mut kept: std::collections::HashMap<i32, bool> = std::collections::HashMap::new();
+        let mut last: Option<(i32, bool)> = None;
+        let mut ask = |p: i32| match last {
+            Some((q, k)) if q == p => k,
+            _ => {
+                let k = *kept.entry(p).or_insert_with(|| keep(p));
+                last = Some((p, k));
+                k
+            }
+        };
+        let mask: Vec<bool> = self.positions.iter().map(|p| ask(p.partition)).collect();
+        if mask.iter().all(|m| *m) {
             return Ok(());
         }
-        let mask: Vec<bool> = self.positions.iter().map(|p| keep(p.partition)).collect();
         let mut renumber = Vec::with_capacity(mask.len());
         let mut n = 0;
         for m in &mask {
