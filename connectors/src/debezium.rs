@@ -222,6 +222,7 @@ fn decode_row(
     key: Option<(u32, &Plan, &[u8])>,
     value: &[u8],
 ) -> Result<Option<RowMeta>, ConnectorError> {
+    let unavailable_before = seg.unavailable.len();
     let scanned = scan(seg, value)?;
     let (kind, op) = match scanned.op {
         "c" => (ChangeKind::Upsert, "c"),
@@ -252,11 +253,13 @@ fn decode_row(
         (ChangeKind::Delete, after, Some((id, rec, bytes))) => {
             if after {
                 // a delete takes only its key: an `after` it should not have is dropped
-                seg.abandon_row(seg.unavailable.len(), position);
+                seg.abandon_row(unavailable_before, position);
             }
             seg.push_key(id, rec, bytes)?;
         }
-        // an upsert's row is decoded; a truncate's row holds nothing
+        // a truncate's row holds nothing, whatever it carried
+        (ChangeKind::Truncate, true, _) => seg.abandon_row(unavailable_before, position),
+        // an upsert's row is decoded
         _ => {}
     }
     Ok(Some(RowMeta {

@@ -94,8 +94,8 @@ fn only_bad_records_still_move_the_offset() {
     assert_eq!(batch.offsets[0].next_offset, 42);
 }
 
-/// The row is decoded in the same pass that reads op: an `after` a delete or a message should
-/// not carry is dropped again, and a bad record of a new schema adds no columns.
+/// The row is decoded in the same pass that reads op: an `after` a delete, a truncate or a
+/// message should not carry is dropped again, and a bad record of a new schema adds no columns.
 #[test]
 fn rows_decoded_before_op_is_known_are_dropped_when_op_says_so() {
     let mut dec = TableDecoder::new(StreamId::new("g", "s"));
@@ -136,22 +136,34 @@ fn rows_decoded_before_op_is_known_are_dropped_when_op_says_so() {
         Some(&upsert(2, "c", customer(10, "c@x", false))),
     )
     .unwrap();
+    // a truncate carrying a row (with a TOAST placeholder) is still an empty truncate row
+    let mut row = customer(11, "t@x", false);
+    set(&mut row, "notes", union(1, text(UNAVAILABLE)));
+    push(&mut dec, 0, 5, None, Some(&upsert(2, "t", row))).unwrap();
 
     let batch = finish(dec);
-    assert_eq!(batch.kinds, vec![ChangeKind::Delete, ChangeKind::Upsert]);
-    assert_eq!(batch.positions.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![1, 4]);
     assert_eq!(
-        col(&batch, "id").as_primitive::<Int32Type>().values().to_vec(),
-        vec![7, 10]
+        batch.kinds,
+        vec![ChangeKind::Delete, ChangeKind::Upsert, ChangeKind::Truncate]
     );
+    assert_eq!(
+        batch.positions.iter().map(|p| p.offset).collect::<Vec<_>>(),
+        vec![1, 4, 5]
+    );
+    let ids = col(&batch, "id").as_primitive::<Int32Type>();
+    assert_eq!((ids.value(0), ids.value(1)), (7, 10));
     assert!(col(&batch, "email").is_null(0), "a delete takes only its key");
     assert_eq!(col(&batch, "email").as_string::<i32>().value(1), "c@x");
+    for name in CUSTOMER_COLUMNS {
+        assert!(col(&batch, name).is_null(2), "{name} of the truncate row");
+    }
+    assert!(batch.unavailable.is_empty(), "{:?}", batch.unavailable);
     assert_eq!(
         batch.columns.fields().len(),
         CUSTOMER_COLUMNS.len(),
         "the dead-lettered v2 record added no column"
     );
-    assert_eq!(batch.offsets[0].next_offset, 5);
+    assert_eq!(batch.offsets[0].next_offset, 6);
 }
 
 // ---------------------------------------------------------------------------------------------
