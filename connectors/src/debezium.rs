@@ -134,12 +134,8 @@ struct Scanned<'a> {
 fn read_long_field(plan: &Plan, r: &mut Reader<'_>) -> Result<Option<i64>, ConnectorError> {
     match plan {
         Plan::Long(_) | Plan::Int(_) => Ok(Some(r.long()?)),
-        Plan::Nullable { null_index, inner } if matches!(**inner, Plan::Long(_) | Plan::Int(_)) => {
-            if r.union_index(2)? as u64 == *null_index {
-                Ok(None)
-            } else {
-                Ok(Some(r.long()?))
-            }
+        Plan::Nullable { inner, .. } if matches!(**inner, Plan::Long(_) | Plan::Int(_)) => {
+            Ok(if r.present(plan)? { Some(r.long()?) } else { None })
         }
         other => {
             r.skip(other)?;
@@ -162,11 +158,7 @@ fn scan<'a>(seg: &mut Segment, bytes: &'a [u8]) -> Result<Scanned<'a>, Connector
     let mut envelope_ts = None;
     for (i, f) in env.envelope.fields.iter().enumerate() {
         if i == env.after {
-            let present = match &f.plan {
-                Plan::Nullable { null_index, .. } => r.union_index(2)? as u64 != *null_index,
-                _ => true,
-            };
-            if present {
+            if r.present(&f.plan)? {
                 out.after = true;
                 seg.push_row(&mut r)?;
             }
@@ -175,9 +167,7 @@ fn scan<'a>(seg: &mut Segment, bytes: &'a [u8]) -> Result<Scanned<'a>, Connector
         } else if Some(i) == env.ts_ms {
             envelope_ts = read_long_field(&f.plan, &mut r)?;
         } else if let Some((_, src)) = env.source.as_ref().filter(|(si, _)| *si == i) {
-            if let Plan::Nullable { null_index, .. } = &f.plan
-                && r.union_index(2)? as u64 == *null_index
-            {
+            if !r.present(&f.plan)? {
                 continue;
             }
             for (j, sf) in src.fields.iter().enumerate() {
@@ -230,7 +220,13 @@ fn decode_row(
         "u" => (ChangeKind::Upsert, "u"),
         "d" => (ChangeKind::Delete, "d"),
         "t" => (ChangeKind::Truncate, "t"),
-        "m" => return Ok(None),
+        "m" => {
+            if scanned.after {
+                // a message makes no row: an `after` it should not have is dropped
+                seg.abandon_row(unavailable_before, position);
+            }
+            return Ok(None);
+        }
         other => return Err(ConnectorError::NotDebezium(format!("unknown op {other:?}"))),
     };
     let key_record = match key {
@@ -504,8 +500,8 @@ impl TableDecoder {
     }
 
     /// Decodes one record. `key` and `value` are the payload plans and bytes after the frame.
-    /// On error nothing was added (the caller dead-letters the record); the offset is always
-    /// advanced.
+    /// On error the record leaves no row in the batch (the caller dead-letters it); the offset
+    /// is always advanced.
     pub fn push(
         &mut self,
         position: Position,
@@ -528,11 +524,12 @@ impl TableDecoder {
         let unavailable_before = seg.unavailable.len();
         match decode_row(seg, &mut self.key_columns, position, key, value_bytes) {
             Ok(Some(row)) => seg.finish_row(row, true),
-            // `m`: no row (one decoded from an `after` such a record should not have is dropped)
-            Ok(None) if seg.row_started() => seg.abandon_row(unavailable_before, position),
             Ok(None) => {}
             Err(e) => {
-                seg.abandon_row(unavailable_before, position);
+                // a record that failed before its row began leaves nothing to filter out
+                if seg.row_started() {
+                    seg.abandon_row(unavailable_before, position);
+                }
                 return Err(e);
             }
         }

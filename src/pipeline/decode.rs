@@ -39,26 +39,20 @@ fn by_table(cfg: &Config, records: Vec<RawRecord>) -> BTreeMap<String, (TableCon
     // is found by pointer, without hashing the topic name per record
     let mut last: Option<(Arc<str>, Option<String>)> = None;
     for rec in records {
-        if let Some((topic, name)) = &last
-            && Arc::ptr_eq(topic, &rec.topic)
-        {
-            if let Some((_, recs)) = name.as_deref().and_then(|n| out.get_mut(n)) {
-                recs.push(rec);
-            }
-            continue;
+        if !last.as_ref().is_some_and(|(topic, _)| Arc::ptr_eq(topic, &rec.topic)) {
+            let name = tables.entry(rec.topic.clone()).or_insert_with(|| {
+                let tc = cfg.table_for_topic(&rec.topic)?;
+                let name = tc.name.clone();
+                // most batches hold one table: its records get room for all at once
+                let room = if out.is_empty() { n } else { 0 };
+                out.entry(name.clone())
+                    .or_insert_with(|| (tc, Vec::with_capacity(room)));
+                Some(name)
+            });
+            last = Some((rec.topic.clone(), name.clone()));
         }
-        let name = tables.entry(rec.topic.clone()).or_insert_with(|| {
-            let tc = cfg.table_for_topic(&rec.topic)?;
-            let name = tc.name.clone();
-            // most batches hold one table: its records get room for all at once
-            let room = if out.is_empty() { n } else { 0 };
-            out.entry(name.clone())
-                .or_insert_with(|| (tc, Vec::with_capacity(room)));
-            Some(name)
-        });
-        let name = name.clone();
-        last = Some((rec.topic.clone(), name.clone()));
-        if let Some((_, recs)) = name.as_deref().and_then(|n| out.get_mut(n)) {
+        let name = last.as_ref().and_then(|(_, name)| name.as_deref());
+        if let Some((_, recs)) = name.and_then(|n| out.get_mut(n)) {
             recs.push(rec);
         }
     }

@@ -157,6 +157,15 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| corrupt(format!("union branch {i} out of range (0..{branches})")))
     }
 
+    /// Reads the union branch of an optional (`Nullable`) datum: whether a value follows. A
+    /// datum of any other plan always has one, and nothing is read.
+    pub fn present(&mut self, plan: &Plan) -> Result<bool, ConnectorError> {
+        match plan {
+            Plan::Nullable { null_index, .. } => Ok(self.union_index(2)? as u64 != *null_index),
+            _ => Ok(true),
+        }
+    }
+
     /// Skips one datum of the record `rec`.
     pub fn skip_record(&mut self, rec: &Record) -> Result<(), ConnectorError> {
         for f in &rec.fields {
@@ -207,8 +216,8 @@ impl<'a> Reader<'a> {
                     }
                 }
             }
-            Plan::Nullable { null_index, inner } => {
-                if self.union_index(2)? as u64 != *null_index {
+            Plan::Nullable { inner, .. } => {
+                if self.present(plan)? {
                     self.skip(inner)?;
                 }
             }
@@ -461,12 +470,12 @@ impl Column {
     /// Debezium's unavailable-value placeholder, in which case a null was appended instead.
     pub fn append(&mut self, plan: &Plan, r: &mut Reader<'_>) -> Result<bool, ConnectorError> {
         match (plan, &mut *self) {
-            (Plan::Nullable { null_index, inner }, col) => {
-                if r.union_index(2)? as u64 == *null_index {
+            (Plan::Nullable { inner, .. }, col) => {
+                if r.present(plan)? {
+                    col.append(inner, r)
+                } else {
                     col.append_null();
                     Ok(false)
-                } else {
-                    col.append(inner, r)
                 }
             }
             (Plan::Null, col) => {
