@@ -573,14 +573,30 @@ impl KafkaSource {
     fn poll_loop(&self, limits: BatchLimits, tx: mpsc::Sender<RawBatch>, stop: Arc<AtomicBool>) {
         let ctx = self.consumer.context();
         let mut topics: HashSet<Arc<str>> = HashSet::new();
+        let mut last_topic: Option<Arc<str>> = None;
         let mut first_at: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
         let mut arena = Arena::default();
+        // the record polled last: it joins the open batch under the lock the next turn takes
+        // anyway (one lock per record, not two); no poll runs in between, so a revocation
+        // (which runs inside poll) still finds it in the batch
+        let mut polled_last: Option<RawRecord> = None;
+        // the clock is read when a poll found nothing and every `CLOCK_EVERY` records: at a
+        // microsecond per record, linger (milliseconds) loses nothing
+        const CLOCK_EVERY: u32 = 64;
+        let mut now = Instant::now();
+        let mut unclocked = 0;
         while !stop.load(Ordering::SeqCst) {
-            // one clock read per record serves both the linger check and the poll's wait
-            let now = Instant::now();
+            if polled_last.is_none() || unclocked >= CLOCK_EVERY {
+                now = Instant::now();
+                unclocked = 0;
+            }
+            unclocked += 1;
             let (waiting, full) = {
                 let mut pending = lock(&ctx.pending);
+                if let Some(r) = polled_last.take() {
+                    pending.open.push(r);
+                }
                 let open = &pending.open;
                 if open.records.is_empty() {
                     first_at = None;
@@ -626,15 +642,23 @@ impl KafkaSource {
                 None => {}
                 Some(Ok(m)) => {
                     backoff = Duration::from_millis(100);
-                    let topic = match topics.get(m.topic()) {
-                        Some(t) => t.clone(),
-                        None => {
-                            let t: Arc<str> = m.topic().into();
-                            topics.insert(t.clone());
+                    // records come in runs of one topic: compared before hashed
+                    let topic = match (&last_topic, m.topic()) {
+                        (Some(t), name) if t.as_ref() == name => t.clone(),
+                        (_, name) => {
+                            let t = match topics.get(name) {
+                                Some(t) => t.clone(),
+                                None => {
+                                    let t: Arc<str> = name.into();
+                                    topics.insert(t.clone());
+                                    t
+                                }
+                            };
+                            last_topic = Some(t.clone());
                             t
                         }
                     };
-                    lock(&ctx.pending).open.push(RawRecord {
+                    polled_last = Some(RawRecord {
                         topic,
                         partition: m.partition(),
                         offset: m.offset(),

@@ -1,9 +1,10 @@
-//! The decode stage: raw records → one `ChangeBatch` per table plus dead letters, on every
-//! core.
+//! The decode stage: raw records → one `ChangeBatch` per table plus dead letters.
 //!
-//! Records are grouped by table; each table's records are cut into contiguous chunks that
-//! decode on blocking threads at once, and the chunks' batches are joined in order — the order
-//! within every partition is the records' order.
+//! Records are grouped by table, in arrival order; every table decodes on a blocking thread of
+//! its own. Every core is used by decoding several batches at once (up to one per core), handed
+//! on in arrival order — not by cutting one table's records into chunks decoded side by side,
+//! whose batches had to be concatenated: a copy of every decoded value, 4-5% of the worker's
+//! CPU in `perf`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use change::{ChangeBatch, StreamId};
 use connectors::dlq::DeadLetter;
+use connectors::kafka::RawBatch;
 use connectors::{Decoder, RawRecord};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use tokio::sync::mpsc;
 
 use crate::config::{Config, TableConfig};
-
-/// Fewer records than this per chunk are not worth a thread of their own.
-const MIN_CHUNK: usize = 2_000;
 
 /// One batch, decoded.
 pub(crate) struct DecodedBatch {
@@ -59,6 +61,48 @@ fn by_table(cfg: &Config, records: Vec<RawRecord>) -> BTreeMap<String, (TableCon
     out
 }
 
+/// The decode stage: decodes the batches of `batches` as they come, up to one per core at once,
+/// and hands them to `tx` in arrival order. Ends when `batches` closes, `tx` closes (the apply
+/// stage failed; it reports why), or a stop comes while the registry is unavailable.
+pub(crate) async fn stage(
+    cfg: Arc<Config>,
+    decoder: Arc<Decoder>,
+    stop: Arc<AtomicBool>,
+    mut batches: mpsc::Receiver<RawBatch>,
+    tx: mpsc::Sender<DecodedBatch>,
+) -> anyhow::Result<()> {
+    let most = std::thread::available_parallelism().map_or(2, usize::from);
+    let mut inflight = FuturesOrdered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some(done) = inflight.next(), if !inflight.is_empty() => {
+                let done: anyhow::Result<Option<DecodedBatch>> = done?;
+                let Some(d) = done? else {
+                    break; // stopped while the registry was unavailable: nothing of it applied
+                };
+                if tx.send(d).await.is_err() {
+                    break;
+                }
+            }
+            raw = batches.recv(), if open && inflight.len() < most => match raw {
+                // a task of its own: it goes on while the stage waits for the apply stage
+                Some(raw) => inflight.push_back(tokio::spawn({
+                    let (cfg, decoder, stop) = (cfg.clone(), decoder.clone(), stop.clone());
+                    async move {
+                        let group = &cfg.kafka.group_id;
+                        decode(&cfg, group, &decoder, raw.records, &stop).await
+                    }
+                })),
+                None => open = false,
+            },
+            else => break,
+        }
+    }
+    Ok(())
+}
+
 /// Decodes `records` (schemas are fetched first, retried while the registry is unavailable,
 /// until `stop` is set: then `None`, nothing decoded).
 pub(crate) async fn decode(
@@ -90,41 +134,33 @@ pub(crate) async fn decode(
         }
         delay = (delay * 2).min(Duration::from_secs(30));
     }
-    let by_table = by_table(cfg, records);
-    let threads = std::thread::available_parallelism().map_or(2, usize::from);
     let mut out = DecodedBatch {
         tables: BTreeMap::new(),
         dead_letters: Vec::new(),
         records: n,
         started,
     };
-    for (name, (tc, mut recs)) in by_table {
-        crate::metrics::METRICS
-            .events_read
-            .with_label_values(&[name.as_str()])
-            .inc_by(recs.len() as u64);
-        let stream = StreamId::new(group, &tc.topic);
-        let chunks = (recs.len() / MIN_CHUNK).clamp(1, threads);
-        let size = recs.len().div_ceil(chunks);
-        let mut pieces = Vec::with_capacity(chunks);
-        while !recs.is_empty() {
-            let rest = recs.split_off(size.min(recs.len()));
-            pieces.push(std::mem::replace(&mut recs, rest));
-        }
-        let tasks: Vec<_> = pieces
-            .into_iter()
-            .map(|piece| {
-                let (decoder, name, stream) = (decoder.clone(), name.clone(), stream.clone());
-                tokio::task::spawn_blocking(move || decoder.decode(&name, &stream, &piece))
-            })
-            .collect();
-        let mut parts = Vec::new();
-        for t in tasks {
-            let d = t.await??;
-            out.dead_letters.extend(d.dead_letters);
-            parts.extend(d.batch);
-        }
-        if let Some(batch) = ChangeBatch::concat(parts)? {
+    // every table's records decode on a thread of their own, all at once
+    let tasks: Vec<_> = by_table(cfg, records)
+        .into_iter()
+        .map(|(name, (tc, recs))| {
+            crate::metrics::METRICS
+                .events_read
+                .with_label_values(&[name.as_str()])
+                .inc_by(recs.len() as u64);
+            let stream = StreamId::new(group, &tc.topic);
+            let decoder = decoder.clone();
+            let task = tokio::task::spawn_blocking({
+                let name = name.clone();
+                move || decoder.decode(&name, &stream, &recs)
+            });
+            (name, tc, task)
+        })
+        .collect();
+    for (name, tc, task) in tasks {
+        let d = task.await??;
+        out.dead_letters.extend(d.dead_letters);
+        if let Some(batch) = d.batch {
             out.tables.insert(name, (tc, batch));
         }
     }

@@ -3,10 +3,12 @@
 //! ```text
 //! source ──RawBatch──▶ decode (every core) ──DecodedBatch──▶ apply: dead letters, then every
 //!   (poll thread,        prefetch schemas,      bounded          table concurrently, one commit
-//!    bounded channel)    chunked Avro→Arrow     channel          each; offsets → Progress
+//!    bounded channel)    batches side by side,  channel          each; offsets → Progress
+//!                        handed on in order
 //! ```
 //!
-//! Batch N+1 decodes while batch N writes and commits; the channels hold one batch each, so
+//! Batch N+1 decodes while batch N writes and commits (and up to one batch per core decodes at
+//! once); the channels hold one batch each, so
 //! memory is bounded by a few batches and a slow lake slows the consumer (which pauses its
 //! partitions) instead of growing queues. The same type serves `cormorant run` (fed by the
 //! consumer group), `cormorant replay` (fed by a range reader) and the benchmarks (fed from
@@ -275,21 +277,15 @@ impl Pipeline {
     }
 
     /// Runs until `batches` is closed and everything received is applied (or a batch fails).
-    pub async fn run(mut self, mut batches: mpsc::Receiver<RawBatch>) -> anyhow::Result<RunStats> {
+    pub async fn run(mut self, batches: mpsc::Receiver<RawBatch>) -> anyhow::Result<RunStats> {
         let (tx, mut decoded) = mpsc::channel(1);
-        let (cfg, decoder, stop) = (self.cfg.clone(), self.decoder.clone(), self.stop.clone());
-        let group = cfg.kafka.group_id.clone();
-        let decoding = tokio::spawn(async move {
-            while let Some(raw) = batches.recv().await {
-                let Some(d) = decode::decode(&cfg, &group, &decoder, raw.records, &stop).await? else {
-                    break; // stopped while the registry was unavailable: nothing of it applied
-                };
-                if tx.send(d).await.is_err() {
-                    break; // the apply stage failed; it reports why
-                }
-            }
-            anyhow::Ok(())
-        });
+        let decoding = tokio::spawn(decode::stage(
+            self.cfg.clone(),
+            self.decoder.clone(),
+            self.stop.clone(),
+            batches,
+            tx,
+        ));
         let mut failed = None;
         while let Some(batch) = decoded.recv().await {
             if let Err(e) = self.apply(batch).await {

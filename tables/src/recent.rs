@@ -95,19 +95,27 @@ impl RecentRows {
         let Some((kept, size)) = self.files.get_mut(&id) else {
             return;
         };
-        let held: Vec<u32> = match &kept.live {
-            Some(live) => live.clone(),
-            None => (0..kept.rows.num_rows() as u32).collect(),
+        // counted before anything is collected: this runs for every file a commit deletes rows
+        // of, and most of them stay (2% of the upsert bench's CPU when it collected first)
+        let held = kept.rows.num_rows();
+        let live_count = match &kept.live {
+            Some(live) => live.iter().filter(|r| !deleted.contains(u64::from(**r))).count(),
+            // the whole file is held: every deleted row is one of them
+            None => held.saturating_sub(usize::try_from(deleted.len()).unwrap_or(usize::MAX)),
         };
-        let (positions, live): (Vec<u32>, Vec<u32>) = held
+        if live_count * 2 > held {
+            return;
+        }
+        let numbers: Vec<u32> = match &kept.live {
+            Some(live) => live.clone(),
+            None => (0..held as u32).collect(),
+        };
+        let (positions, live): (Vec<u32>, Vec<u32>) = numbers
             .iter()
             .enumerate()
             .filter(|(_, r)| !deleted.contains(u64::from(**r)))
             .map(|(i, r)| (i as u32, *r))
             .unzip();
-        if live.len() * 2 > held.len() {
-            return;
-        }
         let Ok(rows) = take_record_batch(&kept.rows, &UInt32Array::from(positions)) else {
             return;
         };

@@ -134,14 +134,16 @@ impl State<'_> {
     }
 
     fn set(&mut self, p: i32, key: KeyId, row: Option<Cur>) {
-        match self.at.get(&key) {
-            Some(&i) => {
-                self.touched[i].row = row;
-                self.touched[i].partition = p;
+        // one hash of the key: `set` runs for every batch row
+        match self.at.entry(key) {
+            hashbrown::hash_map::Entry::Occupied(e) => {
+                let t = &mut self.touched[*e.get()];
+                t.row = row;
+                t.partition = p;
             }
-            None => {
+            hashbrown::hash_map::Entry::Vacant(e) => {
                 let original = self.inputs.index.find(p, key, self.inputs.anywhere);
-                self.at.insert(key, self.touched.len());
+                e.insert(self.touched.len());
                 self.touched.push(Touched {
                     partition: p,
                     key,
@@ -237,6 +239,10 @@ pub fn resolve(inputs: &Inputs<'_>) -> Resolution {
         let key = inputs.keys[i];
         match batch.kinds[i] {
             ChangeKind::Truncate => st.truncate(i),
+            // only a row with cells the source did not send needs the key's current row
+            ChangeKind::Upsert if !inputs.unavailable.contains_key(&i) => {
+                st.set(p, key, Some(Cur::New(NewRow::Batch(i as u32))));
+            }
             ChangeKind::Upsert => {
                 let prev = st.current(p, key);
                 let row = st.upsert(i, prev.as_ref());
