@@ -24,6 +24,14 @@
 //! the pipeline bench (page faults and madvise calls); a worker that runs for months is worth
 //! that. `CORMORANT_MIMALLOC_DEFAULTS=1` keeps mimalloc's defaults.
 //!
+//! Re-measured 2026-12-07 (`benches/results/stream.md`, `soak.md`): `purge_delay = 100` halves
+//! the page faults of the 1M-event upsert stream and gave +4.8% events per CPU-second (four
+//! alternated pairs, ahead in all four — close to this machine's noise) for +25% peak RSS there
+//! (~500 against ~390 MiB), +150 MiB on the 5M-event run over 1M keys (914 against 762 MiB:
+//! the 1 GiB target's margin shrinks from 260 to 110 MiB) and +11–15% on the soak (262 against
+//! 236 MiB at 20,000 commits, flat in both). It stays 0; `MIMALLOC_PURGE_DELAY=100` is the
+//! operator's trade of memory for CPU.
+//!
 //! Hand-rolled FFI (two declarations) because the `mimalloc` crate does not expose options and its
 //! `libmimalloc-sys` names them only under a feature that needs another crate; the option
 //! numbers are those of the mimalloc v3 header `libmimalloc-sys` 0.1.49 builds by default.
