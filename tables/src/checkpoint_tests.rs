@@ -147,3 +147,88 @@ fn removes_in_checkpoint(log: &std::path::Path, version: u64) -> BTreeSet<String
     }
     out
 }
+
+/// Every partition's recorded offset read in one pass (the checkpoint's `txn` rows and the
+/// commits after it) is what the kernel answers app id by app id — also once the commits
+/// before the checkpoint are gone — and a fresh writer's offsets come from that pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_read_in_one_pass_match_the_kernel_per_app_id() {
+    let fx = Fixture::new(DeleteMode::Hard);
+    let mut w = churned(&fx, 0).await;
+    // partitions 0..4 before the checkpoint, 2..6 after it (2 and 3 move on)
+    for p in 0..4 {
+        apply(&mut w, &batch(&[up(10 * i64::from(p), p, "a", 1).p(p)])).await;
+    }
+    let checkpointed = w.current_table().await.expect("table").version().expect("version") as u64;
+    write_with(w.table().log_store(), checkpointed, 4)
+        .await
+        .expect("checkpoint written")
+        .expect("a new checkpoint");
+    for p in 2..6 {
+        apply(&mut w, &batch(&[up(100 + i64::from(p), p, "b", 2).p(p)])).await;
+    }
+    let table = w.current_table().await.expect("table").clone();
+    let latest = table.version().expect("version") as u64;
+    let kernel = |table: deltalake::DeltaTable| async move {
+        let mut out = Vec::new();
+        for p in 0..8 {
+            let v = table
+                .snapshot()
+                .expect("snapshot")
+                .transaction_version(table.log_store().as_ref(), app_id(p))
+                .await
+                .expect("kernel lookup");
+            out.push(v);
+        }
+        out
+    };
+    let one_pass = |at: u64| {
+        let table = table.clone();
+        async move {
+            let all = crate::log::all_txns(table.log_store().as_ref(), at, false)
+                .await
+                .expect("read")
+                .expect("answered in one pass");
+            (0..8).map(|p| all.get(&app_id(p)).copied()).collect::<Vec<_>>()
+        }
+    };
+    let expected = vec![
+        Some(1),
+        Some(11),
+        Some(103),
+        Some(104),
+        Some(105),
+        Some(106),
+        None,
+        None,
+    ];
+    assert_eq!(kernel(table.clone()).await, expected);
+    assert_eq!(one_pass(latest).await, expected);
+    assert!(
+        crate::log::all_txns(table.log_store().as_ref(), checkpointed - 1, false)
+            .await
+            .expect("read")
+            .is_none(),
+        "a checkpoint past the version asked for: per app id"
+    );
+    assert!(
+        crate::log::all_txns(table.log_store().as_ref(), latest, true)
+            .await
+            .expect("read")
+            .is_none(),
+        "expiring transactions: per app id"
+    );
+
+    let log = fx.dir.path().join(TABLE).join("_delta_log");
+    for v in 0..=checkpointed {
+        std::fs::remove_file(log.join(format!("{v:020}.json"))).expect("commit file removed");
+    }
+    assert_eq!(one_pass(latest).await, expected, "from the checkpoint's txn rows");
+    let mut fresh = fx.writer().await;
+    let mut offsets = Vec::new();
+    for p in 0..8 {
+        offsets.push(fresh.next_offset(&app_id(p)).await.expect("offset"));
+    }
+    assert_eq!(offsets, expected);
+    assert!(fresh.txns_complete, "read in one pass");
+}

@@ -2,9 +2,11 @@
 //!
 //! A worker needs the table's offsets of partitions it does not write itself: to position a
 //! partition it was just assigned (its previous owner committed up to there), and to decide
-//! that the whole consumer group caught up. Looking an offset up in a snapshot replays the log;
-//! this watch looks each one up once, then follows only the commits made since — reading their
-//! `txn` actions, without bringing the snapshot along (a replay of every active file per check).
+//! that the whole consumer group caught up. Looking an offset up in a snapshot replays the log
+//! (the kernel answers one app id per replay); this watch reads every app id's offset in one
+//! pass the first time one is missing ([`log::fill_txns`]; per app id where that pass cannot
+//! answer exactly), then follows only the commits made since — reading their `txn` actions,
+//! without bringing the snapshot along (a replay of every active file per check).
 //!
 //! Invariant: `txns` holds every app id a commit after the snapshot's version (up to
 //! `version`) recorded, so an app id missing there reads the same in the older snapshot.
@@ -25,6 +27,8 @@ pub struct OffsetsWatch {
     /// The version `txns` reflect (the snapshot may be older).
     version: u64,
     txns: HashMap<String, Option<i64>>,
+    /// Whether `txns` holds every app id with a `txn` (read in one pass); cleared with it.
+    complete: bool,
 }
 
 impl OffsetsWatch {
@@ -35,6 +39,7 @@ impl OffsetsWatch {
             table: None,
             version: 0,
             txns: HashMap::new(),
+            complete: false,
         }
     }
 
@@ -46,6 +51,7 @@ impl OffsetsWatch {
                 self.table = Some(table);
                 self.version = v;
                 self.txns.clear();
+                self.complete = false;
             }
             return Ok(());
         };
@@ -64,6 +70,7 @@ impl OffsetsWatch {
                         .await
                         .map_err(crate::lake::log_read)?;
                     self.txns.clear();
+                    self.complete = false;
                 }
             }
             self.version = now;
@@ -78,6 +85,15 @@ impl OffsetsWatch {
             return Ok(*v);
         }
         let Some(table) = &self.table else { return Ok(None) };
+        if self.complete {
+            return Ok(None);
+        }
+        // every app id at once: the kernel replays the log for each one it is asked (a worker
+        // assigned 320 partitions asked 320 times)
+        if log::fill_txns(table, &mut self.txns).await? {
+            self.complete = true;
+            return Ok(self.txns.get(app_id).copied().flatten());
+        }
         let v = table
             .snapshot()?
             .transaction_version(table.log_store().as_ref(), app_id)

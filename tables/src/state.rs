@@ -159,6 +159,7 @@ impl TableWriter {
     fn forget(&mut self) {
         self.version = None;
         self.txns.clear();
+        self.txns_complete = false;
         self.state = None;
     }
 
@@ -343,9 +344,17 @@ impl TableWriter {
         if let Some(v) = self.txns.get(app_id) {
             return Ok(*v);
         }
+        if self.txns_complete {
+            return Ok(None);
+        }
         let Ok(snapshot) = self.table.snapshot() else {
             return Ok(None);
         };
+        // every app id at once: the kernel replays the log for each one it is asked
+        if log::fill_txns(&self.table, &mut self.txns).await? {
+            self.txns_complete = true;
+            return Ok(self.txns.get(app_id).copied().flatten());
+        }
         let v = snapshot
             .transaction_version(self.table.log_store().as_ref(), app_id)
             .await?;

@@ -213,7 +213,7 @@ pub(crate) async fn last_checkpoint(store: &dyn ObjectStore) -> Result<Option<(u
     Ok(version.map(|v| (v, hint.get("parts").and_then(|p| p.as_u64()))))
 }
 
-fn checkpoint_files(version: u64, parts: Option<u64>) -> Vec<Path> {
+pub(crate) fn checkpoint_files(version: u64, parts: Option<u64>) -> Vec<Path> {
     match parts {
         Some(n) if n > 1 => (1..=n)
             .map(|i| Path::from(format!("_delta_log/{version:020}.checkpoint.{i:010}.{n:010}.parquet")))

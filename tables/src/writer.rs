@@ -128,6 +128,9 @@ pub struct TableWriter {
     pub(crate) version: Option<u64>,
     /// Recorded next offsets by `txn` app id (`None`: the table has none), as of `version`.
     pub(crate) txns: HashMap<String, Option<i64>>,
+    /// Whether `txns` holds every app id the table has a `txn` for (read in one pass), so that
+    /// one missing from it has none; cleared with `txns`.
+    pub(crate) txns_complete: bool,
     /// Keyed tables: schema, encoder and index of the loaded partitions, as of `version`.
     pub(crate) state: Option<State>,
     /// Whether the table's properties match `opts.policy` (checked on the first batch).
@@ -186,6 +189,7 @@ impl TableWriter {
             opts,
             version: None,
             txns: HashMap::new(),
+            txns_complete: false,
             state: None,
             policy_checked: false,
             #[cfg(test)]
