@@ -185,7 +185,7 @@ async fn offsets_read_in_one_pass_match_the_kernel_per_app_id() {
     let one_pass = |at: u64| {
         let table = table.clone();
         async move {
-            let all = crate::log::all_txns(table.log_store().as_ref(), at, false)
+            let all = crate::txns::all_txns(table.log_store().as_ref(), at, false)
                 .await
                 .expect("read")
                 .expect("answered in one pass");
@@ -205,14 +205,14 @@ async fn offsets_read_in_one_pass_match_the_kernel_per_app_id() {
     assert_eq!(kernel(table.clone()).await, expected);
     assert_eq!(one_pass(latest).await, expected);
     assert!(
-        crate::log::all_txns(table.log_store().as_ref(), checkpointed - 1, false)
+        crate::txns::all_txns(table.log_store().as_ref(), checkpointed - 1, false)
             .await
             .expect("read")
             .is_none(),
         "a checkpoint past the version asked for: per app id"
     );
     assert!(
-        crate::log::all_txns(table.log_store().as_ref(), latest, true)
+        crate::txns::all_txns(table.log_store().as_ref(), latest, true)
             .await
             .expect("read")
             .is_none(),
@@ -230,5 +230,5 @@ async fn offsets_read_in_one_pass_match_the_kernel_per_app_id() {
         offsets.push(fresh.next_offset(&app_id(p)).await.expect("offset"));
     }
     assert_eq!(offsets, expected);
-    assert!(fresh.txns_complete, "read in one pass");
+    assert!(fresh.txns.is_complete(), "read in one pass");
 }

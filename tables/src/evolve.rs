@@ -192,7 +192,6 @@ impl crate::writer::TableWriter {
         self.state = None;
         self.version = None;
         self.txns.clear();
-        self.txns_complete = false;
         self.sync().await?;
         if !loaded.is_empty() {
             self.load_partitions(&loaded).await?;

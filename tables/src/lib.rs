@@ -42,6 +42,7 @@ mod stats;
 mod table_setup;
 #[cfg(test)]
 mod test_support;
+mod txns;
 mod vacuum;
 pub mod writer;
 

@@ -15,15 +15,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use arrow::array::{Array, AsArray as _, RecordBatch};
-use arrow::datatypes::{DataType, Int64Type};
 use deltalake::kernel::{Action, Add, Metadata};
 use deltalake::logstore::{LogStore, get_actions};
-use futures::TryStreamExt as _;
-use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 
 use crate::error::{Result, TableError};
-use crate::vacuum::{checkpoint_files, last_checkpoint, string_field};
 
 /// The net effect of a range of commits.
 #[derive(Debug, Default)]
@@ -100,102 +95,6 @@ pub async fn read(log_store: &dyn LogStore, from: u64, to: u64) -> Result<Winner
     }
     out.range = Some((from, to));
     Ok(out)
-}
-
-/// Adds every `txn` app id of `table`'s snapshot to `txns` in one pass ([`all_txns`]), keeping
-/// the entries already there (as new or newer: commits after the snapshot's version). Returns
-/// whether it did — then an app id missing from `txns` has no `txn` in the table.
-pub async fn fill_txns(table: &deltalake::DeltaTable, txns: &mut HashMap<String, Option<i64>>) -> Result<bool> {
-    let snapshot = table.snapshot()?;
-    let expiring = snapshot
-        .metadata()
-        .configuration()
-        .contains_key("delta.setTransactionRetentionDuration");
-    let at = snapshot.version();
-    let Some(all) = all_txns(table.log_store().as_ref(), at, expiring).await? else {
-        return Ok(false);
-    };
-    for (app, v) in all {
-        txns.entry(app).or_insert(Some(v));
-    }
-    Ok(true)
-}
-
-/// Every `txn` app id's latest version at table version `at`, in one pass: the `txn` rows of
-/// the last checkpoint at or before `at` and the commits after it. `None` when that would not
-/// be the kernel's exact answer — a checkpoint past `at` or of another kind than the classic
-/// one, a commit missing from the log, or set transactions that expire
-/// (`delta.setTransactionRetentionDuration`, `expiring`): then ask per app id.
-///
-/// Why: the kernel answers one app id per replay of the log from its last checkpoint
-/// (`Snapshot::get_app_id_version`), and a writer asks once per stream partition — 320
-/// partitions were 320 replays, a third of the worker's CPU on the 5M-event bench.
-pub async fn all_txns(log_store: &dyn LogStore, at: u64, expiring: bool) -> Result<Option<HashMap<String, i64>>> {
-    if expiring {
-        return Ok(None);
-    }
-    let store = log_store.object_store(None);
-    let (mut txns, from) = match last_checkpoint(store.as_ref()).await? {
-        None => (HashMap::new(), 0),
-        Some((v, _)) if v > at => return Ok(None),
-        Some((v, parts)) => match checkpoint_txns(store, v, parts).await {
-            Ok(txns) => (txns, v + 1),
-            Err(error) => {
-                // a v2 checkpoint (named by a UUID), one cleaned up meanwhile, an unreadable
-                // one: the kernel's way reads what it needs
-                tracing::debug!(%error, version = v, "checkpoint txns not read in one pass; asking per app id");
-                return Ok(None);
-            }
-        },
-    };
-    match read(log_store, from, at).await {
-        Ok(w) => {
-            txns.extend(w.txns);
-            Ok(Some(txns))
-        }
-        Err(TableError::LogGap(_)) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// The `txn` rows of the classic checkpoint at version `v` (in `parts` files, if several).
-async fn checkpoint_txns(
-    store: std::sync::Arc<dyn object_store::ObjectStore>,
-    v: u64,
-    parts: Option<u64>,
-) -> Result<HashMap<String, i64>> {
-    let mut txns = HashMap::new();
-    for path in checkpoint_files(v, parts) {
-        #[allow(deprecated)] // as in files.rs: the replacement needs a hand-written AsyncFileReader
-        let reader = parquet::arrow::async_reader::ParquetObjectReader::new(store.clone(), path);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-        let mask = ProjectionMask::columns(builder.parquet_schema(), ["txn.appId", "txn.version"]);
-        let mut batches = builder.with_projection(mask).build()?;
-        while let Some(batch) = batches.try_next().await? {
-            txns_of(&batch, &mut txns)?;
-        }
-    }
-    Ok(txns)
-}
-
-/// The `txn` rows of a checkpoint batch into `out`.
-fn txns_of(batch: &RecordBatch, out: &mut HashMap<String, i64>) -> Result<()> {
-    let Some(txn) = batch.column_by_name("txn") else {
-        return Ok(());
-    };
-    let txn = txn.as_struct();
-    let apps = string_field(txn, "appId")?;
-    let versions = txn
-        .column_by_name("version")
-        .ok_or_else(|| TableError::Corrupt("checkpoint txn has no version".into()))?;
-    let versions = arrow::compute::cast(versions, &DataType::Int64)?;
-    let versions = versions.as_primitive::<Int64Type>();
-    for row in 0..txn.len() {
-        if txn.is_valid(row) && apps.is_valid(row) && versions.is_valid(row) {
-            out.insert(apps.value(row).to_string(), versions.value(row));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

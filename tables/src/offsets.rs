@@ -4,20 +4,19 @@
 //! partition it was just assigned (its previous owner committed up to there), and to decide
 //! that the whole consumer group caught up. Looking an offset up in a snapshot replays the log
 //! (the kernel answers one app id per replay); this watch reads every app id's offset in one
-//! pass the first time one is missing ([`log::fill_txns`]; per app id where that pass cannot
+//! pass the first time one is missing ([`KnownOffsets`]; per app id where that pass cannot
 //! answer exactly), then follows only the commits made since — reading their `txn` actions,
 //! without bringing the snapshot along (a replay of every active file per check).
 //!
 //! Invariant: `txns` holds every app id a commit after the snapshot's version (up to
 //! `version`) recorded, so an app id missing there reads the same in the older snapshot.
 
-use std::collections::HashMap;
-
 use deltalake::DeltaTable;
 
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::log;
+use crate::txns::KnownOffsets;
 
 /// A table's recorded offsets, kept current by [`OffsetsWatch::refresh`].
 pub struct OffsetsWatch {
@@ -26,9 +25,7 @@ pub struct OffsetsWatch {
     table: Option<DeltaTable>,
     /// The version `txns` reflect (the snapshot may be older).
     version: u64,
-    txns: HashMap<String, Option<i64>>,
-    /// Whether `txns` holds every app id with a `txn` (read in one pass); cleared with it.
-    complete: bool,
+    txns: KnownOffsets,
 }
 
 impl OffsetsWatch {
@@ -38,8 +35,7 @@ impl OffsetsWatch {
             name: name.to_string(),
             table: None,
             version: 0,
-            txns: HashMap::new(),
-            complete: false,
+            txns: KnownOffsets::default(),
         }
     }
 
@@ -51,7 +47,6 @@ impl OffsetsWatch {
                 self.table = Some(table);
                 self.version = v;
                 self.txns.clear();
-                self.complete = false;
             }
             return Ok(());
         };
@@ -60,7 +55,7 @@ impl OffsetsWatch {
             match log::read(table.log_store().as_ref(), self.version + 1, now).await {
                 Ok(w) => {
                     for (app, v) in w.txns {
-                        self.txns.insert(app, Some(v));
+                        self.txns.record(app, v);
                     }
                 }
                 Err(_) => {
@@ -70,7 +65,6 @@ impl OffsetsWatch {
                         .await
                         .map_err(crate::lake::log_read)?;
                     self.txns.clear();
-                    self.complete = false;
                 }
             }
             self.version = now;
@@ -81,25 +75,8 @@ impl OffsetsWatch {
     /// The next offset the table recorded for a stream partition (`None`: never), as of the
     /// last refresh.
     pub async fn get(&mut self, app_id: &str) -> Result<Option<i64>> {
-        if let Some(v) = self.txns.get(app_id) {
-            return Ok(*v);
-        }
         let Some(table) = &self.table else { return Ok(None) };
-        if self.complete {
-            return Ok(None);
-        }
-        // every app id at once: the kernel replays the log for each one it is asked (a worker
-        // assigned 320 partitions asked 320 times)
-        if log::fill_txns(table, &mut self.txns).await? {
-            self.complete = true;
-            return Ok(self.txns.get(app_id).copied().flatten());
-        }
-        let v = table
-            .snapshot()?
-            .transaction_version(table.log_store().as_ref(), app_id)
-            .await?;
-        self.txns.insert(app_id.to_string(), v);
-        Ok(v)
+        self.txns.get(table, app_id).await
     }
 }
 

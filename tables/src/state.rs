@@ -159,7 +159,6 @@ impl TableWriter {
     fn forget(&mut self) {
         self.version = None;
         self.txns.clear();
-        self.txns_complete = false;
         self.state = None;
     }
 
@@ -179,7 +178,7 @@ impl TableWriter {
     pub(crate) async fn absorb(&mut self, w: Winners) -> Result<()> {
         let Some((_, to)) = w.range else { return Ok(()) };
         for (app, v) in &w.txns {
-            self.txns.insert(app.clone(), Some(*v));
+            self.txns.record(app.clone(), *v);
         }
         let untagged = w.added.values().any(|a| partition_of(a).is_none());
         let Some(state) = self.state.as_mut() else {
@@ -341,24 +340,6 @@ impl TableWriter {
     /// The recorded next offset of a stream partition (`txn` app id), looked up once per
     /// version change and then followed through the log.
     pub(crate) async fn txn(&mut self, app_id: &str) -> Result<Option<i64>> {
-        if let Some(v) = self.txns.get(app_id) {
-            return Ok(*v);
-        }
-        if self.txns_complete {
-            return Ok(None);
-        }
-        let Ok(snapshot) = self.table.snapshot() else {
-            return Ok(None);
-        };
-        // every app id at once: the kernel replays the log for each one it is asked
-        if log::fill_txns(&self.table, &mut self.txns).await? {
-            self.txns_complete = true;
-            return Ok(self.txns.get(app_id).copied().flatten());
-        }
-        let v = snapshot
-            .transaction_version(self.table.log_store().as_ref(), app_id)
-            .await?;
-        self.txns.insert(app_id.to_string(), v);
-        Ok(v)
+        self.txns.get(&self.table, app_id).await
     }
 }

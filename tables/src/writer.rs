@@ -35,6 +35,7 @@ use crate::lake::Lake;
 use crate::partitioning::Partitioning;
 use crate::plan::{self, Context, Planned};
 use crate::state::State;
+use crate::txns::KnownOffsets;
 use crate::{dv, evolve, log};
 
 /// Data files of one commit written at once (one per source partition touched).
@@ -127,10 +128,7 @@ pub struct TableWriter {
     /// The table version `txns` and `state` reflect.
     pub(crate) version: Option<u64>,
     /// Recorded next offsets by `txn` app id (`None`: the table has none), as of `version`.
-    pub(crate) txns: HashMap<String, Option<i64>>,
-    /// Whether `txns` holds every app id the table has a `txn` for (read in one pass), so that
-    /// one missing from it has none; cleared with `txns`.
-    pub(crate) txns_complete: bool,
+    pub(crate) txns: KnownOffsets,
     /// Keyed tables: schema, encoder and index of the loaded partitions, as of `version`.
     pub(crate) state: Option<State>,
     /// Whether the table's properties match `opts.policy` (checked on the first batch).
@@ -188,8 +186,7 @@ impl TableWriter {
             table: lake.table(name).await?,
             opts,
             version: None,
-            txns: HashMap::new(),
-            txns_complete: false,
+            txns: KnownOffsets::default(),
             state: None,
             policy_checked: false,
             #[cfg(test)]
@@ -608,7 +605,7 @@ impl TableWriter {
     /// The index, offsets and schema follow our own commit.
     fn after_commit(&mut self, version: u64, planned: &Planned, written: Written, txns: &[SourceOffset]) {
         for o in txns {
-            self.txns.insert(o.app_id(), Some(o.next_offset));
+            self.txns.record(o.app_id(), o.next_offset);
         }
         self.version = Some(version);
         let Some(state) = self.state.as_mut() else { return };
@@ -718,7 +715,7 @@ impl TableWriter {
                 match self.commit(&actions, op.clone()).await? {
                     Outcome::Committed(version) => {
                         for o in &txns {
-                            self.txns.insert(o.app_id(), Some(o.next_offset));
+                            self.txns.record(o.app_id(), o.next_offset);
                         }
                         self.version = Some(version);
                         return Ok(Applied {
