@@ -18,6 +18,7 @@ use connectors::{Decoder, RawRecord};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::{Config, TableConfig};
 
@@ -63,7 +64,9 @@ fn by_table(cfg: &Config, records: Vec<RawRecord>) -> BTreeMap<String, (TableCon
 
 /// The decode stage: decodes the batches of `batches` as they come, up to one per core at once,
 /// and hands them to `tx` in arrival order. Ends when `batches` closes, `tx` closes (the apply
-/// stage failed; it reports why), or a stop comes while the registry is unavailable.
+/// stage failed; it reports why), or a stop comes while the registry is unavailable; batches
+/// still decoding then are aborted (nothing of them was handed on, so nothing is lost: the
+/// table's offsets bring them back).
 pub(crate) async fn stage(
     cfg: Arc<Config>,
     decoder: Arc<Decoder>,
@@ -87,14 +90,15 @@ pub(crate) async fn stage(
                 }
             }
             raw = batches.recv(), if open && inflight.len() < most => match raw {
-                // a task of its own: it goes on while the stage waits for the apply stage
-                Some(raw) => inflight.push_back(tokio::spawn({
+                // a task of its own: it goes on while the stage waits for the apply stage, and
+                // is aborted when the stage ends before it is handed on
+                Some(raw) => inflight.push_back(AbortOnDropHandle::new(tokio::spawn({
                     let (cfg, decoder, stop) = (cfg.clone(), decoder.clone(), stop.clone());
                     async move {
                         let group = &cfg.kafka.group_id;
                         decode(&cfg, group, &decoder, raw.records, &stop).await
                     }
-                })),
+                }))),
                 None => open = false,
             },
             else => break,
