@@ -21,12 +21,11 @@ use arrow::array::{Array, AsArray as _, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
 use deltalake::DeltaTable;
 use deltalake::logstore::LogStore;
-use futures::TryStreamExt as _;
-use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use deltalake::table::state::DeltaTableState;
 
 use crate::error::{Result, TableError};
 use crate::log::read;
-use crate::vacuum::{checkpoint_files, last_checkpoint, string_field};
+use crate::vacuum::{checkpoint_files, last_checkpoint, scan_checkpoint, string_field};
 
 /// Next offsets by `txn` app id (`None`: looked up, never recorded).
 #[derive(Debug, Default)]
@@ -66,7 +65,7 @@ impl KnownOffsets {
         let Ok(snapshot) = table.snapshot() else {
             return Ok(None);
         };
-        if fill(table, &mut self.map).await? {
+        if fill(snapshot, table.log_store().as_ref(), &mut self.map).await? {
             self.complete = true;
             return Ok(self.map.get(app_id).copied().flatten());
         }
@@ -76,17 +75,20 @@ impl KnownOffsets {
     }
 }
 
-/// Adds every `txn` app id of `table`'s snapshot to `txns` in one pass ([`all_txns`]), keeping
-/// the entries already there (as new or newer: commits after the snapshot's version). Returns
+/// Adds every `txn` app id of `snapshot` to `txns` in one pass ([`all_txns`]), keeping the
+/// entries already there (as new or newer: commits after the snapshot's version). Returns
 /// whether it did — then an app id missing from `txns` has no `txn` in the table.
-async fn fill(table: &DeltaTable, txns: &mut HashMap<String, Option<i64>>) -> Result<bool> {
-    let snapshot = table.snapshot()?;
+async fn fill(
+    snapshot: &DeltaTableState,
+    log_store: &dyn LogStore,
+    txns: &mut HashMap<String, Option<i64>>,
+) -> Result<bool> {
     let expiring = snapshot
         .metadata()
         .configuration()
         .contains_key("delta.setTransactionRetentionDuration");
     let at = snapshot.version();
-    let Some(all) = all_txns(table.log_store().as_ref(), at, expiring).await? else {
+    let Some(all) = all_txns(log_store, at, expiring).await? else {
         return Ok(false);
     };
     for (app, v) in all {
@@ -140,14 +142,8 @@ async fn checkpoint_txns(
 ) -> Result<HashMap<String, i64>> {
     let mut txns = HashMap::new();
     for path in checkpoint_files(v, parts) {
-        #[allow(deprecated)] // as in files.rs: the replacement needs a hand-written AsyncFileReader
-        let reader = parquet::arrow::async_reader::ParquetObjectReader::new(store.clone(), path);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-        let mask = ProjectionMask::columns(builder.parquet_schema(), ["txn.appId", "txn.version"]);
-        let mut batches = builder.with_projection(mask).build()?;
-        while let Some(batch) = batches.try_next().await? {
-            txns_of(&batch, &mut txns)?;
-        }
+        let leaves = ["txn.appId", "txn.version"];
+        scan_checkpoint(store.clone(), &path, &leaves, |batch| txns_of(batch, &mut txns)).await?;
     }
     Ok(txns)
 }

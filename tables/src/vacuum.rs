@@ -229,9 +229,6 @@ async fn checkpoint_removes(
     horizon_ms: i64,
     needed: &mut HashSet<String>,
 ) -> Result<()> {
-    #[allow(deprecated)]
-    let reader = ParquetObjectReader::new(store, path.clone());
-    let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
     // only the leaves vacuum reads, not the tags, partition values and stats of every remove
     let leaves = [
         "remove.path",
@@ -239,10 +236,24 @@ async fn checkpoint_removes(
         "remove.deletionVector.storageType",
         "remove.deletionVector.pathOrInlineDv",
     ];
-    let mask = ProjectionMask::columns(builder.parquet_schema(), leaves);
+    scan_checkpoint(store, path, &leaves, |batch| removes_of(batch, horizon_ms, needed)).await
+}
+
+/// Reads the checkpoint file `path` projected to `leaves` (dotted column paths), handing each
+/// batch to `each` as it is decoded: a checkpoint holds every active file, so it is streamed.
+pub(crate) async fn scan_checkpoint(
+    store: Arc<dyn ObjectStore>,
+    path: &Path,
+    leaves: &[&str],
+    mut each: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    #[allow(deprecated)] // as in files.rs: the replacement needs a hand-written AsyncFileReader
+    let reader = ParquetObjectReader::new(store, path.clone());
+    let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), leaves.iter().copied());
     let mut batches = builder.with_projection(mask).build()?;
     while let Some(batch) = batches.try_next().await? {
-        removes_of(&batch, horizon_ms, needed)?;
+        each(&batch)?;
     }
     Ok(())
 }
