@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
+use object_store::ObjectStoreExt as _;
 use tables::{DeleteMode, WriteMode};
 
 use crate::support::*;
@@ -139,6 +140,7 @@ async fn vacuum_keeps_the_retained_points(
         .count();
     assert!(deleted > 0, "{out}");
     assert_eq!(data_objects(cfg, "orders").await.len(), before.len() - deleted);
+    retained_files_exist(cfg, at, &out).await;
     for (point, versions) in at {
         // time travel to every marked point inside the retention, also through Python
         assert_point(cfg, point, Some(versions), true).await;
@@ -171,6 +173,99 @@ async fn vacuum_keeps_the_retained_points(
     assert!(ok && again.contains("orders: deleted 0 files"), "{again}");
     let (ok, refused) = cli(cfg, tag, &["vacuum", "--retain", "30days"]);
     assert!(!ok && refused.contains("deletedFileRetentionDuration"), "{refused}");
+}
+
+/// Every data and deletion-vector file that a marked point's version reads is still in the
+/// store. On a miss, the panic names the point, the version and what the log says of the file
+/// (which commits added and removed it, when), so that a failure can be diagnosed from the
+/// test's output alone.
+async fn retained_files_exist(
+    cfg: &cormorant::config::Config,
+    at: &[(String, HashMap<String, u64>)],
+    vacuum_out: &str,
+) {
+    let lake = cfg.lake.open().expect("lake");
+    for (point, versions) in at {
+        for (table, version) in versions {
+            let t = lake.open(table, Some(*version)).await.expect("open a retained version");
+            let store = t.log_store().object_store(None);
+            let mut reads = Vec::new();
+            for add in tables::lake::active_adds(&t).expect("adds") {
+                reads.push(
+                    object_store::path::Path::from_url_path(&add.path)
+                        .expect("path")
+                        .to_string(),
+                );
+                if let Some(d) = &add.deletion_vector {
+                    reads.extend(tables::dv::relative_path(d).ok());
+                }
+            }
+            for file in reads {
+                if store
+                    .head(&object_store::path::Path::from(file.as_str()))
+                    .await
+                    .is_err()
+                {
+                    let history = log_mentions(&t, &file).await;
+                    panic!(
+                        "{point}: {table} version {version} reads {file}, which is gone after vacuum.\nThe log on it:\n{history}\nvacuum said:\n{vacuum_out}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The commits (still in the log) whose `add` or `remove` names `file` (a data file or a
+/// deletion-vector file), with their deletion times and the commit's time and operation.
+async fn log_mentions(t: &deltalake::DeltaTable, file: &str) -> String {
+    let store = t.log_store().object_store(None);
+    let metas: Vec<object_store::ObjectMeta> = store
+        .list(Some(&object_store::path::Path::from("_delta_log")))
+        .try_collect()
+        .await
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for meta in metas.iter().filter(|m| m.location.as_ref().ends_with(".json")) {
+        let Ok(got) = store.get(&meta.location).await else {
+            continue;
+        };
+        let Ok(bytes) = got.bytes().await else { continue };
+        let mut commit = String::new();
+        let mut hits = Vec::new();
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            let Ok(action) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if let Some(info) = action.get("commitInfo") {
+                commit = format!("{} {}", info["timestamp"], info["operation"]);
+            }
+            for kind in ["add", "remove"] {
+                let Some(a) = action.get(kind) else { continue };
+                let dv = a["deletionVector"]["pathOrInlineDv"]
+                    .as_str()
+                    .filter(|_| a["deletionVector"]["storageType"] == "u");
+                let names_dv = dv
+                    .and_then(|e| tables::dv::relative_path_of(e).ok())
+                    .is_some_and(|p| p == file);
+                if a["path"].as_str().is_some_and(|p| file.ends_with(p)) || names_dv {
+                    hits.push(format!(
+                        "{kind} {} dv={:?} deletionTimestamp={}",
+                        a["path"], dv, a["deletionTimestamp"]
+                    ));
+                }
+            }
+        }
+        if !hits.is_empty() {
+            out.push(format!("{} (commit {commit}): {}", meta.location, hits.join("; ")));
+        }
+    }
+    let checkpoints: Vec<&str> = metas
+        .iter()
+        .map(|m| m.location.as_ref())
+        .filter(|l| l.contains(".checkpoint"))
+        .collect();
+    format!("{}\ncheckpoints: {checkpoints:?}", out.join("\n"))
 }
 
 /// Checkpoints every interval, `_last_checkpoint`, commit files below the last checkpoint gone
