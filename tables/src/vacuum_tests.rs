@@ -211,3 +211,40 @@ async fn the_last_due_checkpoint_is_never_lost_while_another_is_written() {
         "the newest due checkpoint was written"
     );
 }
+
+/// A file whose deletion vector has not changed since before the horizon is still the table's:
+/// its DV file is kept whether the snapshot vacuum reads comes from commits or from a
+/// checkpoint (the add is then read back from the checkpoint's `add.deletionVector`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_deletion_vector_of_a_live_file_survives_vacuum_from_a_checkpoint() {
+    let fx = Fixture::new(DeleteMode::Soft);
+    let policy = LogPolicy {
+        checkpoint_interval: Some(2),
+        ..LogPolicy::default()
+    };
+    let mut w = writer_with(&fx, WriteMode::Mor, policy).await;
+    let p0 = [up(0, 1, "a", 1), up(1, 2, "b", 2), up(2, 3, "c", 3)];
+    apply(&mut w, &batch(&p0)).await;
+    apply(&mut w, &batch(&[del(3, 1)])).await; // partition 0's file gets a DV
+    apply(&mut w, &batch(&[del(4, 2)])).await; // and another: the first one is superseded
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let horizon = std::time::Instant::now();
+    for i in 0..5 {
+        // only partition 1 changes from here on
+        let offset = i * 2;
+        let changes = [
+            up(offset, 10 + i as i32, "x", 1).p(1),
+            up(offset + 1, 10 + i as i32, "y", 2).p(1),
+        ];
+        apply(&mut w, &batch(&changes)).await;
+    }
+    crate::maintain::settle().await;
+    assert!(log_files(&fx).iter().any(|f| f.contains(".checkpoint.")), "{:?}", log_files(&fx));
+    let expected = fx.rows().await;
+    let mut table = fx.lake.open(TABLE, None).await.expect("open");
+    let done = vacuum(&mut table, Some(horizon.elapsed() + Duration::from_millis(300)), false)
+        .await
+        .expect("vacuum");
+    assert!(!done.files.is_empty(), "the superseded DV file goes: {done:?}");
+    assert_eq!(fx.rows().await, expected, "the latest version reads after vacuum: {done:?}");
+}
