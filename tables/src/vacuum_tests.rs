@@ -239,12 +239,20 @@ async fn an_old_deletion_vector_of_a_live_file_survives_vacuum_from_a_checkpoint
         apply(&mut w, &batch(&changes)).await;
     }
     crate::maintain::settle().await;
-    assert!(log_files(&fx).iter().any(|f| f.contains(".checkpoint.")), "{:?}", log_files(&fx));
+    assert!(
+        log_files(&fx).iter().any(|f| f.contains(".checkpoint.")),
+        "{:?}",
+        log_files(&fx)
+    );
     let expected = fx.rows().await;
     let mut table = fx.lake.open(TABLE, None).await.expect("open");
     let done = vacuum(&mut table, Some(horizon.elapsed() + Duration::from_millis(300)), false)
         .await
         .expect("vacuum");
     assert!(!done.files.is_empty(), "the superseded DV file goes: {done:?}");
-    assert_eq!(fx.rows().await, expected, "the latest version reads after vacuum: {done:?}");
+    assert_eq!(
+        fx.rows().await,
+        expected,
+        "the latest version reads after vacuum: {done:?}"
+    );
 }
