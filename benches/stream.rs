@@ -21,7 +21,7 @@
 //! Settings (environment): `BENCH_EVENTS` (1000000), `BENCH_KEYS` (100000),
 //! `BENCH_PARTITIONS` (6), `BENCH_FRESH_RATE` events/s (20000), `BENCH_FRESH_SECS` (30),
 //! `BENCH_ONLY` (comma list of ceiling,append,upsert,group,fresh), `BENCH_UPSERT_MODES` (mor,cow),
-//! `BENCH_KEEP=1` (keep the lakes and the workers' logs),
+//! `BENCH_KEEP=1` (keep the lakes and the workers' logs), `BENCH_PIN=1` (worker i on core i),
 //! `CORMORANT_BIN` (default
 //! target/release/cormorant), `KDI_BIN`. Results go to `benches/results/stream.md`.
 //!
@@ -56,6 +56,8 @@ struct Bench {
     root: PathBuf,
     partitions: i32,
     bin: PathBuf,
+    /// `BENCH_PIN=1`: worker `i` runs on core `i` (modulo the cores), see [`pin`].
+    pin: bool,
     lines: Vec<String>,
 }
 
@@ -277,13 +279,17 @@ fn run_cormorant(b: &Bench, topic: &str, mode: WriteMode, workers: usize, tag: &
         .collect();
     let children: Vec<Child> = logs
         .iter()
-        .map(|path| {
+        .enumerate()
+        .map(|(i, path)| {
             let log = std::fs::File::create(path)?;
-            Ok(Command::new(&b.bin)
-                .args(["--config", &config.to_string_lossy(), "run", "--until-caught-up"])
+            let mut cmd = Command::new(&b.bin);
+            cmd.args(["--config", &config.to_string_lossy(), "run", "--until-caught-up"])
                 .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()?)
+                .stderr(log);
+            if b.pin {
+                pin(&mut cmd, i);
+            }
+            Ok(cmd.spawn()?)
         })
         .collect::<anyhow::Result<_>>()?;
     let (mut cpu, mut rss) = (0.0, 0u64);
@@ -301,6 +307,29 @@ fn run_cormorant(b: &Bench, topic: &str, mode: WriteMode, workers: usize, tag: &
         written: common::dir_bytes(&table),
         streaming: streaming_rate(&table, &logs)?,
     })
+}
+
+/// Runs the child on core `i` (modulo the cores this process may use): with `BENCH_PIN=1`
+/// every worker of a group has a core of its own and one worker alone has one core, so the
+/// group's scaling is measured with the cores, not the machine, as the unit — on two cores a
+/// single unpinned worker already keeps both busy (its decode stage uses every core). The
+/// broker (this process) is not pinned.
+fn pin(cmd: &mut Command, i: usize) {
+    use std::os::unix::process::CommandExt as _;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let core = i % cores;
+    // SAFETY: between fork and exec the closure only calls sched_setaffinity on a set built
+    // on its own stack (async-signal-safe; no allocation, no locks).
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(core, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Events per second from the first partition assignment any worker logged (`logs`) to the
@@ -544,7 +573,8 @@ impl Bench {
         let streaming = m
             .streaming
             .map(|r| format!("streaming {r:.0} events/s (assignment to last commit)"));
-        let note = [streaming.as_deref(), Some(note).filter(|n| !n.is_empty())]
+        let pinned = self.pin.then_some("pinned: worker i on core i, broker unpinned");
+        let note = [streaming.as_deref(), Some(note).filter(|n| !n.is_empty()), pinned]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>()
@@ -592,6 +622,7 @@ async fn run() -> anyhow::Result<()> {
         root: std::env::temp_dir().join(format!("cormorant-bench-stream-{}", std::process::id())),
         partitions,
         bin: std::env::var("CORMORANT_BIN").map_or_else(|_| manifest.join("target/release/cormorant"), PathBuf::from),
+        pin: env("BENCH_PIN", 0u8) == 1,
         lines: Vec::new(),
     };
     anyhow::ensure!(
