@@ -216,8 +216,15 @@ pub(crate) async fn update_state(table: &mut DeltaTable) -> Result<()> {
 
 /// The log's latest version, listed from `from` (a version known to exist): what tells a
 /// writer or a watch whether anyone committed since, without a replay of the log.
+/// `LogGap` when the commit of `from` is gone from the log (expired): the caller reloads.
 pub(crate) async fn latest_version(table: &DeltaTable, from: u64) -> Result<u64> {
-    table.log_store().get_latest_version(from).await.map_err(log_read)
+    match table.log_store().get_latest_version(from).await {
+        Ok(v) => Ok(v),
+        Err(DeltaTableError::InvalidVersion(v)) if v == from => Err(TableError::LogGap(format!(
+            "commit {from} is no longer in the log (expired)"
+        ))),
+        Err(e) => Err(log_read(e)),
+    }
 }
 
 /// The error of loading the log's latest version (see [`update_state`]).

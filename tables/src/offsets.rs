@@ -13,7 +13,7 @@
 
 use deltalake::DeltaTable;
 
-use crate::error::Result;
+use crate::error::{Result, TableError};
 use crate::lake::Lake;
 use crate::log;
 use crate::txns::KnownOffsets;
@@ -42,32 +42,38 @@ impl OffsetsWatch {
     /// Brings the watch to the table's latest version.
     pub async fn refresh(&mut self) -> Result<()> {
         let Some(table) = self.table.as_mut().filter(|t| t.version().is_some()) else {
-            let table = self.lake.table(&self.name).await?;
-            if let Some(v) = table.version() {
-                self.table = Some(table);
-                self.version = v;
-                self.txns.clear();
-            }
-            return Ok(());
+            return self.reload().await;
         };
-        let now = crate::lake::latest_version(table, self.version).await?;
+        let now = match crate::lake::latest_version(table, self.version).await {
+            Ok(now) => now,
+            // the commit the watch stood at expired from the log (a short log retention, or a
+            // watch left unread for longer than it): start again from the latest version
+            Err(TableError::LogGap(_)) => return self.reload().await,
+            Err(e) => return Err(e),
+        };
         if now > self.version {
             match log::read(table.log_store().as_ref(), self.version + 1, now).await {
                 Ok(w) => {
                     for (app, v) in w.txns {
                         self.txns.record(app, v);
                     }
+                    self.version = now;
                 }
-                Err(_) => {
-                    // commits expired in between: look every offset up again, at `now`
-                    table
-                        .update_incremental(Some(now))
-                        .await
-                        .map_err(crate::lake::log_read)?;
-                    self.txns.clear();
-                }
+                // commits expired in between: look every offset up again, at the latest version
+                Err(_) => return self.reload().await,
             }
-            self.version = now;
+        }
+        Ok(())
+    }
+
+    /// Loads the table at its latest version (from its newest checkpoint) and forgets the
+    /// offsets known so far; nothing when the table does not exist yet.
+    async fn reload(&mut self) -> Result<()> {
+        let table = self.lake.table(&self.name).await?;
+        if let Some(v) = table.version() {
+            self.table = Some(table);
+            self.version = v;
+            self.txns.clear();
         }
         Ok(())
     }
@@ -110,5 +116,37 @@ mod tests {
         );
         assert_eq!(watch.table.as_ref().and_then(|t| t.version()), loaded, "no replay");
         assert_eq!(watch.version, loaded.expect("loaded") + 3);
+    }
+
+    /// The commit the watch last read expires from the log (log retention shorter than the
+    /// time between two refreshes): the watch reloads from the newest checkpoint instead of
+    /// failing, and still knows every offset.
+    #[tokio::test]
+    async fn a_watch_whose_version_expired_reloads_from_the_checkpoint() {
+        let fx = Fixture::new(DeleteMode::Hard);
+        let mut w = fx.writer().await;
+        apply(&mut w, &batch(&[up(0, 1, "a", 1)])).await;
+        let mut watch = OffsetsWatch::new(&fx.lake, TABLE);
+        watch.refresh().await.expect("refresh");
+        assert_eq!(watch.get(&app_id(0)).await.expect("get"), Some(1));
+        let seen = watch.version;
+        for offset in 1..4 {
+            apply(&mut w, &batch(&[up(offset, 1, "a", 1)])).await;
+        }
+        let table = w.current_table().await.expect("table");
+        let latest = table.version().expect("version") as u64;
+        crate::checkpoint::write(table.log_store(), latest)
+            .await
+            .expect("checkpoint");
+        // what log expiry does: the commits below the checkpoint go, the watch's among them
+        let log = fx.dir.path().join(TABLE).join("_delta_log");
+        for v in 0..latest {
+            std::fs::remove_file(log.join(format!("{v:020}.json"))).expect("expire a commit");
+        }
+        assert!(seen < latest);
+        watch.refresh().await.expect("refresh after the watch's commit expired");
+        assert_eq!(watch.version, latest);
+        assert_eq!(watch.get(&app_id(0)).await.expect("get"), Some(4));
+        assert_eq!(watch.get(&app_id(5)).await.expect("get"), None);
     }
 }
