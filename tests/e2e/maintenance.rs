@@ -224,47 +224,52 @@ async fn retained_files_exist(
 }
 
 /// The commits (still in the log) whose `add` or `remove` names `file` (a data file or a
-/// deletion-vector file), with their deletion times and the commit's time and operation.
+/// deletion-vector file), with their deletion times and the commit's time and operation; read
+/// with delta-rs's own action parser, as vacuum reads them.
 async fn log_mentions(t: &deltalake::DeltaTable, file: &str) -> String {
-    let store = t.log_store().object_store(None);
-    let metas: Vec<object_store::ObjectMeta> = store
-        .list(Some(&object_store::path::Path::from("_delta_log")))
+    use deltalake::kernel::{Action, DeletionVectorDescriptor};
+    use object_store::path::Path;
+    let log = t.log_store();
+    let metas: Vec<object_store::ObjectMeta> = log
+        .object_store(None)
+        .list(Some(&Path::from("_delta_log")))
         .try_collect()
         .await
         .unwrap_or_default();
+    let names = |path: &str, dv: Option<&DeletionVectorDescriptor>| {
+        Path::from_url_path(path).is_ok_and(|p| p.as_ref() == file)
+            || dv
+                .and_then(|d| tables::dv::relative_path(d).ok())
+                .is_some_and(|p| p == file)
+    };
     let mut out = Vec::new();
-    for meta in metas.iter().filter(|m| m.location.as_ref().ends_with(".json")) {
-        let Ok(got) = store.get(&meta.location).await else {
+    let versions = metas
+        .iter()
+        .filter_map(|m| m.location.filename()?.strip_suffix(".json")?.parse().ok());
+    for version in versions {
+        let Ok(Some(bytes)) = log.read_commit_entry(version).await else {
             continue;
         };
-        let Ok(bytes) = got.bytes().await else { continue };
+        let Ok(actions) = deltalake::logstore::get_actions(version, &bytes) else {
+            continue;
+        };
         let mut commit = String::new();
         let mut hits = Vec::new();
-        for line in String::from_utf8_lossy(&bytes).lines() {
-            let Ok(action) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if let Some(info) = action.get("commitInfo") {
-                commit = format!("{} {}", info["timestamp"], info["operation"]);
-            }
-            for kind in ["add", "remove"] {
-                let Some(a) = action.get(kind) else { continue };
-                let dv = a["deletionVector"]["pathOrInlineDv"]
-                    .as_str()
-                    .filter(|_| a["deletionVector"]["storageType"] == "u");
-                let names_dv = dv
-                    .and_then(|e| tables::dv::relative_path_of(e).ok())
-                    .is_some_and(|p| p == file);
-                if a["path"].as_str().is_some_and(|p| file.ends_with(p)) || names_dv {
-                    hits.push(format!(
-                        "{kind} {} dv={:?} deletionTimestamp={}",
-                        a["path"], dv, a["deletionTimestamp"]
-                    ));
+        for action in actions {
+            match action {
+                Action::CommitInfo(c) => commit = format!("{:?} {:?}", c.timestamp, c.operation),
+                Action::Add(a) if names(&a.path, a.deletion_vector.as_ref()) => {
+                    hits.push(format!("add {} dv={:?}", a.path, a.deletion_vector));
                 }
+                Action::Remove(r) if names(&r.path, r.deletion_vector.as_ref()) => hits.push(format!(
+                    "remove {} dv={:?} deletionTimestamp={:?}",
+                    r.path, r.deletion_vector, r.deletion_timestamp
+                )),
+                _ => {}
             }
         }
         if !hits.is_empty() {
-            out.push(format!("{} (commit {commit}): {}", meta.location, hits.join("; ")));
+            out.push(format!("version {version} (commit {commit}): {}", hits.join("; ")));
         }
     }
     let checkpoints: Vec<&str> = metas
