@@ -81,6 +81,8 @@ struct State {
     rates: FaultRates,
     rng: SplitMix64,
     injected: u64,
+    /// Calls of one kind that fail next, whatever the rates ([`Faults::fail_next`]).
+    scripted: Option<(&'static str, u64)>,
 }
 
 /// What happens to one call.
@@ -98,6 +100,7 @@ impl Faults {
                 rates,
                 rng: SplitMix64(seed),
                 injected: 0,
+                scripted: None,
             }),
         })
     }
@@ -105,6 +108,13 @@ impl Faults {
     /// Replaces the rates (`FaultRates::default()` switches faults off).
     pub fn set(&self, rates: FaultRates) {
         self.lock().rates = rates;
+    }
+
+    /// Makes the next `n` calls of kind `op` (`get`, `list`, `put`, …) fail before doing
+    /// anything, then lets them pass again: a transient failure at a chosen step, for tests
+    /// that must tell what the caller does about one failed call.
+    pub fn fail_next(&self, op: &'static str, n: u64) {
+        self.lock().scripted = Some((op, n));
     }
 
     /// Errors injected so far.
@@ -118,8 +128,17 @@ impl Faults {
     }
 
     /// Rolls the dice for one call: its delay and its fate.
-    fn roll(&self, write: bool) -> (Duration, Fate) {
-        let mut s = self.lock();
+    fn roll(&self, op: &str, write: bool) -> (Duration, Fate) {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        if let Some((kind, n)) = &mut s.scripted
+            && *kind == op
+            && *n > 0
+        {
+            *n -= 1;
+            s.injected += 1;
+            return (Duration::ZERO, Fate::Fail);
+        }
         let r = s.rates;
         let delay = if r.slow > 0.0 && s.uniform() < r.slow {
             r.max_latency.mul_f64(s.uniform())
@@ -211,7 +230,7 @@ impl FaultyStore {
     /// Waits the call's delay; `Err` when the call must fail before it is done, `Ok(true)`
     /// when it must be done and then reported failed.
     async fn enter(&self, op: &str, location: &Path, write: bool) -> object_store::Result<bool> {
-        let (delay, fate) = self.faults.roll(write);
+        let (delay, fate) = self.faults.roll(op, write);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -285,7 +304,7 @@ impl ObjectStore for FaultyStore {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let at = prefix.cloned().unwrap_or_default();
-        match self.faults.roll(false).1 {
+        match self.faults.roll("list", false).1 {
             Fate::Pass => self.inner.list(prefix),
             _ => futures::stream::once(async move { Err(injected("list", &at, false)) }).boxed(),
         }
@@ -358,6 +377,18 @@ mod tests {
         faults.set(FaultRates::default());
         assert!(matches!(s.get(&p).await, Err(object_store::Error::NotFound { .. })));
         assert_eq!(faults.injected(), 2);
+    }
+
+    #[tokio::test]
+    async fn scripted_failures_hit_only_their_kind_of_call_and_run_out() {
+        let (s, faults) = store(FaultRates::default());
+        let p = Path::from("x");
+        s.put(&p, Bytes::from_static(b"x").into()).await.expect("put");
+        faults.fail_next("get", 1);
+        assert!(s.list(None).next().await.expect("one item").is_ok(), "a list passes");
+        assert!(s.get(&p).await.is_err(), "the next get fails");
+        assert!(s.get(&p).await.is_ok(), "the one after passes");
+        assert_eq!(faults.injected(), 1);
     }
 
     #[test]

@@ -60,7 +60,10 @@ impl OffsetsWatch {
                     self.version = now;
                 }
                 // commits expired in between: look every offset up again, at the latest version
-                Err(_) => return self.reload().await,
+                Err(TableError::LogGap(_)) => return self.reload().await,
+                // anything else (a store hiccup) goes to the caller, which asks again later: the
+                // watch stays where it was, and a reload would cost a checkpoint read for nothing
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -116,6 +119,30 @@ mod tests {
         );
         assert_eq!(watch.table.as_ref().and_then(|t| t.version()), loaded, "no replay");
         assert_eq!(watch.version, loaded.expect("loaded") + 3);
+    }
+
+    /// Reading a newer commit fails once (a store hiccup): the caller gets a retryable error,
+    /// and the next refresh goes on from where the watch stood, without reloading the table.
+    #[tokio::test]
+    async fn a_failed_read_of_new_commits_is_retryable_and_keeps_the_watch() {
+        let fx = Fixture::faulty(DeleteMode::Hard, 7);
+        let faults = fx.faults.clone().expect("faulty fixture");
+        let mut w = fx.writer().await;
+        apply(&mut w, &batch(&[up(0, 1, "a", 1)])).await;
+        let mut watch = OffsetsWatch::new(&fx.lake, TABLE);
+        watch.refresh().await.expect("refresh");
+        let loaded = watch.table.as_ref().and_then(|t| t.version());
+        for offset in 1..3 {
+            apply(&mut w, &batch(&[up(offset, 1, "a", 1)])).await;
+        }
+        faults.fail_next("get", 1);
+        let err = watch.refresh().await.expect_err("the commit read fails");
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(faults.injected(), 1);
+        assert_eq!(watch.version, loaded.expect("loaded") as u64, "the watch stays");
+        watch.refresh().await.expect("the next refresh");
+        assert_eq!(watch.get(&app_id(0)).await.expect("get"), Some(3));
+        assert_eq!(watch.table.as_ref().and_then(|t| t.version()), loaded, "no reload");
     }
 
     /// The commit the watch last read expires from the log (log retention shorter than the
