@@ -139,7 +139,7 @@ mod tests {
         let err = watch.refresh().await.expect_err("the commit read fails");
         assert!(err.is_retryable(), "{err}");
         assert_eq!(faults.injected(), 1);
-        assert_eq!(watch.version, loaded.expect("loaded") as u64, "the watch stays");
+        assert_eq!(watch.version, loaded.expect("loaded"), "the watch stays");
         watch.refresh().await.expect("the next refresh");
         assert_eq!(watch.get(&app_id(0)).await.expect("get"), Some(3));
         assert_eq!(watch.table.as_ref().and_then(|t| t.version()), loaded, "no reload");
