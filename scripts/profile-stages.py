@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Splits the samples of `perf script` output (recorded with --call-graph) into the worker's
+stages and prints a Markdown table: stage, share of the samples, µs per event.
+
+    scripts/profile-stages.py SCRIPT.txt [US_PER_EVENT]
+
+A sample belongs to the FIRST stage whose test matches its thread name or one of its frames,
+in the order below: compaction runs on the runtime's threads too, so it is tested before the
+stages it shares frames with (Parquet writing). Called by scripts/profile.
+"""
+import collections
+import re
+import sys
+
+
+def samples(path):
+    """(thread name, [frames, innermost first]) per sample, symbol offsets and DSOs cut."""
+    out, cur = [], None
+    with open(path, errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                if cur:
+                    out.append(cur)
+                cur = None
+            elif not line.startswith((" ", "\t")):
+                cur = (line.split()[0], [])
+            elif cur is not None:
+                parts = line.strip().split(None, 1)
+                cur[1].append(re.sub(r"\+0x[0-9a-f]+.*$", "", parts[1] if len(parts) > 1 else "?"))
+    if cur:
+        out.append(cur)
+    return out
+
+
+def frame(pattern):
+    r = re.compile(pattern)
+    return lambda thread, frames: any(r.search(x) for x in frames)
+
+
+STAGES = [
+    ("compaction (read + rewrite, zstd)", frame(r"CompactionJob::run|tables::compact::")),
+    ("Kafka consumer (librdkafka threads, poll and copy thread)",
+     lambda thread, frames: thread.startswith("rdk:") or thread == "kafka-poll"),
+    ("Avro decoding into Arrow", frame(r"Decoder::decode")),
+    ("Parquet writing of fresh files (snappy)", frame(r"tables::files::write|upload_parquet_file|PartitionWriter")),
+    ("deletion vectors", frame(r"tables::dv|roaring")),
+    ("resolve, plan, key index, recent rows", frame(r"tables::(resolve|plan|index|recent|keys)")),
+    ("commit and log (delta-rs)", frame(r"tables::(commit|log|lake|txns|offsets)|deltalake|delta_kernel")),
+    ("pipeline glue (cormorant::pipeline)", frame(r"cormorant::pipeline")),
+]
+OTHER = "other (allocator, runtime, kernel)"
+
+
+def main():
+    all_samples = samples(sys.argv[1])
+    us = float(sys.argv[2]) if len(sys.argv) > 2 else None
+    counts = collections.Counter()
+    for thread, frames in all_samples:
+        name = next((n for n, test in STAGES if test(thread, frames)), OTHER)
+        counts[name] += 1
+    n = max(len(all_samples), 1)
+    print("| stage | share of samples |" + (" µs per event |" if us else ""))
+    print("|---|---|" + ("---|" if us else ""))
+    for name in [s for s, _ in STAGES] + [OTHER]:
+        share = counts[name] / n
+        print(f"| {name} | {100 * share:.0f}% |" + (f" {us * share:.2f} |" if us else ""))
+    print(f"{len(all_samples)} samples" + (f", {us:.2f} µs of CPU per event in all" if us else ""))
+
+
+if __name__ == "__main__":
+    main()
