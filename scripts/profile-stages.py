@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Splits the samples of `perf script` output (recorded with --call-graph) into the worker's
-stages and prints a Markdown table: stage, share of the samples, µs per event.
+stages, and again by library, and prints two Markdown tables: share of the samples and µs per
+event.
 
     scripts/profile-stages.py SCRIPT.txt [US_PER_EVENT]
 
@@ -50,20 +51,34 @@ STAGES = [
 ]
 OTHER = "other (allocator, runtime, kernel)"
 
+# whose code a sample is in: a frame of the library, or a thread of its own (librdkafka's)
+LIBRARIES = [
+    ("librdkafka", lambda thread, frames: thread.startswith("rdk:") or frame(r"^(rd_kafka|rd_|LZ4)")(thread, frames)),
+    ("parquet-rs + snappy/zstd", frame(r"^(parquet::|<parquet)|snap::|ZSTD|^zstd")),
+    ("arrow-rs kernels", frame(r"^(arrow_|<arrow)")),
+]
+REST = "the rest (Cormorant, tokio, delta-rs, allocator, kernel)"
+
+
+def table(title, all_samples, groups, other, us):
+    """Prints one Markdown table: each sample counted in the first group that matches."""
+    counts = collections.Counter()
+    for thread, frames in all_samples:
+        counts[next((n for n, test in groups if test(thread, frames)), other)] += 1
+    n = max(len(all_samples), 1)
+    print(f"| {title} | share of samples |" + (" µs per event |" if us else ""))
+    print("|---|---|" + ("---|" if us else ""))
+    for name in [g for g, _ in groups] + [other]:
+        share = counts[name] / n
+        print(f"| {name} | {100 * share:.0f}% |" + (f" {us * share:.2f} |" if us else ""))
+
 
 def main():
     all_samples = samples(sys.argv[1])
     us = float(sys.argv[2]) if len(sys.argv) > 2 else None
-    counts = collections.Counter()
-    for thread, frames in all_samples:
-        name = next((n for n, test in STAGES if test(thread, frames)), OTHER)
-        counts[name] += 1
-    n = max(len(all_samples), 1)
-    print("| stage | share of samples |" + (" µs per event |" if us else ""))
-    print("|---|---|" + ("---|" if us else ""))
-    for name in [s for s, _ in STAGES] + [OTHER]:
-        share = counts[name] / n
-        print(f"| {name} | {100 * share:.0f}% |" + (f" {us * share:.2f} |" if us else ""))
+    table("stage", all_samples, STAGES, OTHER, us)
+    print()
+    table("library", all_samples, LIBRARIES, REST, us)
     print(f"{len(all_samples)} samples" + (f", {us:.2f} µs of CPU per event in all" if us else ""))
 
 
