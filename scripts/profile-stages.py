@@ -34,14 +34,25 @@ def samples(path):
 
 
 def frame(pattern):
+    """A test: one of the sample's frames matches `pattern`."""
     r = re.compile(pattern)
     return lambda thread, frames: any(r.search(x) for x in frames)
+
+
+def thread(test):
+    """A test on the sample's thread name."""
+    return lambda name, frames: test(name)
+
+
+def either(*tests):
+    """A test that passes when one of `tests` does."""
+    return lambda name, frames: any(t(name, frames) for t in tests)
 
 
 STAGES = [
     ("compaction (read + rewrite, zstd)", frame(r"CompactionJob::run|tables::compact::")),
     ("Kafka consumer (librdkafka threads, poll and copy thread)",
-     lambda thread, frames: thread.startswith("rdk:") or thread == "kafka-poll"),
+     thread(lambda name: name.startswith("rdk:") or name == "kafka-poll")),
     ("Avro decoding into Arrow", frame(r"Decoder::decode")),
     ("Parquet writing of fresh files (snappy)", frame(r"tables::files::write|upload_parquet_file|PartitionWriter")),
     ("deletion vectors", frame(r"tables::dv|roaring")),
@@ -53,7 +64,7 @@ OTHER = "other (allocator, runtime, kernel)"
 
 # whose code a sample is in: a frame of the library, or a thread of its own (librdkafka's)
 LIBRARIES = [
-    ("librdkafka", lambda thread, frames: thread.startswith("rdk:") or frame(r"^(rd_kafka|rd_|LZ4)")(thread, frames)),
+    ("librdkafka", either(thread(lambda name: name.startswith("rdk:")), frame(r"^(rd_kafka|rd_|LZ4)"))),
     ("parquet-rs + snappy/zstd", frame(r"^(parquet::|<parquet)|snap::|ZSTD|^zstd")),
     ("arrow-rs kernels", frame(r"^(arrow_|<arrow)")),
 ]
@@ -63,8 +74,8 @@ REST = "the rest (Cormorant, tokio, delta-rs, allocator, kernel)"
 def table(title, all_samples, groups, other, us):
     """Prints one Markdown table: each sample counted in the first group that matches."""
     counts = collections.Counter()
-    for thread, frames in all_samples:
-        counts[next((n for n, test in groups if test(thread, frames)), other)] += 1
+    for name, frames in all_samples:
+        counts[next((g for g, test in groups if test(name, frames)), other)] += 1
     n = max(len(all_samples), 1)
     print(f"| {title} | share of samples |" + (" µs per event |" if us else ""))
     print("|---|---|" + ("---|" if us else ""))
