@@ -52,20 +52,48 @@ impl RawBatch {
 /// back to the allocating one, and a profile had this thread's malloc searching for free
 /// pages at 2.7% of the worker's samples. A block lives until its last record is dropped.
 ///
-/// A spent block is kept (up to [`Arena::KEEP`] of them) and filled again once its records
-/// are all gone: a fresh block's pages are faulted in by the kernel as they are first written
-/// (the worker's allocator gives freed memory back at once), and `perf` of the insert stream
-/// had those faults at 3% of the worker's samples, under this thread's copies.
-#[derive(Default)]
+/// A spent block is kept and filled again once its records are all gone: a fresh block's pages
+/// are faulted in by the kernel as they are first written (the worker's allocator gives freed
+/// memory back at once), and `perf` of the insert stream had those faults at 3% of the
+/// worker's samples, under this thread's copies. The arena keeps as many blocks as the records
+/// in flight can fill ([`Arena::for_limits`]): with only 32 kept, the upsert stream's records
+/// queued, in the channel and being decoded (several batches of up to `batch_max_bytes` each)
+/// outgrew them, and a profile still had 1.5–2.2% of the worker's samples faulting in fresh
+/// blocks. Once the consumer has been idle for a while the spent blocks are let go
+/// ([`Arena::trim`]), so a quiet worker does not hold its busiest moment's memory.
 pub(super) struct Arena {
     block: BytesMut,
     spent: std::collections::VecDeque<BytesMut>,
+    /// At most this many spent blocks are kept.
+    keep: usize,
+}
+
+impl Default for Arena {
+    fn default() -> Self {
+        Self {
+            block: BytesMut::new(),
+            spent: Default::default(),
+            keep: Self::MIN_KEEP,
+        }
+    }
 }
 
 impl Arena {
     const BLOCK: usize = 1 << 20;
-    /// At most this many spent blocks are kept for reuse: what an idle consumer holds at most.
-    const KEEP: usize = 32;
+    const MIN_KEEP: usize = 32;
+    /// Batches of raw records alive at once, each up to `max_bytes`: the open one and the
+    /// queued ones (together up to about twice `max_bytes`), one in the pipeline's channel,
+    /// and those being decoded (one per core, two here) — rounded up.
+    const BATCHES_IN_FLIGHT: usize = 6;
+
+    /// An arena that can keep a block for every record `limits` lets be in flight.
+    pub(super) fn for_limits(limits: &BatchLimits) -> Self {
+        let blocks = (Self::BATCHES_IN_FLIGHT * limits.max_bytes).div_ceil(Self::BLOCK);
+        Self {
+            keep: blocks.clamp(Self::MIN_KEEP, 1024),
+            ..Self::default()
+        }
+    }
 
     pub(super) fn copy(&mut self, bytes: &[u8]) -> Bytes {
         if self.block.capacity() - self.block.len() < bytes.len() {
@@ -73,6 +101,11 @@ impl Arena {
         }
         self.block.extend_from_slice(bytes);
         self.block.split().freeze()
+    }
+
+    /// Lets go of the spent blocks (those records still hold are freed with their records).
+    pub(super) fn trim(&mut self) {
+        self.spent.clear();
     }
 
     /// Makes a block of at least `size` bytes current: a spent one nothing refers to any more
@@ -85,7 +118,7 @@ impl Arena {
         };
         // a full block's handle is an empty view of its tail, which still owns the block
         self.spent.push_back(std::mem::replace(&mut self.block, next));
-        if self.spent.len() > Self::KEEP {
+        if self.spent.len() > self.keep {
             // let go of a block records still hold (it is freed with them) rather than of one
             // ready for reuse; `try_reclaim` readies the free ones it meets
             let held = self.spent.iter_mut().position(|b| !b.try_reclaim(Self::BLOCK));
@@ -203,7 +236,32 @@ mod tests {
         );
         assert_eq!(&third[..], &[5; 10]);
         assert_eq!(&second[..], &[3; 10]);
-        assert!(arena.spent.len() <= Arena::KEEP);
+        assert!(arena.spent.len() <= arena.keep);
+    }
+
+    /// Every block the records in flight filled is filled again once they are gone (the
+    /// default 32 would have let 68 of these 100 go and faulted in new ones), and an idle
+    /// consumer lets them all go.
+    #[test]
+    fn an_arena_reuses_as_many_blocks_as_records_in_flight_fill_and_trims_them() {
+        let limits = BatchLimits {
+            max_records: 1_000_000,
+            max_bytes: 32 << 20,
+            linger: Duration::from_millis(1),
+        };
+        let mut arena = Arena::for_limits(&limits);
+        let (ones, twos) = (vec![1u8; Arena::BLOCK], vec![2u8; Arena::BLOCK]);
+        let held: Vec<Bytes> = (0..100).map(|_| arena.copy(&ones)).collect();
+        let blocks: HashSet<usize> = held.iter().map(|b| b.as_ptr() as usize).collect();
+        drop(held);
+        let again: Vec<Bytes> = (0..99).map(|_| arena.copy(&twos)).collect();
+        assert!(again.iter().all(|b| blocks.contains(&(b.as_ptr() as usize))));
+        assert!(again.iter().all(|b| b[..] == twos[..]));
+        drop(again);
+        arena.trim();
+        assert!(arena.spent.is_empty());
+        let after = arena.copy(&[3; 10]);
+        assert_eq!(&after[..], &[3; 10]);
     }
 
     #[test]

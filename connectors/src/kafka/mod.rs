@@ -449,7 +449,10 @@ impl KafkaSource {
         let mut last_topic: Option<Arc<str>> = None;
         let mut first_at: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
-        let mut arena = Arena::default();
+        let mut arena = Arena::for_limits(&limits);
+        // when a record last arrived: the arena lets its spent blocks go after `IDLE` without one
+        const IDLE: Duration = Duration::from_secs(2);
+        let mut last_record = Instant::now();
         // the record polled last: it joins the open batch under the lock the next turn takes
         // anyway (one lock per record, not two); no poll runs in between, so a revocation
         // (which runs inside poll) still finds it in the batch
@@ -512,9 +515,14 @@ impl KafkaSource {
                 .poll(Duration::ZERO)
                 .or_else(|| self.consumer.poll(wait.max(Duration::from_millis(1))));
             match polled {
-                None => {}
+                None => {
+                    if now.duration_since(last_record) >= IDLE {
+                        arena.trim();
+                    }
+                }
                 Some(Ok(m)) => {
                     backoff = Duration::from_millis(100);
+                    last_record = now;
                     // records come in runs of one topic: compared before hashed
                     let topic = match (&last_topic, m.topic()) {
                         (Some(t), name) if t.as_ref() == name => t.clone(),
