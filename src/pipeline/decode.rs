@@ -35,6 +35,18 @@ pub(crate) struct DecodedBatch {
 /// The records of each configured table, in arrival order. Each topic is looked up once per
 /// batch: a lookup clones the table's config, which per record showed in a profile.
 fn by_table(cfg: &Config, records: Vec<RawRecord>) -> BTreeMap<String, (TableConfig, Vec<RawRecord>)> {
+    // most batches hold one topic: its records go on in the vector they came in, not copied
+    // into a new one (whose fresh pages the kernel faulted in: 0.7% of the upsert worker's
+    // samples in `perf`, under this function)
+    if let Some(first) = records.first()
+        && records.iter().all(|r| same_topic(&r.topic, &first.topic))
+    {
+        let mut out = BTreeMap::new();
+        if let Some(tc) = cfg.table_for_topic(&first.topic) {
+            out.insert(tc.name.clone(), (tc, records));
+        }
+        return out;
+    }
     let n = records.len();
     let mut tables: HashMap<Arc<str>, Option<String>> = HashMap::new();
     let mut out: BTreeMap<String, (TableConfig, Vec<RawRecord>)> = BTreeMap::new();
@@ -42,7 +54,7 @@ fn by_table(cfg: &Config, records: Vec<RawRecord>) -> BTreeMap<String, (TableCon
     // is found by pointer, without hashing the topic name per record
     let mut last: Option<(Arc<str>, Option<String>)> = None;
     for rec in records {
-        if !last.as_ref().is_some_and(|(topic, _)| Arc::ptr_eq(topic, &rec.topic)) {
+        if !last.as_ref().is_some_and(|(topic, _)| same_topic(topic, &rec.topic)) {
             let name = tables.entry(rec.topic.clone()).or_insert_with(|| {
                 let tc = cfg.table_for_topic(&rec.topic)?;
                 let name = tc.name.clone();
@@ -60,6 +72,11 @@ fn by_table(cfg: &Config, records: Vec<RawRecord>) -> BTreeMap<String, (TableCon
         }
     }
     out
+}
+
+/// Topic names of one consumer share one `Arc` (compared first); records made elsewhere may not.
+fn same_topic(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
 }
 
 /// The decode stage: decodes the batches of `batches` as they come, up to one per core at once,
@@ -224,5 +241,27 @@ mod tests {
             offsets,
             [("t_a".to_string(), vec![2, 6]), ("t_b".to_string(), vec![0, 1, 5])]
         );
+    }
+
+    /// A batch of one topic keeps its vector (no copy), also when its records do not share
+    /// one `Arc` of the name; a batch of a topic no table reads gives nothing.
+    #[test]
+    fn a_batch_of_one_topic_goes_on_in_its_own_vector() {
+        let mut cfg = Config::default();
+        cfg.tables = vec![TableConfig {
+            name: "t_a".into(),
+            topic: "a".into(),
+            ..Default::default()
+        }];
+        let (a, a_again): (Arc<str>, Arc<str>) = ("a".into(), "a".into());
+        let records = vec![rec(&a, 0), rec(&a_again, 1), rec(&a, 2)];
+        let at = records.as_ptr();
+        let grouped = super::by_table(&cfg, records);
+        let (tc, recs) = &grouped["t_a"];
+        assert_eq!((grouped.len(), tc.name.as_str(), recs.as_ptr()), (1, "t_a", at));
+        assert_eq!(recs.iter().map(|r| r.offset).collect::<Vec<_>>(), [0, 1, 2]);
+        let other: Arc<str> = "other".into();
+        assert!(super::by_table(&cfg, vec![rec(&other, 0)]).is_empty());
+        assert!(super::by_table(&cfg, Vec::new()).is_empty());
     }
 }
