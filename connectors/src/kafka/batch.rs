@@ -81,14 +81,13 @@ impl Default for Arena {
 impl Arena {
     const BLOCK: usize = 1 << 20;
     const MIN_KEEP: usize = 32;
-    /// Batches of raw records alive at once, each up to `max_bytes`: the open one and the
-    /// queued ones (together up to about twice `max_bytes`), one in the pipeline's channel,
-    /// and those being decoded (one per core, two here) — rounded up.
-    const BATCHES_IN_FLIGHT: usize = 6;
 
-    /// An arena that can keep a block for every record `limits` lets be in flight.
+    /// An arena that can keep a block for every record `limits` lets be in flight: batches of
+    /// up to `max_bytes` each — the open one and the queued ones (together up to about twice
+    /// `max_bytes`), one in the pipeline's channel, and one being decoded per core.
     pub(super) fn for_limits(limits: &BatchLimits) -> Self {
-        let blocks = (Self::BATCHES_IN_FLIGHT * limits.max_bytes).div_ceil(Self::BLOCK);
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let blocks = ((3 + cores) * limits.max_bytes).div_ceil(Self::BLOCK);
         Self {
             keep: blocks.clamp(Self::MIN_KEEP, 1024),
             ..Self::default()
