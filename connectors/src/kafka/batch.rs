@@ -80,6 +80,7 @@ impl Default for Arena {
 
 impl Arena {
     const BLOCK: usize = 1 << 20;
+    /// The fewest spent blocks kept, whatever the limits (and all an arena without them keeps).
     const MIN_KEEP: usize = 32;
 
     /// An arena that can keep a block for every record `limits` lets be in flight: batches of
