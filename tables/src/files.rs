@@ -173,6 +173,9 @@ pub enum Kind {
     /// partitions had `ZSTD_createCCtx`/`ZSTD_createDCtx` alone at 10.6% of the worker's
     /// samples (121 of them in reads of fresh files for soft deletes and compaction, 55 in
     /// writes). Snappy's codec is a small table; its files are larger (see `README.md`).
+    /// Uncompressed and LZ4_RAW fresh files were measured against it on the 1M-event upsert
+    /// stream (four alternated rounds, `benches/results/stream.md`): the same events per
+    /// CPU-second (179k, 179k, 177k), and uncompressed ones doubled the table's bytes.
     Fresh,
     /// Files meant to last (compaction, schema rewrites, copy-on-write rewrites): zstd(1), the
     /// smallest files, read many times, few column chunks per byte; rolled at `target` bytes
