@@ -384,6 +384,11 @@ fn mixed_rows<'a: 'b, 'b>(
 
 /// The new rows of every partition, one batch each: batch rows with one `take` per column,
 /// rows kept from rewritten files likewise, mixed rows sliced from [`mixed_rows`].
+///
+/// Gathering every partition's rows with one `interleave` per column instead (then slicing,
+/// no `concat`) was measured and dropped: on the 1M-event upsert stream over 48 partitions
+/// this function went from 5.6% to 8.4% of the worker's samples — `interleave` looks up the
+/// source array for every row, where `take` gathers from one.
 fn assemble(
     schema: &SchemaRef,
     sources: &[RecordBatch],
@@ -440,4 +445,80 @@ fn assemble(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    use super::*;
+
+    fn ints(schema: &SchemaRef, values: impl IntoIterator<Item = i64>) -> RecordBatch {
+        let values: Int64Array = values.into_iter().collect();
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(values.clone()), Arc::new(values)]).expect("batch")
+    }
+
+    fn column(rows: &RecordBatch, c: usize) -> Vec<i64> {
+        rows.column(c).as_primitive::<Int64Type>().values().to_vec()
+    }
+
+    #[test]
+    fn every_partition_gets_its_batch_kept_and_mixed_rows_in_that_order() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("b", DataType::Int64, false),
+        ]));
+        // sources: the batch (0..4), two one-row sources, a rewritten file (100..103)
+        let sources = vec![
+            ints(&schema, 0..4),
+            ints(&schema, [-1]),
+            ints(&schema, [-2]),
+            ints(&schema, 100..103),
+        ];
+        let mixed: Box<[Src]> = vec![(3, 2), (BATCH, 3)].into();
+        let res = Resolution {
+            rows: vec![
+                (7, NewRow::Batch(2)),
+                (5, NewRow::Mixed(mixed)),
+                (5, NewRow::Batch(0)),
+                (7, NewRow::Batch(1)),
+            ],
+            ..Resolution::default()
+        };
+        let kept: Kept = vec![(5, 3, vec![0, 1])];
+        let out = assemble(&schema, &sources, &res, &kept).expect("assemble");
+        assert_eq!(out.keys().copied().collect::<Vec<_>>(), [5, 7]);
+        assert_eq!(column(&out[&5], 0), [0, 100, 101, 102], "batch, kept, then mixed rows");
+        assert_eq!(
+            column(&out[&5], 1),
+            [0, 100, 101, 3],
+            "a mixed row takes each cell from its source"
+        );
+        assert_eq!(column(&out[&7], 0), [2, 1]);
+    }
+
+    #[test]
+    fn only_a_whole_batch_in_order_goes_on_without_a_copy() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("b", DataType::Int64, false),
+        ]));
+        let sources = vec![ints(&schema, 0..2), ints(&schema, [-1]), ints(&schema, [-2])];
+        let whole = Resolution {
+            rows: vec![(0, NewRow::Batch(0)), (0, NewRow::Batch(1))],
+            ..Resolution::default()
+        };
+        let out = assemble(&schema, &sources, &whole, &Vec::new()).expect("assemble");
+        assert!(out[&0].column(0).to_data().ptr_eq(&sources[0].column(0).to_data()));
+        // as many rows as the batch, but one of them mixed: not the batch as is
+        let mixed: Box<[Src]> = vec![(NULLS, 0), (BATCH, 1)].into();
+        let one_mixed = Resolution {
+            rows: vec![(0, NewRow::Batch(0)), (0, NewRow::Mixed(mixed))],
+            ..Resolution::default()
+        };
+        let out = assemble(&schema, &sources, &one_mixed, &Vec::new()).expect("assemble");
+        assert_eq!(column(&out[&0], 0), [0, -1]);
+        assert_eq!(column(&out[&0], 1), [0, 1]);
+    }
 }
