@@ -454,6 +454,14 @@ mod tests {
 
     use super::*;
 
+    /// The schema of every batch here: two 64-bit integer columns.
+    fn two_ints() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("b", DataType::Int64, false),
+        ]))
+    }
+
     fn ints(schema: &SchemaRef, values: impl IntoIterator<Item = i64>) -> RecordBatch {
         let values: Int64Array = values.into_iter().collect();
         RecordBatch::try_new(schema.clone(), vec![Arc::new(values.clone()), Arc::new(values)]).expect("batch")
@@ -465,10 +473,7 @@ mod tests {
 
     #[test]
     fn every_partition_gets_its_batch_kept_and_mixed_rows_in_that_order() {
-        let schema: SchemaRef = Arc::new(Schema::new(vec![
-            Field::new("a", DataType::Int64, false),
-            Field::new("b", DataType::Int64, false),
-        ]));
+        let schema = two_ints();
         // sources: the batch (0..4), two one-row sources, a rewritten file (100..103)
         let sources = vec![
             ints(&schema, 0..4),
@@ -500,10 +505,7 @@ mod tests {
 
     #[test]
     fn only_a_whole_batch_in_order_goes_on_without_a_copy() {
-        let schema: SchemaRef = Arc::new(Schema::new(vec![
-            Field::new("a", DataType::Int64, false),
-            Field::new("b", DataType::Int64, false),
-        ]));
+        let schema = two_ints();
         let sources = vec![ints(&schema, 0..2), ints(&schema, [-1]), ints(&schema, [-2])];
         let whole = Resolution {
             rows: vec![(0, NewRow::Batch(0)), (0, NewRow::Batch(1))],
