@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use change::{ChangeBatch, StreamId};
 use connectors::dlq::DeadLetter;
 use connectors::kafka::RawBatch;
-use connectors::{Decoder, RawRecord};
+use connectors::{Decoded, Decoder, RawRecord};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use tokio::sync::mpsc;
@@ -124,8 +124,10 @@ pub(crate) async fn stage(
     Ok(())
 }
 
-/// Decodes `records` (schemas are fetched first, retried while the registry is unavailable,
-/// until `stop` is set: then `None`, nothing decoded).
+/// Decodes `records`. Every table's records decode first with the schemas already cached;
+/// a table whose records name a schema the cache lacks has its schemas fetched (retried while
+/// the registry is unavailable, until `stop` is set: then `None`, nothing decoded) and decodes
+/// again.
 pub(crate) async fn decode(
     cfg: &Config,
     group: &str,
@@ -135,25 +137,34 @@ pub(crate) async fn decode(
 ) -> anyhow::Result<Option<DecodedBatch>> {
     let started = Instant::now();
     let n = records.len();
-    let mut delay = Duration::from_millis(500);
-    loop {
-        // a hung registry must not hold a stop: the lookup is dropped (nothing was applied)
-        let e = tokio::select! {
-            r = decoder.prefetch(&records) => match r {
-                Ok(()) => break,
-                Err(e) => e,
-            },
-            _ = crate::stop::requested(stop) => return Ok(None),
-        };
-        if e.is_fatal() {
-            anyhow::bail!("{e}; the worker stops (no record was dead-lettered for this) — fix the setting and restart");
+    let tables = by_table(cfg, records);
+    for (name, (_, recs)) in &tables {
+        crate::metrics::METRICS
+            .events_read
+            .with_label_values(&[name.as_str()])
+            .inc_by(recs.len() as u64);
+    }
+    let mut done = BTreeMap::new();
+    let mut missing = BTreeMap::new();
+    for (name, tc, d) in decode_tables(group, decoder, tables, true).await? {
+        match d {
+            Ok(d) => {
+                done.insert(name, (tc, d));
+            }
+            Err(recs) => {
+                missing.insert(name, (tc, recs));
+            }
         }
-        tracing::warn!(error = %e, retry_in = ?delay, "schema registry unavailable while decoding; retrying (the batch waits, nothing is skipped)");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = crate::stop::requested(stop) => return Ok(None),
+    }
+    if !missing.is_empty() {
+        if !fetch_schemas(decoder, &missing, stop).await? {
+            return Ok(None);
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
+        for (name, tc, d) in decode_tables(group, decoder, missing, false).await? {
+            if let Ok(d) = d {
+                done.insert(name, (tc, d));
+            }
+        }
     }
     let mut out = DecodedBatch {
         tables: BTreeMap::new(),
@@ -161,31 +172,80 @@ pub(crate) async fn decode(
         records: n,
         started,
     };
-    // every table's records decode on a thread of their own, all at once
-    let tasks: Vec<_> = by_table(cfg, records)
-        .into_iter()
-        .map(|(name, (tc, recs))| {
-            crate::metrics::METRICS
-                .events_read
-                .with_label_values(&[name.as_str()])
-                .inc_by(recs.len() as u64);
-            let stream = StreamId::new(group, &tc.topic);
-            let decoder = decoder.clone();
-            let task = tokio::task::spawn_blocking({
-                let name = name.clone();
-                move || decoder.decode(&name, &stream, &recs)
-            });
-            (name, tc, task)
-        })
-        .collect();
-    for (name, tc, task) in tasks {
-        let d = task.await??;
+    for (name, (tc, d)) in done {
         out.dead_letters.extend(d.dead_letters);
         if let Some(batch) = d.batch {
             out.tables.insert(name, (tc, batch));
         }
     }
     Ok(Some(out))
+}
+
+/// A table's name, config and what its records decoded to; `Err`: the records, which name a
+/// schema the cache lacks (only when decoding `cached_only`).
+type TableRun = (String, TableConfig, Result<Decoded, Vec<RawRecord>>);
+
+/// Decodes every table's records on a blocking thread of its own, all at once.
+async fn decode_tables(
+    group: &str,
+    decoder: &Arc<Decoder>,
+    tables: BTreeMap<String, (TableConfig, Vec<RawRecord>)>,
+    cached_only: bool,
+) -> anyhow::Result<Vec<TableRun>> {
+    let tasks: Vec<_> = tables
+        .into_iter()
+        .map(|(name, (tc, recs))| {
+            let stream = StreamId::new(group, &tc.topic);
+            let decoder = decoder.clone();
+            tokio::task::spawn_blocking(move || {
+                let d = if cached_only {
+                    decoder.decode_cached(&name, &stream, &recs)?.ok_or(recs)
+                } else {
+                    Ok(decoder.decode(&name, &stream, &recs)?)
+                };
+                Ok::<_, connectors::ConnectorError>((name, tc, d))
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await??);
+    }
+    Ok(out)
+}
+
+/// Fetches the schemas `tables`' records name, retried while the registry is unavailable:
+/// `false` when a stop came first (a hung registry must not hold a stop; nothing was applied).
+async fn fetch_schemas(
+    decoder: &Decoder,
+    tables: &BTreeMap<String, (TableConfig, Vec<RawRecord>)>,
+    stop: &AtomicBool,
+) -> anyhow::Result<bool> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let fetch = async {
+            for (_, recs) in tables.values() {
+                decoder.prefetch(recs).await?;
+            }
+            Ok::<_, connectors::ConnectorError>(())
+        };
+        let e = tokio::select! {
+            r = fetch => match r {
+                Ok(()) => return Ok(true),
+                Err(e) => e,
+            },
+            _ = crate::stop::requested(stop) => return Ok(false),
+        };
+        if e.is_fatal() {
+            anyhow::bail!("{e}; the worker stops (no record was dead-lettered for this) — fix the setting and restart");
+        }
+        tracing::warn!(error = %e, retry_in = ?delay, "schema registry unavailable while decoding; retrying (the batch waits, nothing is skipped)");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = crate::stop::requested(stop) => return Ok(false),
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
 }
 
 #[cfg(test)]
@@ -263,5 +323,121 @@ mod tests {
         let other: Arc<str> = "other".into();
         assert!(super::by_table(&cfg, vec![rec(&other, 0)]).is_empty());
         assert!(super::by_table(&cfg, Vec::new()).is_empty());
+    }
+
+    /// The fixture's first customers insert as the consumer hands it over, and the registry's
+    /// schemas by id.
+    fn customers_insert() -> (RawRecord, std::collections::HashMap<u64, String>) {
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/debezium");
+        let read = |path: &str| -> serde_json::Value {
+            let text = std::fs::read_to_string(format!("{fixture}/{path}")).expect("fixture file");
+            serde_json::from_str(&text).expect("fixture JSON")
+        };
+        let ex = read("examples/customers_c_insert.json");
+        let hex = ex["key_bytes_hex"].as_str().expect("key");
+        let key: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        let value = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            ex["value_bytes_b64"].as_str().expect("value"),
+        )
+        .expect("base64");
+        let mut schemas = std::collections::HashMap::new();
+        for versions in read("schemas.json").as_object().expect("subjects").values() {
+            for v in versions.as_array().expect("versions") {
+                let text = v["schema"].as_str().expect("schema");
+                schemas.insert(v["id"].as_u64().expect("id"), text.to_string());
+            }
+        }
+        let rec = RawRecord {
+            topic: "dbz.public.customers".into(),
+            partition: 0,
+            offset: 0,
+            key: Some(key.into()),
+            value: Some(value.into()),
+            timestamp_ms: None,
+        };
+        (rec, schemas)
+    }
+
+    /// A registry on a real socket that answers 503 to its first `refusals` requests, then
+    /// serves `/schemas/ids/{id}`; returns its URL and how many requests it got.
+    async fn flaky_registry(
+        schemas: std::collections::HashMap<u64, String>,
+        refusals: usize,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&request);
+                let id = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|path| path.strip_prefix("/schemas/ids/"))
+                    .and_then(|id| id.parse::<u64>().ok());
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (status, body) = match id.and_then(|id| schemas.get(&id)) {
+                    Some(_) if n < refusals => ("503 Service Unavailable", "{}".to_string()),
+                    Some(text) => ("200 OK", serde_json::json!({ "schema": text }).to_string()),
+                    None => (
+                        "404 Not Found",
+                        r#"{"error_code":40403,"message":"not found"}"#.to_string(),
+                    ),
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            }
+        });
+        (url, served)
+    }
+
+    /// A batch whose schemas are not cached yet, while the registry answers 503, waits and
+    /// retries, then decodes whole (nothing dead-lettered); a later batch of the same schemas
+    /// decodes from the cache without asking the registry again.
+    #[tokio::test]
+    async fn a_batch_waits_for_its_schemas_then_decodes_and_the_next_one_asks_nothing() {
+        let (rec, schemas) = customers_insert();
+        let (url, served) = flaky_registry(schemas, 2).await;
+        let mut cfg = Config::default();
+        cfg.tables = vec![TableConfig {
+            name: "customers".into(),
+            topic: "dbz.public.customers".into(),
+            ..Default::default()
+        }];
+        let settings = connectors::registry::RegistrySettings {
+            url,
+            ..Default::default()
+        };
+        let cache = Arc::new(connectors::registry::SchemaCache::new(&settings).expect("cache"));
+        let decoder = Arc::new(connectors::Decoder::new(cache));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        for round in 0..2 {
+            let out = super::decode(&cfg, "g", &decoder, vec![rec.clone()], &stop)
+                .await
+                .expect("decode")
+                .expect("not stopped");
+            assert!(out.dead_letters.is_empty(), "round {round}");
+            let (_, batch) = &out.tables["customers"];
+            assert_eq!(batch.kinds, vec![change::ChangeKind::Upsert], "round {round}");
+            // two refused lookups, then one per schema (key and value); none the second round
+            assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 4, "round {round}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! source ──RawBatch──▶ decode (every core) ──DecodedBatch──▶ apply: dead letters, then every
-//!   (poll thread,        prefetch schemas,      bounded          table concurrently, one commit
+//!   (poll thread,        new schemas fetched,   bounded          table concurrently, one commit
 //!    bounded channel)    batches side by side,  channel          each; offsets → Progress
 //!                        handed on in order
 //! ```

@@ -733,3 +733,37 @@ fn truncate_without_key_is_a_truncate_row() {
 
 mod corrupt;
 mod records;
+
+/// `decode_cached` decodes nothing while the cache lacks a schema the records name (and
+/// dead-letters nothing for it); once the schemas are in the cache it decodes what `decode`
+/// does. `decode` without them dead-letters the record.
+#[test]
+fn decode_cached_waits_for_schemas_decode_dead_letters() {
+    let ex = example("customers_c_insert");
+    let rec = crate::RawRecord {
+        topic: "dbz.public.customers".into(),
+        partition: ex.partition,
+        offset: ex.offset,
+        key: ex.key.clone().map(Into::into),
+        value: ex.value.clone().map(Into::into),
+        timestamp_ms: None,
+    };
+    let cache = Arc::new(crate::registry::SchemaCache::new(&Default::default()).unwrap());
+    let decoder = crate::Decoder::new(cache.clone());
+    let stream = StreamId::new("g", "dbz.public.customers");
+    let records = [rec];
+    assert!(decoder.decode_cached("customers", &stream, &records).unwrap().is_none());
+    let strict = decoder.decode("customers", &stream, &records).unwrap();
+    assert_eq!(strict.dead_letters.len(), 1);
+    // the record's offset still moves on, with no row
+    assert!(strict.batch.is_none_or(|b| b.kinds.is_empty()));
+    for bytes in [&ex.key, &ex.value] {
+        let (id, _) = frame::split(bytes.as_deref().unwrap()).unwrap();
+        cache.insert(id, &registry().text[&id]).unwrap();
+    }
+    let cached = decoder.decode_cached("customers", &stream, &records).unwrap().unwrap();
+    assert!(cached.dead_letters.is_empty());
+    let batch = cached.batch.unwrap();
+    assert_eq!(batch.kinds, vec![ChangeKind::Upsert]);
+    assert_row_is_after(&batch, 0, &ex);
+}
