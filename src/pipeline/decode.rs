@@ -325,38 +325,27 @@ mod tests {
         assert!(super::by_table(&cfg, Vec::new()).is_empty());
     }
 
-    /// The fixture's first customers insert as the consumer hands it over, and the registry's
-    /// schemas by id.
-    fn customers_insert() -> (RawRecord, std::collections::HashMap<u64, String>) {
-        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/debezium");
-        let read = |path: &str| -> serde_json::Value {
-            let text = std::fs::read_to_string(format!("{fixture}/{path}")).expect("fixture file");
-            serde_json::from_str(&text).expect("fixture JSON")
-        };
-        let ex = read("examples/customers_c_insert.json");
-        let hex = ex["key_bytes_hex"].as_str().expect("key");
-        let key: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+    /// The fixture's first customers record as the consumer hands it over, and the registry's
+    /// schemas by id (read by the fixture loader `load-fixture` uses).
+    fn first_customers_record() -> (RawRecord, std::collections::HashMap<u64, String>) {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/debezium");
+        let fixture = crate::fixture::Fixture::load(std::path::Path::new(dir)).expect("fixture");
+        let ev = fixture
+            .events
+            .iter()
+            .find(|e| e.topic == "dbz.public.customers")
+            .expect("a customers event");
+        let schemas = fixture
+            .schemas
+            .iter()
+            .map(|(id, _, text)| (u64::from(*id), text.clone()))
             .collect();
-        let value = base64::Engine::decode(
-            &base64::engine::general_purpose::STANDARD,
-            ex["value_bytes_b64"].as_str().expect("value"),
-        )
-        .expect("base64");
-        let mut schemas = std::collections::HashMap::new();
-        for versions in read("schemas.json").as_object().expect("subjects").values() {
-            for v in versions.as_array().expect("versions") {
-                let text = v["schema"].as_str().expect("schema");
-                schemas.insert(v["id"].as_u64().expect("id"), text.to_string());
-            }
-        }
         let rec = RawRecord {
-            topic: "dbz.public.customers".into(),
-            partition: 0,
-            offset: 0,
-            key: Some(key.into()),
-            value: Some(value.into()),
+            topic: ev.topic.as_str().into(),
+            partition: ev.partition,
+            offset: ev.offset,
+            key: ev.key.clone().map(Into::into),
+            value: ev.value.clone().map(Into::into),
             timestamp_ms: None,
         };
         (rec, schemas)
@@ -413,7 +402,7 @@ mod tests {
     /// decodes from the cache without asking the registry again.
     #[tokio::test]
     async fn a_batch_waits_for_its_schemas_then_decodes_and_the_next_one_asks_nothing() {
-        let (rec, schemas) = customers_insert();
+        let (rec, schemas) = first_customers_record();
         let (url, served) = flaky_registry(schemas, 2).await;
         let mut cfg = Config::default();
         cfg.tables = vec![TableConfig {
